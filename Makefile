@@ -1,0 +1,38 @@
+# make demo   install what is missing into .venv, then run the whole workflow on the embedded demo
+# make test   install what is missing, then run the test suite
+#
+# TORCH_SPEC picks the PyTorch build installed before the package. The default pair is the one that
+# runs here (CPU machines with the local wheels; the same build uses a GPU where there is one).
+# With your own CUDA torch already in the venv:  make demo TORCH_SPEC=
+PYTHON     ?= $(shell command -v python3.11 || command -v python3)
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+CORES      ?= all
+SNAKEMAKE_ARGS ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.ndmha-installed
+
+.PHONY: install demo test dry-run clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet $(TORCH_SPEC))
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+dry-run: install
+	$(BIN)/snakemake -n --configfile configs/celebahq.yaml $(SNAKEMAKE_ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf results .snakemake
