@@ -1,0 +1,1 @@
+"""Data preparation (demo data, conversion, masks, overlay, split) and the training dataset."""

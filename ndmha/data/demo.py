@@ -1,0 +1,180 @@
+"""Embedded demo dataset: deterministic procedural faces and QD-IMD-like irregular masks.
+
+CelebA-HQ and QD-IMD cannot be downloaded here, so the default workflow runs on data this module
+draws itself. Faces: a background, hair, a face ellipse with a skin tone, ears, neck, eyes with iris
+and pupil, brows, nose and mouth, with varied pose (roll, yaw, position, scale), colours and lighting.
+Masks: random thick strokes on black, white = hole (QD-IMD's polarity), with the hole ratio spread
+uniformly over a configured range (5-60 % by default). Every image depends only on (seed, index).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ndmha.io import map_parallel, staged_dir, write_image
+
+log = logging.getLogger("ndmha")
+
+SUPERSAMPLE = 2  # faces are drawn at 2x and downsampled with INTER_AREA for anti-aliasing
+
+SKIN_TONES_BGR = np.array([
+    (189, 224, 255), (160, 200, 241), (130, 180, 224), (110, 160, 198),
+    (90, 134, 176), (66, 105, 141), (45, 76, 102), (35, 57, 80),
+], dtype=np.float64)
+HAIR_BGR = np.array([
+    (20, 20, 25), (30, 45, 70), (40, 70, 120), (70, 120, 190), (140, 170, 200),
+    (190, 190, 190), (30, 30, 120), (60, 60, 60),
+], dtype=np.float64)
+IRIS_BGR = np.array([(40, 60, 90), (120, 90, 40), (70, 110, 60), (30, 40, 50), (140, 120, 90)],
+                    dtype=np.float64)
+
+
+def _color(rng: np.random.Generator, palette: np.ndarray, jitter: float = 12.0) -> tuple:
+    base = palette[rng.integers(len(palette))] + rng.normal(0.0, jitter, 3)
+    return tuple(float(c) for c in np.clip(base, 0, 255))
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    return int(round(x)), int(round(y))
+
+
+def draw_face(size: int, seed: int, index: int) -> np.ndarray:
+    """One procedural face, ``size`` x ``size`` BGR uint8, fully determined by ``(seed, index)``."""
+    rng = np.random.default_rng([seed, index, 0xFACE])
+    s = size * SUPERSAMPLE
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) / s
+
+    # Background: a vertical gradient between two random colours.
+    top, bottom = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
+    img = (top[None, None] * (1 - yy[..., None]) + bottom[None, None] * yy[..., None])
+
+    # Pose and proportions.
+    cx = s * (0.5 + rng.uniform(-0.06, 0.06))
+    cy = s * (0.52 + rng.uniform(-0.05, 0.05))
+    fw = s * rng.uniform(0.24, 0.31)          # half width of the face ellipse
+    fh = fw * rng.uniform(1.2, 1.4)           # half height
+    roll = rng.uniform(-15, 15)               # in-plane rotation, degrees
+    yaw = rng.uniform(-0.25, 0.25)            # features shift sideways as the head turns
+    skin = _color(rng, SKIN_TONES_BGR)
+    hair = _color(rng, HAIR_BGR, 10)
+    shade = tuple(c * 0.8 for c in skin)
+
+    canvas = np.ascontiguousarray(img)
+    # Shoulders and neck.
+    cv2.ellipse(canvas, _pt(cx, s * 1.05), _pt(s * 0.45, s * 0.22), 0, 180, 360,
+                _color(rng, np.array([(60, 60, 160), (150, 90, 40), (50, 50, 50), (200, 200, 210)])),
+                -1, cv2.LINE_AA)
+    cv2.rectangle(canvas, _pt(cx - fw * 0.45, cy + fh * 0.5), _pt(cx + fw * 0.45, s * 0.95), shade, -1)
+    # Hair behind the head (long or short).
+    hair_len = rng.uniform(0.9, 1.6)
+    cv2.ellipse(canvas, _pt(cx, cy - fh * 0.1), _pt(fw * 1.18, fh * hair_len * 0.85), roll, 0, 360,
+                hair, -1, cv2.LINE_AA)
+    # Ears.
+    for side in (-1, 1):
+        cv2.ellipse(canvas, _pt(cx + side * fw * (1.0 - 0.3 * side * yaw), cy),
+                    _pt(fw * 0.16, fh * 0.2), roll, 0, 360, shade, -1, cv2.LINE_AA)
+    # Face.
+    cv2.ellipse(canvas, _pt(cx, cy), _pt(fw, fh), roll, 0, 360, skin, -1, cv2.LINE_AA)
+    # Fringe: the upper part of a hair ellipse clipped by the face.
+    fringe = rng.uniform(0.25, 0.55)
+    cv2.ellipse(canvas, _pt(cx, cy - fh * 0.75), _pt(fw * 1.05, fh * fringe), roll, 180, 360,
+                hair, -1, cv2.LINE_AA)
+
+    # Features are placed in face coordinates, rotated by the roll angle, shifted by the yaw.
+    rot = np.deg2rad(roll)
+    cos, sin = np.cos(rot), np.sin(rot)
+
+    def at(u: float, v: float) -> tuple[int, int]:
+        u = u + yaw
+        return _pt(cx + fw * (u * cos - v * sin), cy + fh * (u * sin + v * cos))
+
+    eye_y, eye_dx = rng.uniform(-0.18, -0.05), rng.uniform(0.36, 0.46)
+    eye_w, eye_h = fw * rng.uniform(0.16, 0.22), fh * rng.uniform(0.06, 0.09)
+    iris = _color(rng, IRIS_BGR, 8)
+    brow_thick = max(1, int(s * rng.uniform(0.008, 0.016)))
+    for side in (-1, 1):
+        ex = side * eye_dx
+        cv2.ellipse(canvas, at(ex, eye_y), _pt(eye_w, eye_h), roll, 0, 360, (235, 240, 245), -1,
+                    cv2.LINE_AA)
+        cv2.circle(canvas, at(ex + yaw * 0.3, eye_y), max(1, int(eye_h * 0.95)), iris, -1, cv2.LINE_AA)
+        cv2.circle(canvas, at(ex + yaw * 0.3, eye_y), max(1, int(eye_h * 0.45)), (15, 15, 15), -1,
+                    cv2.LINE_AA)
+        brow_y = eye_y - rng.uniform(0.12, 0.18)
+        cv2.line(canvas, at(ex - side * 0.15, brow_y + 0.02), at(ex + side * 0.18, brow_y - 0.01),
+                 tuple(c * 0.7 for c in hair), brow_thick, cv2.LINE_AA)
+    # Nose: a bridge line and two nostrils.
+    nose_len = rng.uniform(0.22, 0.32)
+    cv2.line(canvas, at(0.02, eye_y + 0.05), at(0.05, eye_y + 0.05 + nose_len), shade,
+             max(1, int(s * 0.01)), cv2.LINE_AA)
+    for side in (-1, 1):
+        cv2.circle(canvas, at(side * 0.07, eye_y + 0.07 + nose_len), max(1, int(s * 0.008)),
+                   tuple(c * 0.55 for c in skin), -1, cv2.LINE_AA)
+    # Mouth: lips as a filled ellipse, a smile or a neutral line on top.
+    mouth_y = rng.uniform(0.42, 0.55)
+    lips = tuple(float(c) for c in np.clip(np.array(skin) * np.array([0.6, 0.55, 1.05]), 0, 255))
+    mw, mh = fw * rng.uniform(0.28, 0.42), fh * rng.uniform(0.04, 0.09)
+    cv2.ellipse(canvas, at(0.0, mouth_y), _pt(mw, mh), roll, 0, 360, lips, -1, cv2.LINE_AA)
+    smile = rng.uniform(-0.3, 1.0)
+    cv2.ellipse(canvas, at(0.0, mouth_y - 0.02), _pt(mw * 0.9, max(1.0, mh * smile)), roll,
+                0 if smile >= 0 else 180, 180 if smile >= 0 else 360, (40, 30, 60),
+                max(1, int(s * 0.006)), cv2.LINE_AA)
+
+    # Directional lighting and a little sensor noise.
+    angle = rng.uniform(0, 2 * np.pi)
+    light = 1.0 + rng.uniform(0.1, 0.35) * ((xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle))
+    canvas = canvas * light[..., None] * rng.uniform(0.85, 1.15)
+    canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    canvas += rng.normal(0.0, 2.0, canvas.shape)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def draw_mask(size: int, seed: int, index: int, ratio_range: tuple[float, float] = (0.05, 0.60)
+              ) -> np.ndarray:
+    """One irregular stroke mask like QD-IMD's: uint8, 255 = hole, 0 = valid.
+
+    Strokes (smooth random walks of varying thickness) are added until the hole covers a target
+    ratio drawn uniformly from ``ratio_range``.
+    """
+    rng = np.random.default_rng([seed, index, 0x3A5C])
+    target = rng.uniform(*ratio_range)
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(200):
+        if mask.mean() / 255.0 >= target:
+            break
+        thickness = max(1, int(size * rng.uniform(0.02, 0.08)))
+        point = rng.uniform(0, size, 2)
+        heading = rng.uniform(0, 2 * np.pi)
+        points = [point.copy()]
+        for _ in range(int(rng.integers(4, 12))):
+            heading += rng.normal(0.0, 0.7)
+            point = np.clip(point + size * rng.uniform(0.04, 0.12) * np.array(
+                [np.cos(heading), np.sin(heading)]), 0, size - 1)
+            points.append(point.copy())
+        cv2.polylines(mask, [np.round(np.array(points)).astype(np.int32)], False, 255, thickness,
+                      cv2.LINE_8)
+    return mask
+
+
+def make_demo_dataset(images_dir: str | Path, masks_dir: str | Path, n_images: int, n_masks: int,
+                      size: int, mask_size: int, seed: int,
+                      ratio_range: tuple[float, float] = (0.05, 0.60), threads: int = 1) -> None:
+    """Write ``n_images`` faces (``000000.png``...) and ``n_masks`` masks as PNG, each atomically."""
+    fingerprint = {"size": size, "mask_size": mask_size, "seed": seed, "ratio": list(ratio_range)}
+    with staged_dir(images_dir, {**fingerprint, "n": n_images}) as out:
+        def face(i: int) -> None:
+            path = out / f"{i:06d}.png"
+            if not path.exists():
+                write_image(path, draw_face(size, seed, i))
+        map_parallel(face, list(range(n_images)), threads, "demo faces")
+    with staged_dir(masks_dir, {**fingerprint, "n": n_masks}) as out:
+        def mask(i: int) -> None:
+            path = out / f"{i:05d}.png"
+            if not path.exists():
+                write_image(path, draw_mask(mask_size, seed, i, ratio_range))
+        map_parallel(mask, list(range(n_masks)), threads, "demo masks")
+    log.info("demo dataset: %d faces (%dpx) in %s, %d masks (%dpx) in %s",
+             n_images, size, images_dir, n_masks, mask_size, masks_dir)

@@ -1,0 +1,151 @@
+"""Data preparation: PNG -> JPG conversion, mask preparation and mask overlay.
+
+Mask convention used everywhere downstream: a single-channel PNG, **255 = hole** (missing pixel),
+0 = valid. Source masks whose holes are black are inverted when prepared. The model input is the
+corrupted image plus this mask scaled to {0, 1} (1 = hole).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ndmha.errors import DataError
+from ndmha.io import (
+    atomic_open,
+    list_images,
+    map_parallel,
+    read_image,
+    staged_dir,
+    take_first,
+    write_image,
+)
+
+log = logging.getLogger("ndmha")
+
+PAIRS_COLUMNS = ("id", "image", "mask", "corrupted", "hole_ratio")
+
+
+def square_resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """Centre-crop ``image`` to a square, then resize it to ``size`` x ``size``."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = image[top:top + side, left:left + side]
+    if side != size:
+        image = cv2.resize(image, (size, size), interpolation=interpolation)
+    return image
+
+
+def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size: int,
+                   quality: int = 95, threads: int = 1) -> list[Path]:
+    """Convert the first ``n_images`` PNGs of ``src_dir`` (sorted) to ``size``-pixel JPGs.
+
+    Images are centre-cropped to a square and resized with INTER_AREA (CelebA-HQ's 1024 px -> 256 px),
+    grayscale is expanded to BGR, alpha is dropped, 16-bit is scaled to 8-bit (OpenCV's IMREAD_COLOR).
+    Each JPG is written atomically into a staging folder that a rerun resumes.
+    """
+    sources = take_first(list_images(src_dir, (".png",), "PNG images"), n_images, src_dir,
+                         "PNG images")
+    fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_images, "size": size,
+                   "quality": quality}
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    with staged_dir(out_dir, fingerprint) as stage:
+        def convert(src: Path) -> Path:
+            dst = stage / f"{src.stem}.jpg"
+            if not dst.exists():
+                image = square_resize(read_image(src), size, cv2.INTER_AREA)
+                write_image(dst, image, params)
+            return dst
+        map_parallel(convert, sources, threads, "PNG -> JPG")
+    log.info("converted %d PNGs from %s to %dpx JPG (quality %d) in %s",
+             len(sources), src_dir, size, quality, out_dir)
+    return [Path(out_dir) / f"{p.stem}.jpg" for p in sources]
+
+
+def binarize_mask(mask: np.ndarray, size: int, hole: str = "white") -> np.ndarray:
+    """Source mask (grayscale uint8) -> our convention (255 = hole), nearest-resized to ``size``."""
+    if hole not in ("white", "black"):
+        raise ValueError(f"mask hole colour must be 'white' or 'black', not {hole!r}")
+    holes = mask > 127 if hole == "white" else mask <= 127
+    binary = holes.astype(np.uint8) * 255
+    return square_resize(binary, size, cv2.INTER_NEAREST)
+
+
+def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: int,
+                  hole: str = "white", threads: int = 1) -> list[Path]:
+    """Binarize and resize the first ``n_masks`` masks of ``src_dir`` (sorted) into ``out_dir``.
+
+    Output masks are named by their rank (``00000.png``...) so that image i pairs with mask i.
+    """
+    sources = take_first(list_images(src_dir, what="masks"), n_masks, src_dir, "masks")
+    fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_masks, "size": size, "hole": hole}
+    with staged_dir(out_dir, fingerprint) as stage:
+        def prepare(item: tuple[int, Path]) -> None:
+            i, src = item
+            dst = stage / f"{i:05d}.png"
+            if not dst.exists():
+                write_image(dst, binarize_mask(read_image(src, cv2.IMREAD_GRAYSCALE), size, hole))
+        map_parallel(prepare, list(enumerate(sources)), threads, "masks")
+    log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
+             len(sources), src_dir, hole, size, out_dir)
+    return [Path(out_dir) / f"{i:05d}.png" for i in range(len(sources))]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Corrupt ``image`` with ``mask`` (255 = hole): ``cv2.bitwise_and`` zeroes the hole pixels."""
+    keep = cv2.bitwise_not(mask)
+    return cv2.bitwise_and(image, image, mask=keep)
+
+
+def overlay_masks(images_dir: str | Path, masks_dir: str | Path, out_dir: str | Path,
+                  pairs_csv: str | Path, threads: int = 1) -> None:
+    """Pair image i with mask i (both sorted), write corrupted PNGs and a pairs CSV.
+
+    The corrupted images are lossless PNG so that the holes stay exactly 0. ``pairs_csv`` lists
+    id, image, mask, corrupted (paths relative to the CSV's folder) and the hole ratio.
+    """
+    images = list_images(images_dir, what="images")
+    masks = list_images(masks_dir, what="masks")
+    if len(masks) < len(images):
+        raise DataError(f"{masks_dir}: found {len(masks)} masks for {len(images)} images "
+                        f"in {images_dir}")
+    ids = [p.stem for p in images]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{images_dir}: duplicate image ids (same name, different extension)")
+    base = Path(pairs_csv).resolve().parent
+    fingerprint = {"images": str(Path(images_dir).resolve()), "masks": str(Path(masks_dir).resolve())}
+    with staged_dir(out_dir, fingerprint) as stage:
+        def corrupt(item: tuple[Path, Path]) -> dict[str, object]:
+            image_path, mask_path = item
+            image = read_image(image_path)
+            mask = read_image(mask_path, cv2.IMREAD_GRAYSCALE)
+            if mask.shape != image.shape[:2]:
+                raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image "
+                                f"{image_path} is {image.shape[1]}x{image.shape[0]}")
+            name = f"{image_path.stem}.png"
+            if not (stage / name).exists():
+                write_image(stage / name, overlay(image, mask))
+            return {
+                "id": image_path.stem,
+                "image": _relative(image_path, base),
+                "mask": _relative(mask_path, base),
+                "corrupted": _relative(Path(out_dir) / name, base),
+                "hole_ratio": round(float(np.count_nonzero(mask > 127)) / mask.size, 6),
+            }
+        rows = map_parallel(corrupt, list(zip(images, masks)), threads, "overlay")
+    with atomic_open(pairs_csv, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PAIRS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    log.info("overlaid %d masks on images; pairs in %s", len(rows), pairs_csv)
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (with ``..`` where needed), POSIX separators."""
+    return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()

@@ -1,0 +1,91 @@
+"""Seeded, deterministic train/val/test split written as a manifest CSV."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ndmha.errors import ConfigError, DataError
+from ndmha.io import atomic_open
+
+log = logging.getLogger("ndmha")
+
+MANIFEST_COLUMNS = ["id", "image", "mask", "corrupted", "split", "hole_ratio"]
+SPLITS = ("train", "val", "test")
+REPORT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def split_sizes(n_images: int, scheme: str, test: int | None = None) -> dict[str, int]:
+    """Image counts per split.
+
+    ``paper``: ``test`` images held out, the rest train, no validation (27,000 / 3,000 on CelebA-HQ).
+    ``report``: the seed report's 60 / 20 / 20 train / val / test.
+    """
+    if scheme == "paper":
+        if test is None or not 0 < test < n_images:
+            raise ConfigError(f"split.test: must be between 1 and data.n_images - 1 "
+                              f"({n_images - 1}), got {test}")
+        return {"train": n_images - test, "val": 0, "test": test}
+    if scheme == "report":
+        val = int(round(n_images * REPORT_FRACTIONS[1]))
+        test_n = int(round(n_images * REPORT_FRACTIONS[2]))
+        if min(val, test_n, n_images - val - test_n) < 1:
+            raise ConfigError(f"split.scheme: 'report' (60/20/20) needs at least 5 images, "
+                              f"data.n_images is {n_images}")
+        return {"train": n_images - val - test_n, "val": val, "test": test_n}
+    raise ConfigError(f"split.scheme: must be 'paper' or 'report', got {scheme!r}")
+
+
+def assign_splits(ids: list[str], sizes: dict[str, int], seed: int) -> list[str]:
+    """Split label for each id: a seeded permutation cut into test, val, then train."""
+    if sum(sizes.values()) != len(ids):
+        raise ConfigError(f"split sizes {sizes} add up to {sum(sizes.values())}, "
+                          f"but there are {len(ids)} images")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    labels = np.empty(len(ids), dtype=object)
+    start = 0
+    for name in ("test", "val", "train"):
+        labels[order[start:start + sizes[name]]] = name
+        start += sizes[name]
+    return labels.tolist()
+
+
+def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, seed: int,
+               test: int | None = None) -> pd.DataFrame:
+    """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted, split)."""
+    pairs = pd.read_csv(pairs_csv, dtype={"id": str})
+    if pairs.empty:
+        raise DataError(f"{pairs_csv}: no image/mask pairs")
+    pairs = pairs.sort_values("id", kind="stable").reset_index(drop=True)
+    sizes = split_sizes(len(pairs), scheme, test)
+    pairs["split"] = assign_splits(pairs["id"].tolist(), sizes, seed)
+    manifest = pairs[MANIFEST_COLUMNS].copy()
+    # Paths in the pairs CSV are relative to its folder; rebase them onto the manifest's folder.
+    src, dst = Path(pairs_csv).resolve().parent, Path(manifest_csv).resolve().parent
+    if src != dst:
+        for column in ("image", "mask", "corrupted"):
+            manifest[column] = [Path(os.path.relpath(src / p, dst)).as_posix()
+                                for p in manifest[column]]
+    with atomic_open(manifest_csv, newline="") as fh:
+        manifest.to_csv(fh, index=False)
+    log.info("split %d images (%s, seed %d): %s", len(manifest), scheme, seed, sizes)
+    return manifest
+
+
+def read_manifest(manifest_csv: str | Path, split: str | None = None) -> pd.DataFrame:
+    """The manifest with absolute paths, optionally restricted to one split."""
+    manifest_csv = Path(manifest_csv)
+    frame = pd.read_csv(manifest_csv, dtype={"id": str})
+    missing = set(MANIFEST_COLUMNS) - set(frame.columns)
+    if missing:
+        raise DataError(f"{manifest_csv}: missing columns {sorted(missing)}")
+    base = manifest_csv.resolve().parent
+    for column in ("image", "mask", "corrupted"):
+        frame[column] = [str(base / p) for p in frame[column]]
+    if split is not None:
+        frame = frame[frame["split"] == split].reset_index(drop=True)
+    return frame

@@ -1,0 +1,150 @@
+"""Atomic file writes, staged output folders and image reading with clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from ndmha.errors import DataError
+
+log = logging.getLogger("ndmha")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A reader never sees a half-written file: it finds the old file, the new one, or none.
+    ``suffix`` keeps the extension for writers that pick the format from it (OpenCV).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` when closed without error."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_open(path) as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, params: list[int] | None = None) -> None:
+    """Encode ``image`` (BGR or grayscale uint8) with OpenCV and write it atomically."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        if not cv2.imwrite(str(tmp), image, params or []):
+            raise OSError(f"{path}: OpenCV could not encode the image")
+
+
+def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Read an 8-bit image, raising :class:`DataError` naming ``path`` if it cannot be decoded."""
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise DataError(f"{path}: file not found")
+    if data.size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    image = cv2.imdecode(data, flags)
+    if image is None:
+        raise DataError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
+    return image
+
+
+def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+                what: str = "images") -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; a clear error if the folder is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {what} folder does not exist")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def take_first(files: list[Path], n: int, folder: str | os.PathLike, what: str) -> list[Path]:
+    """The first ``n`` of ``files``, or a clear error when the folder holds fewer."""
+    if len(files) < n:
+        raise DataError(f"{folder}: found {len(files)} {what}, but {n} are configured")
+    return files[:n]
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> Iterator[Path]:
+    """Fill ``out_dir`` through a staging folder that is renamed onto it only when complete.
+
+    The staging folder ``<out_dir>.partial`` survives an interruption, so a rerun with the same
+    ``fingerprint`` (the parameters that shape the output) keeps the files already written and
+    only does the rest; a different fingerprint starts it afresh. Write its files atomically.
+    """
+    out_dir = Path(out_dir)
+    stage = out_dir.with_name(out_dir.name + ".partial")
+    stamp = stage / ".fingerprint.json"
+    wanted = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    if stage.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != wanted):
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, wanted)
+    yield stage
+    stamp.unlink()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(stage, out_dir)
+
+
+def setup_logging(log_file: str | os.PathLike | None = None) -> None:
+    """Send the ``ndmha`` logger and stderr (tqdm's progress bars) to ``log_file`` when given."""
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_file, "a", buffering=1)
+        sys.stderr = stream
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def map_parallel(fn: Callable[[Any], Any], items: list[Any], threads: int, desc: str) -> list[Any]:
+    """Apply ``fn`` to ``items`` on ``threads`` threads with a progress bar; results in order.
+
+    OpenCV releases the GIL while it decodes, resizes and encodes, so threads scale.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    try:
+        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, mininterval=2.0,
+                         unit="img", file=sys.stderr))
+    finally:
+        pool.shutdown(cancel_futures=True)
