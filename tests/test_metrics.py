@@ -1,0 +1,57 @@
+"""Metrics on known values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ndmha.metrics import composite, image_metrics, l1, psnr, ssim
+
+
+def test_identical_images() -> None:
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.isinf(psnr(x, x)).all()
+    assert torch.allclose(ssim(x, x), torch.ones(3), atol=1e-6)
+    assert (l1(x, x) == 0).all()
+
+
+def test_known_error_gives_known_psnr_and_l1() -> None:
+    target = torch.full((2, 3, 16, 16), 0.5)
+    sign = torch.ones_like(target)
+    sign[..., ::2] = -1
+    pred = target + 0.05 * sign  # MSE = 0.0025 exactly, |error| = 0.05
+    expected = 10 * math.log10(1 / 0.0025)  # 26.0206 dB
+    assert torch.allclose(psnr(pred, target), torch.full((2,), expected, dtype=torch.float32),
+                          atol=1e-3)
+    assert torch.allclose(l1(pred, target), torch.full((2,), 0.05), atol=1e-6)
+
+
+def test_gaussian_noise_psnr_follows_sigma() -> None:
+    torch.manual_seed(0)
+    target = torch.full((1, 3, 128, 128), 0.5)
+    pred = target + 0.1 * torch.randn_like(target)  # stays inside [0, 1] almost surely
+    assert abs(float(psnr(pred, target)) - 20.0) < 0.1
+
+
+def test_ssim_drops_with_noise_and_is_per_image() -> None:
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32)
+    pred = target.clone()
+    pred[1] = (pred[1] + 0.3 * torch.randn_like(pred[1])).clamp(0, 1)
+    values = ssim(pred, target)
+    assert values.shape == (2,)
+    assert values[0] > 0.999 and values[1] < 0.8
+
+
+def test_composite_and_image_metrics() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    pred = torch.ones(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 0, 0] = 1
+    out = composite(pred, image, mask)
+    assert out.sum() == 3 and (out[..., 0, 0] == 1).all()
+    big = torch.rand(2, 3, 16, 16)
+    values = image_metrics(big, big)
+    assert set(values) == {"psnr", "ssim", "l1"} and values["l1"].dtype == torch.float64
+    assert values["l1"].shape == (2,) and (values["l1"] == 0).all()
