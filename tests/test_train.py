@@ -1,0 +1,91 @@
+"""The training loop: learning, logging, checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from ndmha.losses import WeightedLoss
+from ndmha.errors import ConfigError
+from ndmha.models import build_model
+from ndmha.train import TrainSettings, load_model, load_torch, train
+
+
+def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = build_model("baseline")
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.99))
+    criterion = WeightedLoss({"l1": 1.0})
+    target = torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    image = target * (1 - mask)
+    losses = []
+    for _ in range(25):
+        loss, parts = criterion(model(image, mask), target, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert set(parts) == {"l1"}
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_unknown_loss_term_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"loss.baseline: unknown loss term\(s\) \['l2'\]"):
+        WeightedLoss({"l2": 1.0}, key="loss.baseline")
+
+
+def _settings(epochs: int, **kw) -> TrainSettings:
+    return TrainSettings(model="baseline", epochs=epochs, batch_size=4, seed=0, device="cpu", **kw)
+
+
+def _run(manifest: Path, out: Path, epochs: int, ckpt: Path | None = None, **kw) -> list[dict]:
+    return train(manifest, out / "model.pt", out / "log.csv", ckpt or out / "ckpt" / "last.pt",
+                 _settings(epochs, **kw))
+
+
+def test_train_writes_model_and_epoch_log(manifest: Path, tmp_path: Path) -> None:
+    history = _run(manifest, tmp_path, epochs=2)
+    with open(tmp_path / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for prefix in ("train", "val"):
+        for metric in ("loss", "l1", "psnr", "ssim"):
+            assert all(float(r[f"{prefix}_{metric}"]) == float(r[f"{prefix}_{metric}"])
+                       for r in rows)  # present and not NaN
+    assert rows[0]["val_split"] == "test"  # the paper split has no validation images
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    name, model = load_model(tmp_path / "model.pt")
+    assert name == "baseline" and not model.training
+    state = load_torch(tmp_path / "ckpt" / "last.pt")
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(manifest: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    full = _run(manifest, tmp_path / "full", epochs=2)
+    ckpt = tmp_path / "split" / "ckpt.pt"
+    _run(manifest, tmp_path / "split", epochs=1, ckpt=ckpt)
+    with caplog.at_level(logging.INFO, logger="ndmha"):
+        resumed = _run(manifest, tmp_path / "split", epochs=2, ckpt=ckpt)
+    assert "resuming baseline" in caplog.text and "after epoch 1" in caplog.text
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(resumed) == drop(full)
+    a = load_torch(tmp_path / "full" / "model.pt")["state_dict"]
+    b = load_torch(tmp_path / "split" / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise on the CPU
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(manifest: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    _run(manifest, tmp_path / "a", epochs=1, ckpt=ckpt)
+    with caplog.at_level(logging.INFO, logger="ndmha"):
+        history = _run(manifest, tmp_path / "b", epochs=1, ckpt=ckpt, lr=1e-3)
+    assert "starting afresh" in caplog.text
+    assert len(history) == 1
