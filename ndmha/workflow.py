@@ -1,0 +1,37 @@
+"""Glue for the thin scripts under workflow/scripts/: logging to the rule's log, clear errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any, Callable
+
+from ndmha.errors import ConfigError, DataError
+from ndmha.io import setup_logging
+
+log = logging.getLogger("ndmha")
+
+
+def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Call ``step(**kwargs)`` for a Snakemake job.
+
+    Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``. A bad
+    input or config stops the job with its one-line message on the terminal as well as in the log;
+    any other failure leaves its traceback in both.
+    """
+    terminal = sys.stderr
+    setup_logging(snakemake.log[0] if snakemake.log else None)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
+    log.info("rule %s: %s", snakemake.rule, step.__qualname__)
+    try:
+        return step(**kwargs)
+    except (DataError, ConfigError) as err:
+        log.error("%s", err)
+        print(f"Error in rule {snakemake.rule}: {err}", file=terminal)
+        sys.exit(1)
+    except Exception:
+        log.exception("rule %s failed", snakemake.rule)
+        traceback.print_exc(file=terminal)
+        sys.exit(1)

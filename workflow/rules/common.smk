@@ -1,0 +1,82 @@
+# Config validation and the paths every rule shares.
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def config_error(key, message):
+    raise WorkflowError(f"config key {key}: {message}")
+
+
+def validate_config(cfg):
+    """snakemake.utils.validate against the schema, its error cut to one line naming the key."""
+    try:
+        validate(cfg, "../schemas/config.schema.yaml")
+    except WorkflowError as err:
+        cause = err.__context__  # the jsonschema ValidationError
+        if not hasattr(cause, "absolute_path"):
+            raise
+        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+        config_error(key, cause.message)
+
+
+validate_config(config)
+
+
+def check_config(cfg):
+    """Checks that JSON schema cannot express: sizes that must add up, folders that must exist."""
+    data, split = cfg["data"], cfg["split"]
+    n = data["n_images"]
+    if split["scheme"] == "paper":
+        if "test" not in split:
+            config_error("split.test", "required when split.scheme is 'paper'")
+        if split["test"] >= n:
+            config_error("split.test", f"{split['test']} test images leave none to train on "
+                         f"(data.n_images is {n})")
+    elif n < 5:
+        config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
+    if data["source"] == "folders":
+        for key in ("images_dir", "masks_dir"):
+            folder = data.get(key, "")
+            if not folder:
+                config_error(f"data.{key}", "must be set when data.source is 'folders'")
+            if not Path(folder).is_dir():
+                config_error(f"data.{key}", f"folder '{folder}' does not exist "
+                             f"(looked in {Path(folder).resolve()})")
+    elif "demo" not in cfg:
+        config_error("demo", "required when data.source is 'demo'")
+    for model in cfg["models"]:
+        if model not in cfg["loss"]:
+            config_error(f"loss.{model}", f"no loss weights for model '{model}' listed in models")
+
+
+check_config(config)
+
+# Scripts import the ndmha package from this repository, whatever environment runs them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+RESULTS = Path(config["results_dir"])
+LOGS = RESULTS / "logs"
+MODELS = config["models"]
+ENV = "../../envs/ndmha.yaml"
+
+if config["data"]["source"] == "demo":
+    SOURCE_IMAGES = RESULTS / "demo" / "images"
+    SOURCE_MASKS = RESULTS / "demo" / "masks"
+else:
+    SOURCE_IMAGES = Path(config["data"]["images_dir"])
+    SOURCE_MASKS = Path(config["data"]["masks_dir"])
+
+IMAGES = RESULTS / "data" / "images"
+MASKS = RESULTS / "data" / "masks"
+CORRUPTED = RESULTS / "data" / "corrupted"
+PAIRS = RESULTS / "data" / "pairs.csv"
+MANIFEST = RESULTS / "data" / "manifest.csv"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),

@@ -1,0 +1,20 @@
+# Training: one loop for every model, resumable from results/checkpoints/{model}/last.pt.
+
+
+rule train:
+    input:
+        MANIFEST,
+    output:
+        model=RESULTS / "models" / "{model}" / "model.pt",
+        history=RESULTS / "models" / "{model}" / "train_log.csv",
+    params:
+        # The checkpoint is not an output, so Snakemake keeps it when the job fails or is killed.
+        checkpoint=lambda wc: RESULTS / "checkpoints" / wc.model / "last.pt",
+        settings=lambda wc: {**config["train"], "model": wc.model, "loss": config["loss"][wc.model]},
+    threads: config["threads"]["train"]
+    log:
+        LOGS / "train_{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
