@@ -1,0 +1,298 @@
+"""The paper's layers: gated (de)convolution, deformable convolution, Deformable Multi-Head
+Attention (DMHA), Gated Feed-Forward (GFF) and the Nested Deformable Multi-Head Attention Layer
+(NDMHAL). Our reading of the paper is written down in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ndmha.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Gated convolutions (coarse stage)
+
+
+class GatedConv2d(nn.Module):
+    """Gated convolution: ``LeakyReLU(conv(x)) * sigmoid(conv_g(x))`` (Yu et al., used by the
+    paper's coarse encoder / decoder). The gate learns, per pixel and channel, how much valid
+    information passes, which is what lets a plain conv cope with holes."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 dilation: int = 1, activation: bool = True) -> None:
+        super().__init__()
+        padding = dilation * (kernel_size - 1) // 2
+        self.conv = nn.Conv2d(in_channels, 2 * out_channels, kernel_size, stride, padding, dilation)
+        self.activation = nn.LeakyReLU(0.2) if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feature, gate = self.conv(x).chunk(2, dim=1)
+        return self.activation(feature) * torch.sigmoid(gate)
+
+
+class GatedDeconv2d(nn.Module):
+    """Gated transposed convolution: 2x upsampling followed by a gated convolution (the
+    resize-convolution form, free of the checkerboard artefacts of strided transposed convs)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = GatedConv2d(in_channels, out_channels, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Deformable convolution with interchangeable backends
+
+DeformFn = Callable[..., torch.Tensor]
+
+
+def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                        weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                        dilation: int) -> torch.Tensor:
+    from torchvision.ops import deform_conv2d
+
+    return deform_conv2d(x, offset, weight, bias, padding=(padding, padding),
+                         dilation=(dilation, dilation), mask=mask)
+
+
+def _mmcv_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                 weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                 dilation: int) -> torch.Tensor:
+    from mmcv.ops import modulated_deform_conv2d
+
+    groups = x.shape[1] // weight.shape[1]
+    return modulated_deform_conv2d(x, offset, mask, weight, bias, 1, padding, dilation, groups, 1)
+
+
+def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                  weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                  dilation: int) -> torch.Tensor:
+    """Reference modulated deformable convolution (stride 1) in plain PyTorch.
+
+    Each kernel tap k samples the input bilinearly at ``p + p_k + offset_k`` (zeros outside),
+    is scaled by its modulation ``mask_k``, and the taps are combined by the (grouped) weights.
+    Offsets are ordered (dy, dx) per tap, row-major over the kernel, as in torchvision.
+    """
+    n, c, h, w = x.shape
+    out_channels, group_in, kh, kw = weight.shape
+    groups = c // group_in
+    taps = kh * kw
+    ys = torch.arange(h, device=x.device, dtype=x.dtype)
+    xs = torch.arange(w, device=x.device, dtype=x.dtype)
+    ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype),
+                            torch.arange(kw, device=x.device, dtype=x.dtype), indexing="ij")
+    offset = offset.view(n, taps, 2, h, w)
+    py = ys.view(1, 1, h, 1) - padding + dilation * ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
+    px = xs.view(1, 1, 1, w) - padding + dilation * kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
+    # grid_sample wants x, y in [-1, 1] with align_corners=True: -1 -> pixel 0, 1 -> pixel size-1
+    grid = torch.stack([2 * px / max(w - 1, 1) - 1, 2 * py / max(h - 1, 1) - 1], dim=-1)
+    sampled = F.grid_sample(x, grid.view(n, taps * h, w, 2), mode="bilinear",
+                            padding_mode="zeros", align_corners=True)
+    sampled = sampled.view(n, c, taps, h, w) * mask.view(n, 1, taps, h, w)
+    sampled = sampled.view(n, groups, group_in * taps, h, w)
+    kernel = weight.view(groups, out_channels // groups, group_in * taps)
+    out = torch.einsum("ngkhw,gok->ngohw", sampled, kernel).reshape(n, out_channels, h, w)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
+    "torchvision": ("torchvision.ops", _torchvision_deform),
+    "mmcv": ("mmcv.ops", _mmcv_deform),
+    "torch": ("torch", _torch_deform),
+}
+
+
+def deform_backend_available(name: str) -> tuple[bool, str]:
+    """Whether a backend imports here, and why not."""
+    if name not in DEFORM_BACKENDS:
+        return False, f"unknown deformable-conv backend {name!r} (choose from {sorted(DEFORM_BACKENDS)})"
+    module = DEFORM_BACKENDS[name][0]
+    try:
+        ops = importlib.import_module(module)
+    except Exception as err:  # a broken compiled extension raises more than ImportError
+        return False, f"{module} does not import: {err}"
+    if name == "mmcv" and not hasattr(ops, "modulated_deform_conv2d"):
+        return False, "mmcv is installed without its compiled ops"
+    return True, ""
+
+
+_BACKEND = "torchvision"
+
+
+def get_deform_backend() -> str:
+    """The deformable-conv implementation in use."""
+    return _BACKEND
+
+
+def set_deform_backend(name: str) -> None:
+    """Choose the deformable-conv implementation for every :class:`DeformConv2d` (config key
+    ``ndmha.deform_backend``)."""
+    global _BACKEND
+    ok, why = deform_backend_available(name)
+    if not ok:
+        raise ConfigError(f"ndmha.deform_backend: {why}")
+    _BACKEND = name
+
+
+class DeformConv2d(nn.Module):
+    """Modulated deformable convolution (DCNv2), stride 1, any groups.
+
+    Offsets and modulation come from a zero-initialised 3x3 conv on the input, and the modulation
+    is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1, so training
+    starts from a plain convolution. ``backend`` overrides the global choice for this layer.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 groups: int = 1, dilation: int = 1, bias: bool = False,
+                 backend: str | None = None) -> None:
+        super().__init__()
+        self.padding = dilation * (kernel_size - 1) // 2
+        self.dilation = dilation
+        self.taps = kernel_size * kernel_size
+        self.backend = backend
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size,
+                                               kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.offset = nn.Conv2d(in_channels, 3 * self.taps, 3, padding=1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dy_dx, modulation = self.offset(x).split([2 * self.taps, self.taps], dim=1)
+        fn = DEFORM_BACKENDS[self.backend or _BACKEND][1]
+        return fn(x, dy_dx.contiguous(), 2 * torch.sigmoid(modulation), self.weight, self.bias,
+                  self.padding, self.dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention, feed-forward and the nested layer (fine stage)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of every pixel of an (N, C, H, W) map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _to_windows(x: torch.Tensor, window: int | None) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """(N, C, H, W) -> (N * windows, C, window * window) and the window grid, padding H and W up
+    to a multiple of ``window``; the whole map is one window when ``window`` is None or covers it."""
+    n, c, h, w = x.shape
+    if window is None or (h <= window and w <= window):
+        return x.flatten(2), None
+    x = F.pad(x, (0, (-w) % window, 0, (-h) % window))
+    gh, gw = x.shape[-2] // window, x.shape[-1] // window
+    x = x.view(n, c, gh, window, gw, window).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(n * gh * gw, c, window * window), (gh, gw)
+
+
+def _from_windows(x: torch.Tensor, shape: torch.Size, window: int | None,
+                  grid: tuple[int, int] | None) -> torch.Tensor:
+    """Inverse of :func:`_to_windows`: back to ``shape`` (N, C, H, W), padding cropped."""
+    n, c, h, w = shape
+    if grid is None:
+        return x.reshape(n, c, h, w)
+    gh, gw = grid
+    x = x.view(n, gh, gw, c, window, window).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(n, c, gh * window, gw * window)[..., :h, :w]
+
+
+class DeformableMultiHeadAttention(nn.Module):
+    """Deformable Multi-Head Attention (DMHA).
+
+    Q comes from ``query_source``, K and V from ``x``, each through a 1x1 conv and a depthwise 3x3
+    deformable conv. Attention runs across channels, per head: ``softmax(q k^T * t) v`` with q and
+    k L2-normalised over the pixels and a learnable temperature t per head, so the attention map
+    is (C/h x C/h) and the cost is linear in H x W. With ``window`` set, the pixels are grouped
+    into non-overlapping ``window x window`` windows and each window attends on its own.
+    """
+
+    def __init__(self, channels: int, heads: int, window: int | None = None) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.window = window
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.q = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False),
+                               DeformConv2d(channels, channels, groups=channels))
+        self.kv = nn.Sequential(nn.Conv2d(channels, 2 * channels, 1, bias=False),
+                                DeformConv2d(2 * channels, 2 * channels, groups=2 * channels))
+        self.project = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        tokens, grid = _to_windows(x, self.window)
+        b, c, p = tokens.shape
+        return tokens.view(b, self.heads, c // self.heads, p), grid
+
+    def forward(self, x: torch.Tensor, query_source: torch.Tensor | None = None) -> torch.Tensor:
+        k, v = self.kv(x).chunk(2, dim=1)
+        q, grid = self._heads(self.q(x if query_source is None else query_source))
+        k, _ = self._heads(k)
+        v, _ = self._heads(v)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * self.temperature, dim=-1)
+        out = _from_windows((attn @ v).flatten(1, 2), x.shape, self.window, grid)
+        return self.project(out)
+
+
+class GatedFeedForward(nn.Module):
+    """Gated Feed-Forward (GFF): 1x1 expand to two branches, depthwise 3x3 conv,
+    ``GELU(gate) * value``, 1x1 project back."""
+
+    def __init__(self, channels: int, expansion: float = 2.0) -> None:
+        super().__init__()
+        hidden = int(round(channels * expansion))
+        self.expand = nn.Conv2d(channels, 2 * hidden, 1, bias=False)
+        self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden,
+                                   bias=False)
+        self.project = nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.depthwise(self.expand(x)).chunk(2, dim=1)
+        return self.project(F.gelu(gate) * value)
+
+
+class NDMHAL(nn.Module):
+    """Nested Deformable Multi-Head Attention Layer (NDMHAL).
+
+    Two nested DMHAs, as in linear unified nested attention: the *pack* attention lets the
+    decoder features ``x`` be summarised under queries taken from the encoder features ``skip``
+    (inside ``window`` x ``window`` windows); the *unpack* attention then reads that packed
+    context back globally under the same queries. Pre-norm residuals:
+    ``packed = skip + DMHA_pack(norm(x), norm(skip))``,
+    ``x = x + DMHA_unpack(norm(packed), query)``, ``x = x + GFF(norm(x))``.
+    Returns the updated decoder features and the packed context.
+    """
+
+    def __init__(self, channels: int, heads: int, expansion: float = 2.0,
+                 window: int | None = 8) -> None:
+        super().__init__()
+        self.norm_x = ChannelLayerNorm(channels)
+        self.norm_skip = ChannelLayerNorm(channels)
+        self.norm_packed = ChannelLayerNorm(channels)
+        self.norm_ff = ChannelLayerNorm(channels)
+        self.pack = DeformableMultiHeadAttention(channels, heads, window)
+        self.unpack = DeformableMultiHeadAttention(channels, heads, None)
+        self.feed_forward = GatedFeedForward(channels, expansion)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        query = self.norm_skip(skip)
+        packed = skip + self.pack(self.norm_x(x), query_source=query)
+        x = x + self.unpack(self.norm_packed(packed), query_source=query)
+        x = x + self.feed_forward(self.norm_ff(x))
+        return x, packed

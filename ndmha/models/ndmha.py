@@ -1,0 +1,115 @@
+"""The NDMHA generator (Phutke & Murala, WACV 2023): a coarse-to-fine inpainting network.
+
+Coarse stage: an encoder / decoder of gated convolutions and gated transposed convolutions with
+LeakyReLU, dilated gated convolutions in its bottleneck, predicting a coarse image.
+Fine stage: a second gated-conv encoder reads the coarse result pasted into the holes (the coarse
+output gives it context); its decoder meets the encoder features at every scale through a Nested
+Deformable Multi-Head Attention Layer (NDMHAL), whose output and packed context are fused by a
+gated conv. Input: corrupted RGB + hole mask in [0, 1]; output: RGB in [0, 1].
+
+Widths, depths and heads are our choice (the paper gives none) to meet its figures: about 4.1 M
+parameters and at most 15.01 GMAC at 256 x 256; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ndmha.models.layers import NDMHAL, GatedConv2d, GatedDeconv2d
+
+WIDTHS = (16, 32, 64, 144)       # channels at 1, 1/2, 1/4, 1/8 of the input size
+DILATIONS = (2, 4, 8, 16)        # coarse bottleneck (the receptive field covers a 256 px face)
+HEADS = (1, 2, 4, 8)             # NDMHAL heads per scale (fine to coarse: 1 ... 8)
+FINE_BOTTLENECK = 2              # NDMHALs at the fine stage's lowest scale (self-attention)
+
+
+class GatedEncoder(nn.Module):
+    """Gated-conv encoder: a 5x5 gated conv at full size, then one stride-2 gated conv per scale.
+    Returns the features of every scale, finest first."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.stem = GatedConv2d(in_channels, widths[0], kernel_size=5)
+        self.down = nn.ModuleList(GatedConv2d(a, b, stride=2)
+                                  for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = [self.stem(x)]
+        for layer in self.down:
+            features.append(layer(features[-1]))
+        return features
+
+
+class CoarseStage(nn.Module):
+    """Coarse network: gated encoder, dilated gated bottleneck, gated decoder with skips."""
+
+    def __init__(self, widths: tuple[int, ...], dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.encoder = GatedEncoder(4, widths)
+        self.bottleneck = nn.Sequential(*(GatedConv2d(widths[-1], widths[-1], dilation=d)
+                                          for d in dilations))
+        self.up = nn.ModuleList(GatedDeconv2d(a, b) for a, b in zip(widths[:0:-1], widths[-2::-1]))
+        self.fuse = nn.ModuleList(GatedConv2d(2 * b, b) for b in widths[-2::-1])
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        y = self.bottleneck(features[-1])
+        for up, fuse, skip in zip(self.up, self.fuse, features[-2::-1]):
+            y = fuse(torch.cat([up(y), skip], dim=1))
+        return torch.sigmoid(self.head(y))
+
+
+class FineStage(nn.Module):
+    """Fine network: gated encoder, NDMHAL self-attention bottleneck, and a decoder whose every
+    scale attends to the matching encoder features through an NDMHAL."""
+
+    def __init__(self, widths: tuple[int, ...], heads: tuple[int, ...], depth: int,
+                 window: int | None, expansion: float) -> None:
+        super().__init__()
+        self.encoder = GatedEncoder(4, widths)
+        self.bottleneck = nn.ModuleList(NDMHAL(widths[-1], heads[-1], expansion, window)
+                                        for _ in range(depth))
+        self.up = nn.ModuleList(GatedDeconv2d(a, b) for a, b in zip(widths[:0:-1], widths[-2::-1]))
+        self.attend = nn.ModuleList(NDMHAL(b, h, expansion, window)
+                                    for b, h in zip(widths[-2::-1], heads[-2::-1]))
+        self.fuse = nn.ModuleList(GatedConv2d(2 * b, b) for b in widths[-2::-1])
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        y = features[-1]
+        for layer in self.bottleneck:
+            y, _ = layer(y, y)
+        for up, attend, fuse, skip in zip(self.up, self.attend, self.fuse, features[-2::-1]):
+            y, packed = attend(up(y), skip)
+            y = fuse(torch.cat([y, packed], dim=1))
+        return torch.sigmoid(self.head(y))
+
+
+class NDMHAGenerator(nn.Module):
+    """Coarse-to-fine NDMHA generator: (corrupted RGB, mask) -> RGB in [0, 1].
+
+    ``forward`` returns the fine output; :meth:`forward_stages` returns the coarse one as well,
+    for the loss.
+    """
+
+    size_multiple = 8  # three stride-2 stages
+
+    def __init__(self, widths: tuple[int, ...] = WIDTHS, dilations: tuple[int, ...] = DILATIONS,
+                 heads: tuple[int, ...] = HEADS, depth: int = FINE_BOTTLENECK,
+                 window: int | None = 8, expansion: float = 2.0) -> None:
+        super().__init__()
+        self.coarse = CoarseStage(widths, dilations)
+        self.fine = FineStage(widths, heads, depth, window, expansion)
+
+    def forward_stages(self, image: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        coarse = self.coarse(torch.cat([image, mask], dim=1))
+        pasted = image * (1 - mask) + coarse * mask
+        fine = self.fine(torch.cat([pasted, mask], dim=1))
+        return coarse, fine
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(image, mask)[1]

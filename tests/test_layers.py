@@ -1,0 +1,158 @@
+"""The paper's layers: shapes, gradients and known values; deformable-conv backends agree."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ndmha.errors import ConfigError
+from ndmha.models import layers
+from ndmha.models.layers import (
+    NDMHAL,
+    DeformableMultiHeadAttention,
+    DeformConv2d,
+    GatedConv2d,
+    GatedDeconv2d,
+    GatedFeedForward,
+    _from_windows,
+    _to_windows,
+    deform_backend_available,
+    set_deform_backend,
+)
+
+BACKENDS = ("torchvision", "mmcv", "torch")
+
+
+def test_gated_conv_known_value_and_shapes() -> None:
+    layer = GatedConv2d(2, 3, kernel_size=3, stride=2)
+    torch.nn.init.zeros_(layer.conv.weight)
+    with torch.no_grad():
+        layer.conv.bias.copy_(torch.tensor([1.0, -1.0, 2.0, 0.0, 0.0, 0.0]))
+    out = layer(torch.rand(1, 2, 8, 8))
+    assert out.shape == (1, 3, 4, 4)
+    # feature = bias, gate = sigmoid(0) = 0.5; LeakyReLU(-1) = -0.2
+    expected = torch.tensor([1.0, -0.2, 2.0]) * 0.5
+    assert torch.allclose(out[0, :, 0, 0], expected)
+
+
+def test_gated_deconv_doubles_size_and_passes_gradients() -> None:
+    layer = GatedDeconv2d(4, 2)
+    x = torch.rand(2, 4, 5, 7, requires_grad=True)
+    out = layer(x)
+    assert out.shape == (2, 2, 10, 14)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_deform_conv_starts_as_a_plain_conv() -> None:
+    torch.manual_seed(0)
+    layer = DeformConv2d(4, 6, backend="torch")
+    x = torch.rand(2, 4, 9, 9)
+    assert torch.allclose(layer(x), F.conv2d(x, layer.weight, padding=1), atol=1e-5)
+    grouped = DeformConv2d(4, 4, groups=4, backend="torch")
+    assert torch.allclose(grouped(x), F.conv2d(x, grouped.weight, padding=1, groups=4), atol=1e-5)
+
+
+def test_deform_conv_offsets_move_the_samples() -> None:
+    """An offset of exactly one pixel to the right equals a conv of the shifted image."""
+    torch.manual_seed(0)
+    layer = DeformConv2d(1, 1, kernel_size=1, backend="torch")
+    x = torch.rand(1, 1, 6, 6)
+    with torch.no_grad():
+        layer.offset.bias[1] = 1.0   # dx of the only tap
+        layer.offset.bias[2] = 0.0   # modulation 2 * sigmoid(0) = 1
+    shifted = torch.zeros_like(x)
+    shifted[..., :-1] = x[..., 1:]
+    assert torch.allclose(layer(x), layer.weight.view(1, 1, 1, 1) * shifted, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deform_backends_agree(backend: str) -> None:
+    ok, why = deform_backend_available(backend)
+    if not ok:
+        pytest.skip(why)
+    torch.manual_seed(0)
+    results = {}
+    for name in ("torch", backend):
+        torch.manual_seed(1)
+        layer = DeformConv2d(6, 6, groups=3, backend=name)
+        with torch.no_grad():  # random offsets and modulation, not the zero start
+            layer.offset.weight.normal_(0, 0.3)
+            layer.offset.bias.normal_(0, 0.5)
+        x = torch.rand(2, 6, 11, 13, requires_grad=True)
+        out = layer(x)
+        out.pow(2).sum().backward()
+        results[name] = (out.detach(), x.grad, layer.weight.grad, layer.offset.weight.grad)
+    for ref, got in zip(results["torch"], results[backend]):
+        assert torch.allclose(ref, got, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_or_missing_backend_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ndmha.deform_backend: unknown"):
+        set_deform_backend("cuda-magic")
+    assert layers.get_deform_backend() in BACKENDS
+
+
+@pytest.mark.parametrize("size", [(16, 16), (12, 20), (5, 7)])
+def test_windows_roundtrip(size: tuple[int, int]) -> None:
+    x = torch.rand(2, 3, *size)
+    tokens, grid = _to_windows(x, 8)
+    if size == (5, 7):
+        assert grid is None and tokens.shape == (2, 3, 35)
+    else:
+        assert tokens.shape[-1] == 64
+    assert torch.equal(_from_windows(tokens, x.shape, 8, grid), x)
+
+
+def test_dmha_shapes_gradients_and_windows() -> None:
+    torch.manual_seed(0)
+    x, skip = torch.rand(2, 16, 12, 12), torch.rand(2, 16, 12, 12)
+    global_attn = DeformableMultiHeadAttention(16, heads=4, window=None)
+    out = global_attn(x, query_source=skip)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert global_attn.temperature.grad is not None and global_attn.temperature.grad.abs().sum() > 0
+    windowed = DeformableMultiHeadAttention(16, heads=4, window=8)
+    windowed.load_state_dict(global_attn.state_dict())
+    assert not torch.allclose(windowed(x, skip), global_attn(x, skip))
+    with pytest.raises(ValueError, match="divisible"):
+        DeformableMultiHeadAttention(10, heads=4)
+
+
+def test_dmha_cost_is_linear_in_pixels() -> None:
+    """Channel attention: doubling H and W multiplies the FLOPs by 4, not 16."""
+    layer = DeformableMultiHeadAttention(16, heads=2, window=None)
+    flops = []
+    for size in (16, 32):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            layer(torch.rand(1, 16, size, size))
+        flops.append(counter.get_total_flops())
+    assert flops[1] / flops[0] == pytest.approx(4.0, rel=0.01)
+
+
+def test_gated_feed_forward() -> None:
+    layer = GatedFeedForward(8, expansion=2.0)
+    assert layer.expand.out_channels == 32 and layer.project.in_channels == 16
+    x = torch.rand(1, 8, 6, 6, requires_grad=True)
+    out = layer(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    with torch.no_grad():  # GELU(0) * value = 0: a zero gate closes the layer
+        layer.expand.weight[:16] = 0
+    assert torch.allclose(layer(x), torch.zeros_like(x))
+
+
+def test_ndmhal_residual_shapes_and_gradients() -> None:
+    torch.manual_seed(0)
+    layer = NDMHAL(16, heads=2, window=8)
+    x = torch.rand(2, 16, 16, 16, requires_grad=True)
+    skip = torch.rand(2, 16, 16, 16, requires_grad=True)
+    out, packed = layer(x, skip)
+    assert out.shape == packed.shape == x.shape
+    (out.sum() + packed.sum()).backward()
+    assert x.grad.abs().sum() > 0 and skip.grad.abs().sum() > 0
+    missing = [n for n, p in layer.named_parameters() if p.grad is None]
+    assert missing == []
