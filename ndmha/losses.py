@@ -1,40 +1,169 @@
-"""Training objectives: a weighted sum of named terms, one weight per term in config."""
+"""The paper's four-term objective: L1 + adversarial + perceptual (VGG19) + Sobel edge loss,
+one weight per term in config (``loss.<model>``). Terms with no weight are not built.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ndmha.errors import ConfigError
+from ndmha.metrics import composite
+from ndmha.models.discriminator import PatchDiscriminator
 
-Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+log = logging.getLogger("ndmha")
+
+TERMS = ("l1", "adversarial", "perceptual", "edge")
+EDGE_EPS = 1e-6
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19().features
+VGG_LAYERS = (1, 6, 11, 20, 29)
 
 
-def l1_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Reconstruction L1 loss over the whole image."""
-    return (pred - target).abs().mean()
+@dataclass
+class PerceptualSettings:
+    """Where the VGG19 weights come from (config key ``perceptual``)."""
+
+    vgg19_weights: str = ""
+    allow_random_perceptual: bool = False
 
 
-TERMS: dict[str, Term] = {"l1": l1_term}
+class SobelEdgeLoss(nn.Module):
+    """Edge loss: L1 between the Sobel gradient magnitudes of prediction and target (grayscale).
+
+    The magnitude is ``sqrt(gx^2 + gy^2 + eps)``: the eps inside the square root keeps its gradient
+    finite on flat regions, where the seed report's edge loss divided by zero and went NaN.
+    """
+
+    def __init__(self, eps: float = EDGE_EPS) -> None:
+        super().__init__()
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        self.register_buffer("kernel", torch.stack([gx, gx.t()]).unsqueeze(1), persistent=False)
+        self.eps = eps
+
+    def magnitude(self, image: torch.Tensor) -> torch.Tensor:
+        gray = (0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3])
+        grad = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), self.kernel.to(gray.dtype))
+        return torch.sqrt(grad.pow(2).sum(dim=1, keepdim=True) + self.eps)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (self.magnitude(pred) - self.magnitude(target)).abs().mean()
 
 
-class WeightedLoss(nn.Module):
-    """``sum(weight_k * term_k)`` over the configured terms; returns the total and each term."""
+class PerceptualLoss(nn.Module):
+    """Perceptual loss: L1 between VGG19 features (relu1_1 ... relu5_1) of prediction and target.
 
-    def __init__(self, weights: dict[str, float], key: str = "loss") -> None:
+    The weights come from a local torchvision checkpoint (``vgg19-dcbb9e9d.pth``); without one the
+    loss refuses to run, unless ``allow_random_perceptual`` is set (the demo), in which case it uses
+    a random, frozen VGG19 and says so in the log. The network is frozen either way.
+    """
+
+    def __init__(self, settings: PerceptualSettings) -> None:
+        super().__init__()
+        from torchvision.models import vgg19
+
+        features = vgg19(weights=None).features[: VGG_LAYERS[-1] + 1]
+        path = Path(settings.vgg19_weights) if settings.vgg19_weights else None
+        self.random_weights = path is None or not path.is_file()
+        if not self.random_weights:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            prefix = "features."
+            features.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                      if k.startswith(prefix)
+                                      and int(k.split(".")[1]) <= VGG_LAYERS[-1]})
+        elif not settings.allow_random_perceptual:
+            where = path.resolve() if path else "(perceptual.vgg19_weights is empty)"
+            raise ConfigError(f"perceptual.vgg19_weights: VGG19 weights not found at {where}; "
+                              "give the path of torchvision's vgg19-dcbb9e9d.pth, or set "
+                              "perceptual.allow_random_perceptual: true for a smoke test")
+        else:
+            log.warning("perceptual loss uses RANDOM VGG19 weights (no checkpoint at %s): "
+                        "a smoke test, not the paper's perceptual loss",
+                        path.resolve() if path else "perceptual.vgg19_weights")
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.features.eval()  # frozen: never in training mode
+        return self
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.mean) / self.std
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in VGG_LAYERS:
+                taps.append(x)
+        return taps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            wanted = self._taps(target)
+        return sum(F.l1_loss(a, b) for a, b in zip(self._taps(pred), wanted)) / len(wanted)
+
+
+class Objective(nn.Module):
+    """``sum_k weight_k * term_k`` over the configured terms, and the discriminator's loss.
+
+    - ``l1``: mean absolute error of the output, plus that of the coarse output when the model
+      has a coarse stage;
+    - ``adversarial``: hinge loss against a spectral-norm PatchGAN that judges the composite
+      (prediction in the holes, input elsewhere) with the mask;
+    - ``perceptual``: :class:`PerceptualLoss`; ``edge``: :class:`SobelEdgeLoss`.
+    """
+
+    def __init__(self, weights: dict[str, float], key: str = "loss",
+                 perceptual: PerceptualSettings | None = None) -> None:
         super().__init__()
         unknown = set(weights) - set(TERMS)
         if unknown:
             raise ConfigError(f"{key}: unknown loss term(s) {sorted(unknown)} "
-                              f"(choose from {sorted(TERMS)})")
+                              f"(choose from {list(TERMS)})")
         if not weights:
             raise ConfigError(f"{key}: at least one loss term is needed")
         self.weights = dict(weights)
+        self.discriminator = PatchDiscriminator() if "adversarial" in weights else None
+        self.perceptual = (PerceptualLoss(perceptual or PerceptualSettings())
+                           if "perceptual" in weights else None)
+        self.edge = SobelEdgeLoss() if "edge" in weights else None
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    @property
+    def warnings(self) -> list[str]:
+        """Caveats to carry into the results (e.g. a random perceptual network)."""
+        if self.perceptual is not None and self.perceptual.random_weights:
+            return ["perceptual loss used random VGG19 weights (no checkpoint given)"]
+        return []
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                image: torch.Tensor, coarse: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {name: TERMS[name](pred, target, mask) for name in self.weights}
+        parts: dict[str, torch.Tensor] = {}
+        if "l1" in self.weights:
+            parts["l1"] = F.l1_loss(pred, target)
+            if coarse is not None:
+                parts["l1"] = parts["l1"] + F.l1_loss(coarse, target)
+        if self.discriminator is not None:
+            parts["adversarial"] = -self.discriminator(composite(pred, image, mask), mask).mean()
+        if self.perceptual is not None:
+            parts["perceptual"] = self.perceptual(pred, target)
+        if self.edge is not None:
+            parts["edge"] = self.edge(pred, target)
         total = sum(self.weights[name] * value for name, value in parts.items())
         return total, parts
+
+    def discriminator_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                           image: torch.Tensor) -> torch.Tensor:
+        """Hinge loss of the discriminator: real = ground truth, fake = the (detached) composite."""
+        assert self.discriminator is not None
+        real = self.discriminator(target, mask)
+        fake = self.discriminator(composite(pred.detach(), image, mask), mask)
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()

@@ -1,0 +1,84 @@
+"""The four loss terms: known values, finiteness, the perceptual weights rule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from ndmha.errors import ConfigError
+from ndmha.losses import Objective, PerceptualLoss, PerceptualSettings, SobelEdgeLoss
+
+
+def test_edge_loss_known_values_and_finite_gradient_on_flat_images() -> None:
+    edge = SobelEdgeLoss()
+    flat = torch.full((1, 3, 8, 8), 0.5, requires_grad=True)
+    loss = edge(flat, torch.full((1, 3, 8, 8), 0.5))
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(flat.grad).all()  # the report's 0/0: sqrt'(0) without eps is inf
+    step = torch.zeros(1, 3, 8, 8)
+    step[..., 4:] = 1.0  # vertical edge: Sobel gx = 4 on the two columns beside it
+    magnitude = edge.magnitude(step)[0, 0]
+    assert magnitude[:, 3:5] == pytest.approx(torch.full((8, 2), 4.0), abs=1e-3)
+    assert magnitude[:, 0] == pytest.approx(torch.zeros(8), abs=1e-2)
+
+
+def test_perceptual_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "vgg19.pth"
+    with pytest.raises(ConfigError, match=f"perceptual.vgg19_weights: .*{missing}"):
+        PerceptualLoss(PerceptualSettings(vgg19_weights=str(missing)))
+
+
+def test_perceptual_random_weights_only_when_allowed(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ndmha"):
+        loss = PerceptualLoss(PerceptualSettings(allow_random_perceptual=True))
+    assert loss.random_weights and "RANDOM VGG19" in caplog.text
+    x = torch.rand(1, 3, 32, 32)
+    assert float(loss(x, x)) == 0.0
+    assert float(loss(x, torch.rand(1, 3, 32, 32))) > 0
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_perceptual_loads_a_local_checkpoint(tmp_path: Path) -> None:
+    from torchvision.models import vgg19
+
+    torch.manual_seed(0)
+    reference = vgg19(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "vgg19.pth")
+    loss = PerceptualLoss(PerceptualSettings(vgg19_weights=str(tmp_path / "vgg19.pth")))
+    assert not loss.random_weights
+    assert torch.equal(loss.features[0].weight, reference.features[0].weight)
+
+
+def test_objective_terms_weights_and_discriminator() -> None:
+    torch.manual_seed(0)
+    weights = {"l1": 1.0, "adversarial": 0.1, "perceptual": 0.5, "edge": 2.0}
+    objective = Objective(weights, perceptual=PerceptualSettings(allow_random_perceptual=True))
+    target = torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    image = target * (1 - mask)
+    pred = torch.rand(2, 3, 32, 32, requires_grad=True)
+    coarse = torch.rand(2, 3, 32, 32)
+    total, parts = objective(pred, target, mask, image, coarse)
+    assert set(parts) == set(weights)
+    values = {k: float(v.detach()) for k, v in parts.items()}
+    assert float(total.detach()) == pytest.approx(sum(weights[k] * v for k, v in values.items()),
+                                                  rel=1e-5)
+    l1_fine_coarse = (pred - target).abs().mean() + (coarse - target).abs().mean()
+    assert values["l1"] == pytest.approx(float(l1_fine_coarse.detach()), rel=1e-6)
+    total.backward()
+    assert torch.isfinite(pred.grad).all()
+    d_loss = objective.discriminator_loss(pred, target, mask, image)
+    assert float(d_loss.detach()) >= 0  # hinge: a sum of two ReLUs
+    assert objective.warnings == ["perceptual loss used random VGG19 weights (no checkpoint given)"]
+
+
+def test_terms_without_weight_are_not_built() -> None:
+    objective = Objective({"l1": 1.0})
+    assert objective.discriminator is None and objective.perceptual is None
+    assert objective.edge is None and objective.warnings == []
+    with pytest.raises(ConfigError, match="loss: at least one"):
+        Objective({})
