@@ -44,7 +44,7 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             split: str = "test", device: str = "auto") -> dict[str, Any]:
     """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json``."""
     dev = resolve_device(device)
-    name, model = load_model(model_path, dev)
+    meta, model = load_model(model_path, dev)
     dataset = InpaintingDataset(manifest, split)
     if len(dataset) == 0:
         raise ValueError(f"{manifest}: the {split} split is empty")
@@ -67,12 +67,13 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             write_image(stage / "composite" / f"{item['id']}.png",
                         to_image(composite(pred, image, mask)[0]))
         info = {
-            "model": name,
+            "model": meta["model"],
             "split": split,
             "images": len(dataset),
             "parameters": count_parameters(model),
             "inference_s_per_image": statistics.median(timings),
             "device": device_name(dev),
+            "warnings": meta.get("warnings", []),
         }
         write_json(stage / "predict.json", info)
     log.info("predicted %d %s images in %s (median %.4f s/image on %s)", len(dataset), split,

@@ -47,18 +47,22 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
     seed = seed.assign(source="seed report", device="Colab GPU",
                        dataset=[f"CelebA-HQ + QD-IMD, {int(n)} test images" if pd.notna(n)
                                 else "CelebA-HQ + QD-IMD" for n in seed["images"]])
-    ours = pd.DataFrame([measured_row(json.loads(Path(p).read_text())) for p in summaries])
+    loaded = [json.loads(Path(p).read_text()) for p in summaries]
+    ours = pd.DataFrame([measured_row(summary) for summary in loaded])
     table = pd.concat([paper, seed, ours], ignore_index=True).reindex(columns=COLUMNS)
+    caveats = [f"{row['method']}: {warning}" for row, summary in zip(ours.to_dict("records"), loaded)
+               for warning in summary.get("warnings", [])]
     with atomic_open(out_csv, newline="") as fh:
         table.to_csv(fh, index=False, float_format="%.6g")
     with atomic_open(out_md) as fh:
-        fh.write(to_markdown(table))
+        fh.write(to_markdown(table, caveats))
     log.info("benchmark table with %d rows written to %s and %s", len(table), out_csv, out_md)
     return table
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-style Markdown table, blanks for missing values, with a note on comparability."""
+def to_markdown(table: pd.DataFrame, caveats: list[str] = ()) -> str:
+    """A GitHub-style Markdown table, blanks for missing values, a note on comparability and the
+    caveats of our rows (e.g. a perceptual loss trained with random VGG19 weights)."""
     formats = {"psnr_db": "{:.2f}", "ssim": "{:.4f}", "l1": "{:.4f}", "params_m": "{:.3f}",
                "runtime_s": "{:.4f}", "gmac": "{:.2f}"}
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
@@ -69,4 +73,4 @@ def to_markdown(table: pd.DataFrame) -> str:
     note = ("\nGMAC: one forward pass at 256x256. Paper and seed-report rows are quoted, not "
             "measured. Rows measured on the embedded demo dataset (procedural faces) are a "
             "smoke test of the pipeline and are not comparable with CelebA-HQ numbers.\n")
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + "".join(f"\nCaveat: {c}.\n" for c in caveats)

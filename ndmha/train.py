@@ -1,28 +1,38 @@
 """One training loop for every model: seeded, logged per epoch, checkpointed and resumable.
 
-Per epoch the log holds the objective (``loss``, on the raw prediction) and L1, PSNR and SSIM of the
-composite (prediction in the holes, input elsewhere) for the training and validation images. When
-the split has no validation images (the paper's 27k / 3k scheme), the test split is monitored
-instead and ``val_split`` says so; nothing is selected on it (the last epoch's weights are kept).
+Per epoch the log holds the objective (``loss``, on the raw prediction) and each of its terms, the
+discriminator's loss when there is one, and L1, PSNR and SSIM of the composite (prediction in the
+holes, input elsewhere) for the training and validation images. When the split has no validation
+images (the paper's 27k / 3k scheme), the test split is monitored instead and ``val_split`` says
+so; nothing is selected on it (the last epoch's weights are kept).
 
-The checkpoint (model, optimizer, completed epoch, history, RNG states) is written atomically after
-every epoch outside Snakemake's outputs, so a killed or failed job resumes from it when the rule runs
-again. It is tied to a fingerprint of the settings that shape training (model, batch size, learning
-rate, loss, seed, manifest contents); the number of epochs is not part of it, so raising
-``epochs`` continues a finished run.
+With an adversarial term the generator and the discriminator alternate on every batch: one
+discriminator step on the detached output, then one generator step. Gradients are clipped, AMP
+(bf16) is used on GPU when enabled, and a guard skips any step whose loss or gradients are not
+finite; after ``nan_patience`` such steps in a row it restores the last good checkpoint and
+multiplies the learning rates by ``nan_lr_factor``. The log counts both.
+
+The checkpoint (generator, discriminator, optimizers, completed epoch, history, RNG states) is
+written atomically after every epoch outside Snakemake's outputs, so a killed or failed job resumes
+from it when the rule runs again. It is tied to a fingerprint of the settings that shape training
+(model, batch size, learning rate, loss, seed, manifest contents); the number of epochs is not part
+of it, so raising ``epochs`` continues a finished run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import hashlib
 import logging
+import math
 import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -31,13 +41,17 @@ from tqdm import tqdm
 
 from ndmha.data.dataset import InpaintingDataset
 from ndmha.io import atomic_open, atomic_path
-from ndmha.losses import WeightedLoss
+from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import build_model, count_parameters
+from ndmha.models.layers import set_deform_backend
 
 log = logging.getLogger("ndmha")
 
-METRICS = ("loss", "l1", "psnr", "ssim")
+METRICS = ("l1", "psnr", "ssim")
+# Settings that do not change what is learned: a checkpoint made under other values resumes.
+NOT_FINGERPRINTED = ("epochs", "device", "num_workers", "deform_backend", "nan_patience",
+                     "nan_lr_factor")
 
 
 @dataclass
@@ -53,11 +67,16 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    amp: str = "auto"                 # auto: bf16 on GPU, off on CPU; off; bf16
+    grad_clip: float = 1.0            # max gradient norm; 0 turns clipping off
+    nan_patience: int = 3             # non-finite steps in a row before restoring
+    nan_lr_factor: float = 0.5        # learning-rate factor applied at each restore
+    deform_backend: str = "torchvision"
+    perceptual: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, manifest: Path) -> str:
         """Hash of the settings a checkpoint must share to be resumed (``epochs`` excluded)."""
-        shaping = {k: v for k, v in asdict(self).items() if k not in ("epochs", "device",
-                                                                     "num_workers")}
+        shaping = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
         digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
         digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
@@ -70,6 +89,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``amp`` asks for it (``auto``: on GPU only)."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def save_torch(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file and an atomic rename."""
     with atomic_path(path) as tmp:
@@ -79,6 +105,14 @@ def save_torch(obj: Any, path: str | Path) -> None:
 def load_torch(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint or model file safely (tensors and plain containers only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def forward_stages(model: nn.Module, image: torch.Tensor, mask: torch.Tensor
+                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(coarse output or None, final output) of a model."""
+    if hasattr(model, "forward_stages"):
+        return model.forward_stages(image, mask)
+    return None, model(image, mask)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -98,40 +132,197 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tenso
     return tuple(batch[k].to(device, non_blocking=True) for k in ("image", "mask", "target"))
 
 
+def _finite(*values: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in values)
+
+
 class _Means:
-    """Running per-image means of named values."""
+    """Running per-image means of the loss, its terms and the composite's metrics."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
         self.count = 0
 
-    def add(self, n: int, loss: torch.Tensor, pred: torch.Tensor, image: torch.Tensor,
-            mask: torch.Tensor, target: torch.Tensor) -> None:
-        self.sums["loss"] += float(loss) * n
+    def add(self, n: int, losses: dict[str, torch.Tensor], pred: torch.Tensor,
+            image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> None:
+        for name, value in losses.items():
+            self.sums[name] += float(value) * n
         for name, values in image_metrics(composite(pred, image, mask), target).items():
             self.sums[name] += float(values.sum())
         self.count += n
 
     def result(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": self.sums[k] / max(self.count, 1) for k in METRICS}
+        return {f"{prefix}_{k}": v / max(self.count, 1) for k, v in self.sums.items()}
 
 
 def _progress(loader: Iterable, desc: str) -> Iterable:
     return tqdm(loader, desc=desc, mininterval=5.0, unit="batch", file=sys.stderr, leave=False)
 
 
+def _loss_parts(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"loss": total.detach(), **{f"loss_{k}": v.detach() for k, v in parts.items()}}
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: WeightedLoss,
-             device: torch.device, prefix: str) -> dict[str, float]:
-    """Mean objective and composite metrics of ``model`` over ``loader`` in eval mode."""
+def evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device: torch.device,
+             prefix: str, amp: str = "off") -> dict[str, float]:
+    """Mean objective, its terms and composite metrics of ``model`` over ``loader`` in eval mode."""
     model.eval()
     means = _Means()
     for batch in _progress(loader, prefix):
         image, mask, target = _to_device(batch, device)
-        pred = model(image, mask)
-        loss, _ = criterion(pred, target, mask)
-        means.add(len(image), loss, pred, image, mask, target)
+        with autocast(device, amp):
+            coarse, pred = forward_stages(model, image, mask)
+            total, parts = objective(pred, target, mask, image, coarse)
+        means.add(len(image), _loss_parts(total, parts), pred.float(), image, mask, target)
     return means.result(prefix)
+
+
+class _Trainer:
+    """The state of one run: networks, optimizers, history and the non-finite guard."""
+
+    def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path) -> None:
+        self.settings = settings
+        self.checkpoint = checkpoint
+        self.device = resolve_device(settings.device)
+        self.fingerprint = settings.fingerprint(manifest)
+        set_deform_backend(settings.deform_backend)
+        torch.manual_seed(settings.seed)
+        self.model = build_model(settings.model).to(self.device)
+        self.objective = Objective(settings.loss, key=f"loss.{settings.model}",
+                                   perceptual=PerceptualSettings(**settings.perceptual)
+                                   ).to(self.device)
+        betas = tuple(settings.betas)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, betas=betas)
+        self.d_optimizer = (torch.optim.Adam(self.objective.discriminator.parameters(),
+                                             lr=settings.lr, betas=betas)
+                            if self.objective.discriminator is not None else None)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.bad_in_a_row = 0
+        self.initial = copy.deepcopy(self._networks())
+
+    def _networks(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.d_optimizer is not None:
+            state["discriminator"] = self.objective.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
+        return state
+
+    def _load_networks(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.d_optimizer is not None:
+            self.objective.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+
+    def _saved_state(self) -> dict[str, Any] | None:
+        """The checkpoint on disk if it belongs to this run's settings."""
+        if not self.checkpoint.exists():
+            return None
+        state = load_torch(self.checkpoint)
+        return state if state.get("fingerprint") == self.fingerprint else None
+
+    def resume(self) -> None:
+        state = self._saved_state()
+        if state is None:
+            if self.checkpoint.exists():
+                log.warning("%s was written with other settings or data; starting afresh",
+                            self.checkpoint)
+            return
+        self._load_networks(state)
+        _set_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+        log.info("resuming %s from %s after epoch %d", self.settings.model, self.checkpoint,
+                 self.epoch)
+
+    def save(self) -> None:
+        save_torch({**self._networks(), "epoch": self.epoch, "history": self.history,
+                    "rng": _rng_state(), "fingerprint": self.fingerprint}, self.checkpoint)
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _restore_last_good(self) -> None:
+        """After too many non-finite steps: back to the last checkpoint, lower learning rate."""
+        lr = self._lr() * self.settings.nan_lr_factor
+        state = self._saved_state()
+        self._load_networks(state if state is not None else self.initial)
+        for optimizer in (self.optimizer, self.d_optimizer):
+            for group in (optimizer.param_groups if optimizer is not None else []):
+                group["lr"] = lr
+        log.warning("%d non-finite steps in a row: restored %s, learning rate now %.3g",
+                    self.bad_in_a_row, "the last checkpoint" if state is not None
+                    else "the initial weights", lr)
+        self.bad_in_a_row = 0
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+              params: Iterator[nn.Parameter]) -> bool:
+        """Backward, clip, step; skipped (returns False) when loss or gradients are not finite."""
+        optimizer.zero_grad(set_to_none=True)
+        if not _finite(loss):
+            return False
+        loss.backward()
+        params = [p for p in params if p.grad is not None]
+        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        if not _finite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        optimizer.step()
+        return True
+
+    def train_batch(self, image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+        """One generator (and discriminator) update; returns losses, prediction, success."""
+        with autocast(self.device, self.settings.amp):
+            coarse, pred = forward_stages(self.model, image, mask)
+        losses: dict[str, torch.Tensor] = {}
+        ok = True
+        discriminator = self.objective.discriminator
+        if discriminator is not None:
+            discriminator.requires_grad_(True)
+            with autocast(self.device, self.settings.amp):
+                d_loss = self.objective.discriminator_loss(pred, target, mask, image)
+            ok = self._step(self.d_optimizer, d_loss, discriminator.parameters())
+            losses["d_loss"] = d_loss.detach()
+            discriminator.requires_grad_(False)
+        with autocast(self.device, self.settings.amp):
+            total, parts = self.objective(pred, target, mask, image, coarse)
+        ok = self._step(self.optimizer, total, self.model.parameters()) and ok
+        return {**_loss_parts(total, parts), **losses}, pred.detach().float(), ok
+
+    def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str) -> None:
+        s = self.settings
+        began = time.perf_counter()
+        self.model.train()
+        self.objective.train()
+        means = _Means()
+        skipped = restores = 0
+        for batch in _progress(loader, f"{s.model} epoch {self.epoch + 1}/{s.epochs}"):
+            image, mask, target = _to_device(batch, self.device)
+            losses, pred, ok = self.train_batch(image, mask, target)
+            if ok:
+                self.bad_in_a_row = 0
+                means.add(len(image), losses, pred, image, mask, target)
+                continue
+            skipped += 1
+            self.bad_in_a_row += 1
+            log.warning("non-finite loss or gradients at epoch %d: step skipped (%d in a row)",
+                        self.epoch + 1, self.bad_in_a_row)
+            if self.bad_in_a_row >= s.nan_patience:
+                self._restore_last_good()
+                restores += 1
+        self.epoch += 1
+        row = {"epoch": self.epoch, **means.result("train"),
+               **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp),
+               "val_split": val_split, "skipped_steps": skipped, "restores": restores,
+               "lr": self._lr(), "seconds": round(time.perf_counter() - began, 3)}
+        self.history.append(row)
+        log.info("epoch %d/%d: %s", self.epoch, s.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        self.save()
 
 
 def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
@@ -140,28 +331,9 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
 
     Resumes from ``checkpoint`` when it exists with the same fingerprint.
     """
-    manifest, checkpoint = Path(manifest), Path(checkpoint)
-    device = resolve_device(settings.device)
-    fingerprint = settings.fingerprint(manifest)
-    torch.manual_seed(settings.seed)
-    model = build_model(settings.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=tuple(settings.betas))
-    criterion = WeightedLoss(settings.loss, key=f"loss.{settings.model}")
-
-    history: list[dict[str, Any]] = []
-    start = 1
-    if checkpoint.exists():
-        state = load_torch(checkpoint)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            _set_rng_state(state["rng"])
-            history = list(state["history"])
-            start = int(state["epoch"]) + 1
-            log.info("resuming %s from %s after epoch %d", settings.model, checkpoint, start - 1)
-        else:
-            log.warning("%s was written with other settings or data; starting afresh", checkpoint)
-
+    manifest = Path(manifest)
+    trainer = _Trainer(settings, manifest, Path(checkpoint))
+    trainer.resume()
     train_set = InpaintingDataset(manifest, "train")
     val_set = InpaintingDataset(manifest, "val")
     if len(val_set) == 0:
@@ -169,55 +341,42 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
     if len(train_set) == 0:
         raise ValueError(f"{manifest}: the train split is empty")
     loader_args = {"batch_size": settings.batch_size, "num_workers": settings.num_workers,
-                   "pin_memory": device.type == "cuda"}
+                   "pin_memory": trainer.device.type == "cuda"}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    log.info("training %s (%d parameters) on %s: %d train, %d %s images, epochs %d..%d",
-             settings.model, count_parameters(model), device, len(train_set), len(val_set),
-             val_set.split, start, settings.epochs)
+    log.info("training %s (%d parameters) on %s: %d train, %d %s images, batch %d, epochs %d..%d",
+             settings.model, count_parameters(trainer.model), trainer.device, len(train_set),
+             len(val_set), val_set.split, settings.batch_size, trainer.epoch + 1, settings.epochs)
+    for warning in trainer.objective.warnings:
+        log.warning("%s", warning)
 
-    for epoch in range(start, settings.epochs + 1):
-        began = time.perf_counter()
-        order = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+    while trainer.epoch < settings.epochs:
+        order = torch.Generator().manual_seed(settings.seed * 100_003 + trainer.epoch + 1)
         loader = DataLoader(train_set, shuffle=True, generator=order, **loader_args)
-        model.train()
-        means = _Means()
-        for batch in _progress(loader, f"{settings.model} epoch {epoch}/{settings.epochs}"):
-            image, mask, target = _to_device(batch, device)
-            pred = model(image, mask)
-            loss, _ = criterion(pred, target, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            means.add(len(image), loss.detach(), pred.detach(), image, mask, target)
-        row = {"epoch": epoch, **means.result("train"),
-               **evaluate(model, val_loader, criterion, device, "val"),
-               "val_split": val_set.split, "seconds": round(time.perf_counter() - began, 3)}
-        history.append(row)
-        log.info("epoch %d/%d: %s", epoch, settings.epochs,
-                 " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
-        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epoch": epoch, "history": history, "rng": _rng_state(),
-                    "fingerprint": fingerprint}, checkpoint)
+        trainer.run_epoch(loader, val_loader, val_set.split)
 
-    save_torch({"model": settings.model, "state_dict": model.state_dict(),
-                "parameters": count_parameters(model), "epochs": settings.epochs}, model_out)
-    write_history(history, log_csv)
-    return history
+    save_torch({"model": settings.model, "state_dict": trainer.model.state_dict(),
+                "parameters": count_parameters(trainer.model), "epochs": settings.epochs,
+                "warnings": trainer.objective.warnings}, model_out)
+    write_history(trainer.history, log_csv)
+    return trainer.history
 
 
 def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
-    """The per-epoch log as CSV, atomically."""
+    """The per-epoch log as CSV, atomically (columns: the union over epochs, in order)."""
     if not history:
         raise ValueError("no epochs were trained: set train.epochs to at least 1")
+    columns = list(dict.fromkeys(k for row in history for k in row))
     with atomic_open(path, newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[str, nn.Module]:
-    """Registry name and trained model (eval mode) from a ``model.pt`` written by :func:`train`."""
+def load_model(path: str | Path, device: torch.device | str = "cpu"
+               ) -> tuple[dict[str, Any], nn.Module]:
+    """What a ``model.pt`` written by :func:`train` says of itself (registry name, parameters,
+    epochs, warnings) and the trained model in eval mode."""
     state = load_torch(path)
     model = build_model(state["model"])
-    model.load_state_dict(state["state_dict"])
-    return state["model"], model.to(device).eval()
+    model.load_state_dict(state.pop("state_dict"))
+    return state, model.to(device).eval()

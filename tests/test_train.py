@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ndmha.losses import WeightedLoss
+from ndmha.losses import Objective
 from ndmha.errors import ConfigError
 from ndmha.models import build_model
 from ndmha.train import TrainSettings, load_model, load_torch, train
@@ -19,13 +19,13 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
     torch.manual_seed(0)
     model = build_model("baseline")
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.99))
-    criterion = WeightedLoss({"l1": 1.0})
+    criterion = Objective({"l1": 1.0})
     target = torch.rand(2, 3, 32, 32)
     mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
     image = target * (1 - mask)
     losses = []
     for _ in range(25):
-        loss, parts = criterion(model(image, mask), target, mask)
+        loss, parts = criterion(model(image, mask), target, mask, image)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -36,7 +36,7 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
 
 def test_unknown_loss_term_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"loss.baseline: unknown loss term\(s\) \['l2'\]"):
-        WeightedLoss({"l2": 1.0}, key="loss.baseline")
+        Objective({"l2": 1.0}, key="loss.baseline")
 
 
 def _settings(epochs: int, **kw) -> TrainSettings:
@@ -59,8 +59,8 @@ def test_train_writes_model_and_epoch_log(manifest: Path, tmp_path: Path) -> Non
                        for r in rows)  # present and not NaN
     assert rows[0]["val_split"] == "test"  # the paper split has no validation images
     assert history[1]["train_loss"] < history[0]["train_loss"]
-    name, model = load_model(tmp_path / "model.pt")
-    assert name == "baseline" and not model.training
+    meta, model = load_model(tmp_path / "model.pt")
+    assert meta["model"] == "baseline" and meta["epochs"] == 2 and not model.training
     state = load_torch(tmp_path / "ckpt" / "last.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2
 
