@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml (the demo) is the default; a --configfile given on the command line replaces it
+# instead of being merged over it, so no demo setting leaks into another study.
+if not config:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -19,12 +19,17 @@ TINY = {
              "jpg_quality": 90, "mask_hole": "white"},
     "demo": {"image_size": 48, "mask_size": 48, "hole_ratio": [0.05, 0.6], "seed": 1},
     "split": {"scheme": "paper", "test": 4, "seed": 0},
-    "models": ["baseline"],
+    "models": ["baseline", "ndmha"],
     "train": {"epochs": 1, "batch_size": 4, "lr": 2.0e-4, "betas": [0.5, 0.99], "seed": 0,
-              "device": "cpu", "num_workers": 0},
-    "loss": {"baseline": {"l1": 1.0}},
-    "threads": {"prepare": 2, "train": 2, "evaluate": 1},
+              "device": "cpu", "num_workers": 0, "per_model": {"ndmha": {"batch_size": 2}}},
+    "loss": {"baseline": {"l1": 1.0},
+             "ndmha": {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}},
+    "perceptual": {"vgg19_weights": "", "allow_random_perceptual": True},
+    "ndmha": {"deform_backend": "torch"},
+    "resources": {"prepare": {"threads": 2}, "train": {"threads": 2, "mem_mb": 1000},
+                  "evaluate": {"threads": 1}},
 }
+MODELS = ("baseline", "ndmha")
 
 
 def snakemake(workdir: Path, config: dict | Path, *args: str) -> subprocess.CompletedProcess:
@@ -64,16 +69,24 @@ def test_every_output_is_written(tiny_run: Path) -> None:
     assert len(list((tiny_run / "data" / "corrupted").glob("*.png"))) == 12
     manifest = pd.read_csv(tiny_run / "data" / "manifest.csv", dtype={"id": str})
     assert manifest["split"].value_counts().to_dict() == {"train": 8, "test": 4}
-    assert (tiny_run / "models" / "baseline" / "model.pt").is_file()
-    assert (tiny_run / "checkpoints" / "baseline" / "last.pt").is_file()
-    log = pd.read_csv(tiny_run / "models" / "baseline" / "train_log.csv")
-    assert list(log["epoch"]) == [1]
-    for kind in ("raw", "composite"):
-        assert len(list((tiny_run / "predictions" / "baseline" / kind).glob("*.png"))) == 4
-    per_image = pd.read_csv(tiny_run / "metrics" / "baseline" / "per_image.csv")
-    assert len(per_image) == 4 and per_image["psnr"].notna().all()
-    for rule in ("demo_data", "convert", "masks", "overlay", "split", "train_baseline",
-                 "predict_baseline", "metrics_baseline", "benchmark_table"):
+    for model in MODELS:
+        assert (tiny_run / "models" / model / "model.pt").is_file()
+        assert (tiny_run / "checkpoints" / model / "last.pt").is_file()
+        log = pd.read_csv(tiny_run / "models" / model / "train_log.csv")
+        assert list(log["epoch"]) == [1]
+        for kind in ("raw", "composite"):
+            assert len(list((tiny_run / "predictions" / model / kind).glob("*.png"))) == 4
+        per_image = pd.read_csv(tiny_run / "metrics" / model / "per_image.csv")
+        assert len(per_image) == 4 and per_image["psnr"].notna().all()
+    ndmha_log = pd.read_csv(tiny_run / "models" / "ndmha" / "train_log.csv")
+    assert {"train_loss_adversarial", "train_loss_perceptual", "train_loss_edge",
+            "train_d_loss"} <= set(ndmha_log.columns)
+    train_log = (tiny_run / "logs" / "train_ndmha.log").read_text()
+    assert "RANDOM VGG19" in train_log  # the random perceptual network is said out loud
+    assert "8 train, 4 test images, batch 2" in train_log  # train.per_model.ndmha applied
+    assert "batch 4" in (tiny_run / "logs" / "train_baseline.log").read_text()
+    for rule in ("demo_data", "convert", "masks", "overlay", "split", "benchmark_table",
+                 *(f"{step}_{m}" for step in ("train", "predict", "metrics") for m in MODELS)):
         assert (tiny_run / "logs" / f"{rule}.log").stat().st_size > 0, rule
     assert "PNG -> JPG: 100%" in (tiny_run / "logs" / "convert.log").read_text()
     assert not list(tiny_run.rglob("*.partial"))  # no staging folder left behind
@@ -81,14 +94,18 @@ def test_every_output_is_written(tiny_run: Path) -> None:
 
 def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     table = pd.read_csv(tiny_run / "tables" / "benchmark.csv")
-    assert len(table) == 13
+    assert len(table) == 14
     assert table["method"].iloc[:10].tolist()[-1] == "NDMHA (paper)"
-    ours = table[table["source"] == "measured"]
-    assert ours["method"].tolist() == ["baseline U-Net (ours)"]
-    summary = json.loads((tiny_run / "metrics" / "baseline" / "summary.json").read_text())
-    assert ours["psnr_db"].iloc[0] == pytest.approx(summary["psnr"], rel=1e-5)
-    assert ours["dataset"].iloc[0] == "tiny demo, 4 test images, 32px"
-    assert "| baseline U-Net (ours) | measured |" in (tiny_run / "tables" / "benchmark.md").read_text()
+    ours = table[table["source"] == "measured"].reset_index(drop=True)
+    assert ours["method"].tolist() == ["baseline U-Net (ours)", "NDMHA (ours)"]
+    for i, model in enumerate(MODELS):
+        summary = json.loads((tiny_run / "metrics" / model / "summary.json").read_text())
+        assert ours["psnr_db"][i] == pytest.approx(summary["psnr"], rel=1e-5)
+        assert ours["dataset"][i] == "tiny demo, 4 test images, 32px"
+    assert ours["params_m"][1] == pytest.approx(4.1, rel=0.1) and ours["gmac"][1] <= 15.01
+    md = (tiny_run / "tables" / "benchmark.md").read_text()
+    assert "| baseline U-Net (ours) | measured |" in md and "| NDMHA (ours) | measured |" in md
+    assert "Caveat: NDMHA (ours): perceptual loss used random VGG19 weights" in md
 
 
 def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
@@ -104,6 +121,12 @@ def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
     ({"train": {"epochs": -1}}, "config key train.epochs: -1 is less than the minimum of 1"),
     ({"data": {"image_size": 40}}, "config key data.image_size: 40 is not a multiple of 16"),
     ({"split": {"test": 12}}, "config key split.test: 12 test images leave none to train on"),
+    ({"train": {"per_model": {"unet3": {"epochs": 2}}}},
+     "config key train.per_model: 'unet3' is not one of ['baseline', 'ndmha']"),
+    ({"ndmha": {"deform_backend": "cuda"}},
+     "config key ndmha.deform_backend: 'cuda' is not one of ['torchvision', 'mmcv', 'torch']"),
+    ({"loss": {"ndmha": {"l2": 1.0}}},
+     "config key loss.ndmha: Additional properties are not allowed ('l2' was unexpected)"),
     ({"data": {"source": "folders", "images_dir": "/no/such/folder", "masks_dir": "/tmp"}},
      "config key data.images_dir: folder '/no/such/folder' does not exist"),
 ])

@@ -78,5 +78,23 @@ PAIRS = RESULTS / "data" / "pairs.csv"
 MANIFEST = RESULTS / "data" / "manifest.csv"
 
 
+def rule_resources(stage):
+    """Snakemake resources of a stage's rules (mem_mb, gpu) from config key resources.<stage>."""
+    return {k: v for k, v in config["resources"][stage].items() if k != "threads"}
+
+
+def train_settings(model):
+    """The keyword arguments of ndmha.train.TrainSettings for one model."""
+    shared = {k: v for k, v in config["train"].items() if k != "per_model"}
+    return {
+        **shared,
+        **config["train"].get("per_model", {}).get(model, {}),
+        "model": model,
+        "loss": config["loss"][model],
+        "perceptual": config.get("perceptual", {}),
+        "deform_backend": config.get("ndmha", {}).get("deform_backend", "torchvision"),
+    }
+
+
 wildcard_constraints:
     model="|".join(MODELS),

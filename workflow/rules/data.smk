@@ -13,7 +13,9 @@ if config["data"]["source"] == "demo":
             mask_size=config["demo"]["mask_size"],
             ratio=config["demo"]["hole_ratio"],
             seed=config["demo"]["seed"],
-        threads: config["threads"]["prepare"]
+        threads: config["resources"]["prepare"]["threads"]
+        resources:
+            **rule_resources("prepare"),
         log:
             LOGS / "demo_data.log",
         conda:
@@ -31,7 +33,9 @@ rule convert:
         n=config["data"]["n_images"],
         size=config["data"]["image_size"],
         quality=config["data"]["jpg_quality"],
-    threads: config["threads"]["prepare"]
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
     log:
         LOGS / "convert.log",
     conda:
@@ -49,7 +53,9 @@ rule masks:
         n=config["data"]["n_images"],
         size=config["data"]["image_size"],
         hole=config["data"]["mask_hole"],
-    threads: config["threads"]["prepare"]
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
     log:
         LOGS / "masks.log",
     conda:
@@ -65,7 +71,9 @@ rule overlay:
     output:
         corrupted=directory(CORRUPTED),
         pairs=PAIRS,
-    threads: config["threads"]["prepare"]
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
     log:
         LOGS / "overlay.log",
     conda:

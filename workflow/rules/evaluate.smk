@@ -9,7 +9,9 @@ rule predict:
         directory(RESULTS / "predictions" / "{model}"),
     params:
         device=config["train"]["device"],
-    threads: config["threads"]["evaluate"]
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "predict_{model}.log",
     conda:
@@ -27,7 +29,9 @@ rule metrics:
         summary=RESULTS / "metrics" / "{model}" / "summary.json",
     params:
         dataset=config["data"]["name"],
-    threads: config["threads"]["evaluate"]
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "metrics_{model}.log",
     conda:

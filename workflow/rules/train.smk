@@ -10,8 +10,10 @@ rule train:
     params:
         # The checkpoint is not an output, so Snakemake keeps it when the job fails or is killed.
         checkpoint=lambda wc: RESULTS / "checkpoints" / wc.model / "last.pt",
-        settings=lambda wc: {**config["train"], "model": wc.model, "loss": config["loss"][wc.model]},
-    threads: config["threads"]["train"]
+        settings=lambda wc: train_settings(wc.model),
+    threads: config["resources"]["train"]["threads"]
+    resources:
+        **rule_resources("train"),
     log:
         LOGS / "train_{model}.log",
     conda:
