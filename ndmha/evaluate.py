@@ -25,6 +25,7 @@ from ndmha.data.split import read_manifest
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
+from ndmha.models.layers import set_deform_backend
 from ndmha.train import load_model, resolve_device
 
 log = logging.getLogger("ndmha")
@@ -41,8 +42,10 @@ def device_name(device: torch.device) -> str:
 
 @torch.inference_mode()
 def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
-            split: str = "test", device: str = "auto") -> dict[str, Any]:
+            split: str = "test", device: str = "auto", deform_backend: str = "torchvision"
+            ) -> dict[str, Any]:
     """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json``."""
+    set_deform_backend(deform_backend)
     dev = resolve_device(device)
     meta, model = load_model(model_path, dev)
     dataset = InpaintingDataset(manifest, split)

@@ -60,6 +60,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 RESULTS = Path(config["results_dir"])
+DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "torchvision")
 LOGS = RESULTS / "logs"
 MODELS = config["models"]
 ENV = "../../envs/ndmha.yaml"
@@ -92,7 +93,7 @@ def train_settings(model):
         "model": model,
         "loss": config["loss"][model],
         "perceptual": config.get("perceptual", {}),
-        "deform_backend": config.get("ndmha", {}).get("deform_backend", "torchvision"),
+        "deform_backend": DEFORM_BACKEND,
     }
 
 

@@ -9,6 +9,7 @@ rule predict:
         directory(RESULTS / "predictions" / "{model}"),
     params:
         device=config["train"]["device"],
+        deform_backend=DEFORM_BACKEND,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
