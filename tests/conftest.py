@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from ndmha.data.demo import make_demo_dataset
 from ndmha.data.prepare import convert_images, overlay_masks, prepare_masks
@@ -31,3 +33,39 @@ def manifest(tmp_path_factory: pytest.TempPathFactory, demo_source: dict[str, Pa
     overlay_masks(root / "images", root / "masks", root / "corrupted", root / "pairs.csv")
     make_split(root / "pairs.csv", root / "manifest.csv", scheme="paper", seed=0, test=4)
     return root / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def alexnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random AlexNet saved as a torchvision checkpoint: stands in for the ImageNet one."""
+    import torchvision.models as tvm
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(tvm.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random torch-fidelity Inception-v3 saved where its real weights would be."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    root = tmp_path_factory.mktemp("inception")
+    torch.save({}, root / "empty.pth")
+    load = FeatureExtractorInceptionV3.load_state_dict
+    FeatureExtractorInceptionV3.load_state_dict = lambda self, *a, **k: None  # build unloaded
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                          feature_extractor_weights_path=str(root / "empty.pth"))
+    finally:
+        FeatureExtractorInceptionV3.load_state_dict = load
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()
+            module.reset_running_stats()
+    torch.save(net.state_dict(), root / "pt_inception.pth")
+    return root / "pt_inception.pth"

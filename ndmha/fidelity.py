@@ -1,0 +1,115 @@
+"""Metrics that need pretrained networks: LPIPS (lpips package) and FID / KID (torch-fidelity).
+
+Neither network may be downloaded here, so both read their weights from local paths in config.
+When a file is missing the metric is not computed: it reads ``n/a (weights not found at <path>)``,
+never a number from random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+log = logging.getLogger("ndmha")
+
+#: lpips backbone name -> the torchvision constructor whose ImageNet checkpoint it needs
+LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16"}
+
+
+def not_available(path: str | Path | None, key: str) -> str:
+    """The value a metric takes when its weights are missing (``key``: the config key)."""
+    if not path:
+        return f"n/a (weights not found: {key} is empty)"
+    return f"n/a (weights not found at {Path(path).resolve()})"
+
+
+def weights_missing(path: str | Path | None) -> bool:
+    return not path or not Path(path).is_file()
+
+
+class LPIPSMetric:
+    """LPIPS distance per image (lpips package, v0.1, its shipped linear heads).
+
+    The backbone (AlexNet by default, or VGG16) is loaded from a local torchvision ImageNet
+    checkpoint (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``) instead of downloaded.
+    """
+
+    def __init__(self, weights: str | Path, net: str = "alex", device: str | torch.device = "cpu"
+                 ) -> None:
+        import lpips
+        import torchvision.models as tvm
+
+        if net not in LPIPS_BACKBONES:
+            raise ValueError(f"evaluation.lpips.net: must be one of {sorted(LPIPS_BACKBONES)}")
+        with warnings.catch_warnings():  # lpips still passes torchvision's old `pretrained=`
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        backbone = getattr(tvm, LPIPS_BACKBONES[net])(weights=None)
+        backbone.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        features = backbone.features
+        # lpips splits the torchvision `features` into slices whose children keep their indices
+        for slice_ in (getattr(self.model.net, f"slice{i}") for i in range(1, 6)):
+            for index, module in slice_.named_children():
+                module.load_state_dict(features[int(index)].state_dict())
+        self.model = self.model.to(device).eval()
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS of (N, 3, H, W) tensors in [0, 1]."""
+        out = self.model(pred.to(self.device), target.to(self.device), normalize=True)
+        return out.flatten().double().cpu()
+
+
+def lpips_metric(settings: dict[str, Any], device: str | torch.device = "cpu"
+                 ) -> LPIPSMetric | str:
+    """The LPIPS metric, or its ``n/a`` text when the backbone weights are missing."""
+    weights = settings.get("weights", "")
+    if weights_missing(weights):
+        log.warning("LPIPS: %s", not_available(weights, "evaluation.lpips.weights"))
+        return not_available(weights, "evaluation.lpips.weights")
+    return LPIPSMetric(weights, settings.get("net", "alex"), device)
+
+
+class ImageFiles(Dataset):
+    """Image files read as uint8 RGB (3, H, W) tensors, as torch-fidelity wants them."""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        import cv2
+
+        from ndmha.io import read_image
+
+        rgb = cv2.cvtColor(read_image(self.paths[index]), cv2.COLOR_BGR2RGB)
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def fid_kid(generated: list[str | Path], real: list[str | Path], weights: str | Path,
+            device: str | torch.device = "cpu") -> dict[str, float]:
+    """FID and KID (mean, std) between two sets of image files with torch-fidelity's
+    Inception-v3 (``pt_inception-2015-12-05-6726825d.pth`` from a local path). KID's subset size
+    is capped at the number of images; with fewer than two images all three are NaN."""
+    if min(len(generated), len(real)) < 2:
+        return {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}
+    import torch_fidelity
+
+    result = torch_fidelity.calculate_metrics(
+        input1=ImageFiles(generated), input2=ImageFiles(real), fid=True, kid=True,
+        kid_subset_size=min(1000, len(generated), len(real)),
+        feature_extractor_weights_path=str(weights), cuda=torch.device(device).type == "cuda",
+        batch_size=32, verbose=False, cache=False, save_cpu_ram=True,
+    )
+    return {"fid": float(result["frechet_inception_distance"]),
+            "kid": float(result["kernel_inception_distance_mean"]),
+            "kid_std": float(result["kernel_inception_distance_std"])}

@@ -1,0 +1,67 @@
+"""LPIPS and FID / KID: known values with locally saved (random) weights, n/a without weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ndmha.data.demo import draw_face
+from ndmha.fidelity import LPIPSMetric, fid_kid, lpips_metric, not_available
+from ndmha.io import write_image
+
+
+def test_lpips_is_zero_for_identical_images(alexnet_weights: Path) -> None:
+    metric = LPIPSMetric(alexnet_weights, net="alex")
+    x = torch.rand(3, 3, 64, 64)
+    same = metric(x, x)
+    assert same.shape == (3,) and torch.allclose(same, torch.zeros(3, dtype=torch.float64),
+                                                 atol=1e-7)
+    different = metric(x, torch.rand(3, 3, 64, 64))
+    assert (different > 0).all()
+    noisy = metric(x, (x + 0.02 * torch.randn_like(x)).clamp(0, 1))
+    assert (noisy < different).all()  # closer images, smaller distance
+
+
+def test_lpips_loads_the_backbone_from_the_local_checkpoint(alexnet_weights: Path) -> None:
+    metric = LPIPSMetric(alexnet_weights)
+    saved = torch.load(alexnet_weights, weights_only=True)
+    assert torch.equal(metric.model.net.slice1[0].weight, saved["features.0.weight"])
+    assert torch.equal(getattr(metric.model.net.slice5, "10").weight, saved["features.10.weight"])
+
+
+def test_missing_weights_read_na_with_the_path(tmp_path: Path) -> None:
+    result = lpips_metric({"net": "alex", "weights": str(tmp_path / "alexnet.pth")})
+    assert result == f"n/a (weights not found at {tmp_path / 'alexnet.pth'})"
+    assert lpips_metric({"weights": ""}) == not_available("", "evaluation.lpips.weights")
+    assert "evaluation.lpips.weights is empty" in lpips_metric({"weights": ""})
+
+
+def _faces(folder: Path, seed: int, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{seed}_{i}.png")
+        write_image(paths[-1], draw_face(64, seed, i))
+    return paths
+
+
+def _noise(folder: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"noise_{i}.png")
+        write_image(paths[-1], rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    return paths
+
+
+def test_fid_kid_plumbing(inception_weights: Path, tmp_path: Path) -> None:
+    faces = _faces(tmp_path, 0, 6)
+    same = fid_kid(faces, faces, inception_weights)
+    assert abs(same["fid"]) < 1e-3  # KID is unbiased: near 0 but may be negative
+    other = fid_kid(faces, _noise(tmp_path, 6), inception_weights)
+    assert other["fid"] > 100 * max(abs(same["fid"]), 1e-6) and other["kid"] > same["kid"]
+    assert set(other) == {"fid", "kid", "kid_std"} and all(math.isfinite(v) for v in other.values())
+    assert all(math.isnan(v) for v in fid_kid(faces[:1], faces[:1], inception_weights).values())
