@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import sys
 import time
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from ndmha.data.dataset import InpaintingDataset, to_image, to_tensor
 from ndmha.data.split import read_manifest
+from ndmha.fidelity import LPIPSMetric, fid_kid, lpips_metric, not_available, weights_missing
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
@@ -84,37 +86,91 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
     return info
 
 
-def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Path,
-          summary_json: str | Path, split: str = "test", dataset: str = "",
-          batch_size: int = 32) -> dict[str, Any]:
-    """PSNR, SSIM and L1 of each composite against its ground truth; per-image CSV and summary."""
-    predictions = Path(predictions)
-    frame = read_manifest(manifest, split)
+#: hole-area buckets (fractions) as LaMa and MAT report them; the last one takes the rest
+BUCKET_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
+PER_IMAGE = ("psnr", "ssim", "l1", "lpips")
+
+
+def bucket_label(ratio: float, edges: tuple[float, ...] = BUCKET_EDGES) -> str:
+    """``"10-20%"`` for a hole ratio of 0.15; the last bucket includes 100 %."""
+    for low, high in zip(edges[:-1], edges[1:]):
+        if low <= ratio < high or (high == edges[-1] and ratio == high):
+            return f"{round(low * 100)}-{round(high * 100)}%"
+    raise ValueError(f"hole ratio {ratio} is outside [{edges[0]}, {edges[-1]}]")
+
+
+def _per_image(frame: pd.DataFrame, composites: list[Path], lpips: LPIPSMetric | str,
+               batch_size: int) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
-    image_size = 0
     for start in range(0, len(frame), batch_size):
         chunk = frame.iloc[start:start + batch_size]
-        pred = torch.stack([to_tensor(read_image(predictions / "composite" / f"{i}.png"))
-                            for i in chunk["id"]])
+        pred = torch.stack([to_tensor(read_image(p)) for p in composites[start:start + batch_size]])
         target = torch.stack([to_tensor(read_image(p)) for p in chunk["image"]])
         values = image_metrics(pred, target)
-        image_size = target.shape[-1]
+        if not isinstance(lpips, str):
+            values["lpips"] = lpips(pred, target)
         for j, (image_id, ratio) in enumerate(zip(chunk["id"], chunk["hole_ratio"])):
-            rows.append({"id": image_id, "hole_ratio": ratio,
-                         **{k: float(v[j]) for k, v in values.items()}})
-    table = pd.DataFrame(rows)
-    with atomic_open(per_image_csv, newline="") as fh:
-        table.to_csv(fh, index=False)
+            rows.append({"id": image_id, "hole_ratio": ratio, "bucket": bucket_label(ratio),
+                         "image_size": target.shape[-1],
+                         **{k: float(values[k][j]) if k in values else math.nan
+                            for k in PER_IMAGE}})
+    return pd.DataFrame(rows)
+
+
+def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Path,
+          buckets_csv: str | Path, summary_json: str | Path, split: str = "test",
+          dataset: str = "", lpips: dict[str, Any] | None = None,
+          fid: dict[str, Any] | None = None, device: str = "auto",
+          batch_size: int = 32) -> dict[str, Any]:
+    """Compare each composite with its ground truth: PSNR, SSIM, L1, LPIPS per image; FID and KID
+    over the split; all of them per hole-ratio bucket. Writes the per-image CSV, the bucket CSV
+    and the summary JSON. A metric whose weights are missing reads ``n/a (weights not found at
+    <path>)`` in the summary and is left empty in the CSVs."""
+    predictions, dev = Path(predictions), resolve_device(device)
+    frame = read_manifest(manifest, split)
+    composites = [predictions / "composite" / f"{i}.png" for i in frame["id"]]
+    lpips_fn = lpips_metric(lpips or {}, dev)
+    table = _per_image(frame, composites, lpips_fn, batch_size)
+    fid_weights = (fid or {}).get("inception_weights", "")
+    fid_na = (not_available(fid_weights, "evaluation.fid.inception_weights")
+              if weights_missing(fid_weights) else None)
+    if fid_na:
+        log.warning("FID / KID: %s", fid_na)
+
+    def distribution(index: pd.Index) -> dict[str, Any]:
+        if fid_na:
+            return {"fid": fid_na, "kid": fid_na, "kid_std": fid_na}
+        return fid_kid([composites[i] for i in index], list(frame["image"].iloc[index]),
+                       fid_weights, dev)
+
+    buckets = []
+    for label, group in table.groupby("bucket", sort=False):
+        values = distribution(group.index)
+        buckets.append({"bucket": label, "images": len(group),
+                        **{k: group[k].mean() for k in PER_IMAGE},
+                        **{k: v if isinstance(v, float) else math.nan for k, v in values.items()}})
+    order = {bucket_label((a + b) / 2): i for i, (a, b) in
+             enumerate(zip(BUCKET_EDGES[:-1], BUCKET_EDGES[1:]))}
+    buckets_frame = pd.DataFrame(buckets).sort_values("bucket", key=lambda c: c.map(order))
+    for path, data in ((per_image_csv, table), (buckets_csv, buckets_frame)):
+        with atomic_open(path, newline="") as fh:
+            data.to_csv(fh, index=False)
+
     info = json.loads((predictions / "predict.json").read_text())
     summary = {
         **info,
         "dataset": dataset,
-        "image_size": image_size,
+        "image_size": int(table["image_size"].iloc[0]),
         **{k: float(table[k].mean()) for k in ("psnr", "ssim", "l1")},
         **{f"{k}_std": float(table[k].std(ddof=0)) for k in ("psnr", "ssim", "l1")},
-        "metric_notes": "composite vs ground truth; PSNR and SSIM with data_range 1.0 on [0, 1] RGB",
+        "lpips": lpips_fn if isinstance(lpips_fn, str) else float(table["lpips"].mean()),
+        "lpips_net": (lpips or {}).get("net", "alex"),
+        **distribution(table.index),
+        "metric_notes": "composite vs ground truth; PSNR and SSIM with data_range 1.0 on [0, 1] "
+                        "RGB; LPIPS v0.1; FID / KID from torch-fidelity's Inception-v3",
     }
     write_json(summary_json, summary)
-    log.info("%s on %d %s images: PSNR %.3f dB, SSIM %.4f, L1 %.4f", info["model"], len(table),
-             split, summary["psnr"], summary["ssim"], summary["l1"])
+    log.info("%s on %d %s images: PSNR %.3f dB, SSIM %.4f, L1 %.4f, LPIPS %s, FID %s",
+             info["model"], len(table), split, summary["psnr"], summary["ssim"], summary["l1"],
+             summary["lpips"], summary["fid"])
     return summary
