@@ -1,10 +1,18 @@
-"""Command line: ``python -m ndmha <command>``."""
+"""ndmha command line: ``python -m ndmha <command>`` (or ``ndmha <command>``).
+
+Commands:
+  stats     parameters and GMAC of a model at a square input size
+  inpaint   inpaint your own image with a trained model (results/models/<model>/model.pt)
+
+The workflow itself runs with ``snakemake`` (see README.md).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ndmha import inpaint as inpaint_module
 from ndmha.models import MODELS, build_model, count_gmac, count_parameters
 
 
@@ -15,14 +23,42 @@ def stats(args: argparse.Namespace) -> None:
     print(f"params={count_parameters(model)} gmac={count_gmac(model, args.size):.4f}")
 
 
+def inpaint(args: argparse.Namespace) -> None:
+    """Inpaint one image."""
+    from ndmha.io import setup_logging
+
+    setup_logging()
+    print(inpaint_module.inpaint_file(args.checkpoint, args.image, args.mask, args.out, args.mask_hole,
+                       args.size, args.device, args.deform_backend))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ndmha", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", title="commands")
     p = commands.add_parser("stats", help="parameters and GMAC of a model")
     p.add_argument("--model", choices=sorted(MODELS), required=True)
     p.add_argument("--size", type=int, default=256, help="square input size (default 256)")
     p.set_defaults(func=stats)
+    p = commands.add_parser("inpaint", help="inpaint your own image with a trained model",
+                            description=inpaint_module.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a model.pt written by the workflow")
+    p.add_argument("--image", required=True, help="the image (any size, PNG or JPG)")
+    p.add_argument("--mask", required=True, help="the mask (any size; resized to the image)")
+    p.add_argument("--out", required=True, help="where to write the result (PNG or JPG)")
+    p.add_argument("--mask-hole", choices=["white", "black"], default="white",
+                   help="which colour marks the holes in the mask (default white)")
+    p.add_argument("--size", type=int, default=None,
+                   help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    p.add_argument("--deform-backend", default="torchvision",
+                   choices=["torchvision", "mmcv", "torch"], help="NDMHA's deformable conv")
+    p.set_defaults(func=inpaint)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     args.func(args)
     return 0
 

@@ -1,0 +1,149 @@
+"""The report's figures (matplotlib, PNG): data samples, training curves, prediction grids,
+a side-by-side model comparison and metrics against the hole ratio."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ndmha.data.split import read_manifest  # noqa: E402
+from ndmha.io import atomic_path, read_image  # noqa: E402
+from ndmha.table import DISPLAY_NAMES  # noqa: E402
+
+log = logging.getLogger("ndmha")
+
+CURVES = (("loss", "loss (objective)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "L1"))
+BUCKET_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "L1"), ("lpips", "LPIPS"))
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    """Save a figure atomically and close it."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _rgb(path: str | Path) -> np.ndarray:
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
+
+
+def _name(model: str) -> str:
+    return DISPLAY_NAMES.get(model, model)
+
+
+def fixed_ids(manifest: str | Path, n: int, split: str = "test") -> list[str]:
+    """The first ``n`` ids of a split (sorted): the same images in every grid and every run."""
+    return sorted(read_manifest(manifest, split)["id"])[:n]
+
+
+def _grid(rows: list[list[np.ndarray]], titles: list[str], out: str | Path, suptitle: str) -> None:
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+                             figsize=(1.9 * len(titles), 1.9 * len(rows)))
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def data_samples(manifest: str | Path, out: str | Path, n: int = 4) -> None:
+    """Ground truth, mask (white = hole) and corrupted input for the first training images."""
+    frame = read_manifest(manifest).sort_values("id").head(n)
+    rows = [[_rgb(r["image"]), read_image(r["mask"], cv2.IMREAD_GRAYSCALE), _rgb(r["corrupted"])]
+            for _, r in frame.iterrows()]
+    _grid(rows, ["face (JPG)", "mask (white = hole)", "corrupted input"], out,
+          "Data: masks overlaid on faces with cv2.bitwise_and")
+
+
+def training_curves(history_csv: str | Path, out: str | Path, model: str) -> None:
+    """Loss, PSNR, SSIM and L1 per epoch, training against validation."""
+    log_ = pd.read_csv(history_csv)
+    val_split = log_["val_split"].iloc[-1] if "val_split" in log_ else "val"
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for ax, (key, label) in zip(axes.flat, CURVES):
+        for prefix, style in (("train", "o-"), ("val", "s--")):
+            ax.plot(log_["epoch"], log_[f"{prefix}_{key}"], style,
+                    label="training" if prefix == "train" else f"validation ({val_split} split)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"{_name(model)}: training curves", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def prediction_grid(manifest: str | Path, predictions: str | Path, out: str | Path, model: str,
+                    ids: list[str]) -> None:
+    """Masked input | prediction | composite | ground truth for fixed test ids."""
+    frame = read_manifest(manifest, "test").set_index("id")
+    rows = [[_rgb(frame.loc[i, "corrupted"]), _rgb(Path(predictions) / "raw" / f"{i}.png"),
+             _rgb(Path(predictions) / "composite" / f"{i}.png"), _rgb(frame.loc[i, "image"])]
+            for i in ids]
+    _grid(rows, ["masked input", "prediction", "composite", "ground truth"], out,
+          f"{_name(model)}: test predictions")
+
+
+def comparison_grid(manifest: str | Path, predictions: dict[str, str | Path], out: str | Path,
+                    ids: list[str]) -> None:
+    """Masked input | each model's composite | ground truth, side by side (as the paper's
+    qualitative comparison)."""
+    frame = read_manifest(manifest, "test").set_index("id")
+    rows = [[_rgb(frame.loc[i, "corrupted"]),
+             *(_rgb(Path(p) / "composite" / f"{i}.png") for p in predictions.values()),
+             _rgb(frame.loc[i, "image"])] for i in ids]
+    _grid(rows, ["masked input", *map(_name, predictions), "ground truth"], out,
+          "Comparison on the same test images")
+
+
+def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
+    """Each per-image metric by hole-ratio bucket, one line per model."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for ax, (key, label) in zip(axes.flat, BUCKET_METRICS):
+        for model, path in buckets.items():
+            table = pd.read_csv(path)
+            ax.plot(table["bucket"], table[key], "o-", label=_name(model))
+        if all(pd.read_csv(p)[key].isna().all() for p in buckets.values()):
+            ax.text(0.5, 0.5, f"{label}: n/a (weights not found)", ha="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_xlabel("hole area")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Test metrics against the hole ratio", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def model_figures(history_csv: str | Path, manifest: str | Path, predictions: str | Path,
+                  curves_png: str | Path, grid_png: str | Path, model: str, n_ids: int) -> None:
+    """One model's figures: its training curves and its prediction grid."""
+    training_curves(history_csv, curves_png, model)
+    prediction_grid(manifest, predictions, grid_png, model, fixed_ids(manifest, n_ids))
+
+
+def comparison_figures(manifest: str | Path, models: list[str], predictions: list[str | Path],
+                       buckets: list[str | Path], grid_png: str | Path, buckets_png: str | Path,
+                       n_ids: int) -> None:
+    """The figures across models: the side-by-side grid and the metrics against the hole ratio."""
+    comparison_grid(manifest, dict(zip(models, predictions)), grid_png, fixed_ids(manifest, n_ids))
+    metrics_vs_hole(dict(zip(models, buckets)), buckets_png)
