@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile configs/celebahq.yaml $(SNAKEMAKE_ARGS)

@@ -20,7 +20,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     input:
-        rules.benchmark_table.output,
+        rules.tables.output,
+        rules.data_figure.output,
+        expand(rules.model_figures.output, model=MODELS),
+        rules.comparison_figures.output,
     default_target: True

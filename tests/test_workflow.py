@@ -26,6 +26,8 @@ TINY = {
              "ndmha": {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}},
     "perceptual": {"vgg19_weights": "", "allow_random_perceptual": True},
     "ndmha": {"deform_backend": "torch"},
+    "evaluation": {"lpips": {"net": "alex", "weights": ""}, "fid": {"inception_weights": ""},
+                   "grid_images": 3},
     "resources": {"prepare": {"threads": 2}, "train": {"threads": 2, "mem_mb": 1000},
                   "evaluate": {"threads": 1}},
 }
@@ -78,6 +80,10 @@ def test_every_output_is_written(tiny_run: Path) -> None:
             assert len(list((tiny_run / "predictions" / model / kind).glob("*.png"))) == 4
         per_image = pd.read_csv(tiny_run / "metrics" / model / "per_image.csv")
         assert len(per_image) == 4 and per_image["psnr"].notna().all()
+        buckets = pd.read_csv(tiny_run / "metrics" / model / "buckets.csv")
+        assert buckets["images"].sum() == 4
+        for figure in ("curves", "predictions"):
+            assert (tiny_run / "figures" / model / f"{figure}.png").stat().st_size > 1000
     ndmha_log = pd.read_csv(tiny_run / "models" / "ndmha" / "train_log.csv")
     assert {"train_loss_adversarial", "train_loss_perceptual", "train_loss_edge",
             "train_d_loss"} <= set(ndmha_log.columns)
@@ -85,8 +91,12 @@ def test_every_output_is_written(tiny_run: Path) -> None:
     assert "RANDOM VGG19" in train_log  # the random perceptual network is said out loud
     assert "8 train, 4 test images, batch 2" in train_log  # train.per_model.ndmha applied
     assert "batch 4" in (tiny_run / "logs" / "train_baseline.log").read_text()
-    for rule in ("demo_data", "convert", "masks", "overlay", "split", "benchmark_table",
-                 *(f"{step}_{m}" for step in ("train", "predict", "metrics") for m in MODELS)):
+    for figure in ("data_samples", "comparison", "metrics_vs_hole"):
+        assert (tiny_run / "figures" / f"{figure}.png").stat().st_size > 1000
+    for rule in ("demo_data", "convert", "masks", "overlay", "split", "tables", "data_figure",
+                 "comparison_figures",
+                 *(f"{step}_{m}" for step in ("train", "predict", "metrics", "model_figures")
+                   for m in MODELS)):
         assert (tiny_run / "logs" / f"{rule}.log").stat().st_size > 0, rule
     assert "PNG -> JPG: 100%" in (tiny_run / "logs" / "convert.log").read_text()
     assert not list(tiny_run.rglob("*.partial"))  # no staging folder left behind
@@ -106,6 +116,20 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     md = (tiny_run / "tables" / "benchmark.md").read_text()
     assert "| baseline U-Net (ours) | measured |" in md and "| NDMHA (ours) | measured |" in md
     assert "Caveat: NDMHA (ours): perceptual loss used random VGG19 weights" in md
+    assert "Caveat: NDMHA (ours): LPIPS n/a (weights not found" in md
+    test = pd.read_csv(tiny_run / "tables" / "test_metrics.csv", keep_default_na=False)
+    assert list(test["model"]) == list(MODELS) and set(test["fid"]) == {"n/a"}
+
+
+def test_report_has_every_section(tiny_run: Path) -> None:
+    workdir = tiny_run.parent
+    result = snakemake(workdir, workdir / "config.yaml", "--report", "out/report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = (tiny_run / "report.html").read_text()
+    for text in ("data", "baseline", "ndmha", "comparison", "data_samples.png", "curves.png",
+                 "predictions.png", "comparison.png", "metrics_vs_hole.png", "benchmark.csv",
+                 "test_metrics.csv", "tiny demo"):
+        assert text in html, text
 
 
 def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
@@ -149,6 +173,6 @@ def test_full_reproduction_dry_run(tmp_path: Path) -> None:
     present = snakemake(tmp_path, ROOT / "configs" / "celebahq.yaml", "-n")
     assert present.returncode == 0, present.stderr
     for rule in ("convert", "masks", "overlay", "split", "train", "predict", "metrics",
-                 "benchmark_table"):
+                 "tables", "data_figure", "model_figures", "comparison_figures"):
         assert f"rule {rule}:" in present.stdout
     assert "demo_data" not in present.stdout

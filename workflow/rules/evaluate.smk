@@ -27,9 +27,13 @@ rule metrics:
         predictions=rules.predict.output,
     output:
         per_image=RESULTS / "metrics" / "{model}" / "per_image.csv",
+        buckets=RESULTS / "metrics" / "{model}" / "buckets.csv",
         summary=RESULTS / "metrics" / "{model}" / "summary.json",
     params:
         dataset=config["data"]["name"],
+        lpips=config["evaluation"]["lpips"],
+        fid=config["evaluation"]["fid"],
+        device=config["train"]["device"],
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),

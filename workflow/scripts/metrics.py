@@ -1,7 +1,9 @@
-"""Snakemake adapter: per-image PSNR / SSIM / L1 and the summary."""
+"""Snakemake adapter: per-image PSNR / SSIM / L1 / LPIPS, FID / KID, hole-ratio buckets."""
 from ndmha.evaluate import score
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, score, manifest=sm.input.manifest, predictions=sm.input.predictions[0],
-    per_image_csv=sm.output.per_image, summary_json=sm.output.summary, dataset=sm.params.dataset)
+    per_image_csv=sm.output.per_image, buckets_csv=sm.output.buckets,
+    summary_json=sm.output.summary, dataset=sm.params.dataset, lpips=sm.params.lpips,
+    fid=sm.params.fid, device=sm.params.device)
