@@ -81,11 +81,27 @@ def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.nda
 
 def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
                 what: str = "images") -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; a clear error if the folder is missing."""
+    """Image files directly in ``folder``, sorted by name, hidden files (temporary files of an
+    interrupted write among them) left out; a clear error if the folder is missing or unreadable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: {what} folder does not exist")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    try:
+        entries = list(folder.iterdir())
+    except OSError as err:
+        raise DataError(f"{folder}: cannot read the {what} folder ({err.strerror})") from err
+    return sorted(p for p in entries
+                  if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+
+
+def check_unique_ids(files: list[Path], folder: str | os.PathLike) -> None:
+    """Ids are file names without extension: two files may not share one (``a.png``, ``a.PNG``)."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise DataError(f"{folder}: duplicate image id {path.stem!r} "
+                            f"({seen[path.stem].name} and {path.name})")
+        seen[path.stem] = path
 
 
 def take_first(files: list[Path], n: int, folder: str | os.PathLike, what: str) -> list[Path]:
@@ -109,6 +125,9 @@ def staged_dir(out_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> Itera
     wanted = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
     if stage.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != wanted):
         shutil.rmtree(stage)
+    for leftover in (stage.rglob(".*") if stage.exists() else ()):
+        if leftover.is_file() and leftover != stamp:  # a temporary file of a killed write
+            leftover.unlink()
     stage.mkdir(parents=True, exist_ok=True)
     write_json(stamp, wanted)
     yield stage

@@ -18,6 +18,7 @@ import numpy as np
 from ndmha.errors import DataError
 from ndmha.io import (
     atomic_open,
+    check_unique_ids,
     list_images,
     map_parallel,
     read_image,
@@ -42,27 +43,57 @@ def square_resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarra
     return image
 
 
+def read_face(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """An image as 8-bit BGR, and what had to be converted to get there (None if nothing):
+    grayscale is expanded to BGR, an alpha channel is dropped, 16-bit is scaled to 8-bit."""
+    image = read_image(path, cv2.IMREAD_UNCHANGED)
+    notes = []
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+        notes.append("16-bit scaled to 8-bit")
+    elif image.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported pixel type {image.dtype} (8- or 16-bit expected)")
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale expanded to RGB")
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        notes.append("alpha channel dropped")
+    return image, ", ".join(notes) or None
+
+
+def _report_conversions(notes: list[tuple[Path, str | None]], what: str) -> None:
+    converted = [(path, note) for path, note in notes if note]
+    for path, note in converted[:5]:
+        log.warning("%s: %s", path, note)
+    if converted:
+        log.warning("%d of %d %s were converted (listed: the first %d)", len(converted),
+                    len(notes), what, min(5, len(converted)))
+
+
 def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size: int,
                    quality: int = 95, threads: int = 1) -> list[Path]:
     """Convert the first ``n_images`` PNGs of ``src_dir`` (sorted) to ``size``-pixel JPGs.
 
-    Images are centre-cropped to a square and resized with INTER_AREA (CelebA-HQ's 1024 px -> 256 px),
-    grayscale is expanded to BGR, alpha is dropped, 16-bit is scaled to 8-bit (OpenCV's IMREAD_COLOR).
+    Images are centre-cropped to a square and resized with INTER_AREA (CelebA-HQ's 1024 px -> 256 px).
+    Grayscale, RGBA and 16-bit PNGs are converted (see :func:`read_face`) and the log says which.
     Each JPG is written atomically into a staging folder that a rerun resumes.
     """
     sources = take_first(list_images(src_dir, (".png",), "PNG images"), n_images, src_dir,
                          "PNG images")
+    check_unique_ids(sources, src_dir)
     fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_images, "size": size,
                    "quality": quality}
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     with staged_dir(out_dir, fingerprint) as stage:
-        def convert(src: Path) -> Path:
+        def convert(src: Path) -> tuple[Path, str | None]:
             dst = stage / f"{src.stem}.jpg"
-            if not dst.exists():
-                image = square_resize(read_image(src), size, cv2.INTER_AREA)
-                write_image(dst, image, params)
-            return dst
-        map_parallel(convert, sources, threads, "PNG -> JPG")
+            if dst.exists():
+                return src, None
+            image, note = read_face(src)
+            write_image(dst, square_resize(image, size, cv2.INTER_AREA), params)
+            return src, note
+        _report_conversions(map_parallel(convert, sources, threads, "PNG -> JPG"), "PNGs")
     log.info("converted %d PNGs from %s to %dpx JPG (quality %d) in %s",
              len(sources), src_dir, size, quality, out_dir)
     return [Path(out_dir) / f"{p.stem}.jpg" for p in sources]
@@ -86,12 +117,17 @@ def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: 
     sources = take_first(list_images(src_dir, what="masks"), n_masks, src_dir, "masks")
     fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_masks, "size": size, "hole": hole}
     with staged_dir(out_dir, fingerprint) as stage:
-        def prepare(item: tuple[int, Path]) -> None:
+        def prepare(item: tuple[int, Path]) -> tuple[Path, str | None]:
             i, src = item
             dst = stage / f"{i:05d}.png"
-            if not dst.exists():
-                write_image(dst, binarize_mask(read_image(src, cv2.IMREAD_GRAYSCALE), size, hole))
-        map_parallel(prepare, list(enumerate(sources)), threads, "masks")
+            if dst.exists():
+                return src, None
+            mask = read_image(src, cv2.IMREAD_GRAYSCALE)
+            write_image(dst, binarize_mask(mask, size, hole))
+            grey = np.count_nonzero((mask > 0) & (mask < 255))
+            return src, f"not binary ({grey} grey pixels), thresholded at 127" if grey else None
+        _report_conversions(map_parallel(prepare, list(enumerate(sources)), threads, "masks"),
+                            "masks")
     log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
              len(sources), src_dir, hole, size, out_dir)
     return [Path(out_dir) / f"{i:05d}.png" for i in range(len(sources))]
@@ -115,9 +151,7 @@ def overlay_masks(images_dir: str | Path, masks_dir: str | Path, out_dir: str | 
     if len(masks) < len(images):
         raise DataError(f"{masks_dir}: found {len(masks)} masks for {len(images)} images "
                         f"in {images_dir}")
-    ids = [p.stem for p in images]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{images_dir}: duplicate image ids (same name, different extension)")
+    check_unique_ids(images, images_dir)
     base = Path(pairs_csv).resolve().parent
     fingerprint = {"images": str(Path(images_dir).resolve()), "masks": str(Path(masks_dir).resolve())}
     with staged_dir(out_dir, fingerprint) as stage:
