@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "results_dir": "out",
+    "results_dir": "results with spaces",  # every rule must cope with spaces in paths
     "data": {"source": "demo", "name": "tiny demo", "n_images": 12, "image_size": 32,
              "jpg_quality": 90, "mask_hole": "white"},
     "demo": {"image_size": 48, "mask_size": 48, "hole_ratio": [0.05, 0.6], "seed": 1},
@@ -61,7 +61,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("workflow")
     result = snakemake(workdir, TINY)
     assert result.returncode == 0, result.stderr[-3000:]
-    return workdir / "out"
+    return workdir / TINY["results_dir"]
 
 
 def test_every_output_is_written(tiny_run: Path) -> None:
@@ -123,7 +123,8 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
 
 def test_report_has_every_section(tiny_run: Path) -> None:
     workdir = tiny_run.parent
-    result = snakemake(workdir, workdir / "config.yaml", "--report", "out/report.html")
+    result = snakemake(workdir, workdir / "config.yaml", "--report",
+                       f"{TINY['results_dir']}/report.html")
     assert result.returncode == 0, result.stderr[-2000:]
     html = (tiny_run / "report.html").read_text()
     for text in ("data", "baseline", "ndmha", "comparison", "data_samples.png", "curves.png",
@@ -158,7 +159,7 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, changes: dict, message:
     result = snakemake(tmp_path, _with(**changes), "-n")
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / TINY["results_dir"]).exists()
 
 
 def test_full_reproduction_dry_run(tmp_path: Path) -> None:
@@ -176,3 +177,17 @@ def test_full_reproduction_dry_run(tmp_path: Path) -> None:
                  "tables", "data_figure", "model_figures", "comparison_figures"):
         assert f"rule {rule}:" in present.stdout
     assert "demo_data" not in present.stdout
+
+
+def test_source_folders_with_spaces(tmp_path: Path) -> None:
+    """data.source: folders, with spaces in every path, through the data rules."""
+    from ndmha.data.demo import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "my data" / "face pngs", tmp_path / "my data" / "qd imd",
+                      n_images=12, n_masks=14, size=40, mask_size=40, seed=2)
+    config = _with(data={"source": "folders", "images_dir": "my data/face pngs",
+                         "masks_dir": str(tmp_path / "my data" / "qd imd")})
+    result = snakemake(tmp_path, config, "--until", "split")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = pd.read_csv(tmp_path / TINY["results_dir"] / "data" / "manifest.csv")
+    assert len(manifest) == 12 and "demo" not in result.stdout + result.stderr
