@@ -51,7 +51,8 @@ log = logging.getLogger("ndmha")
 METRICS = ("l1", "psnr", "ssim")
 # Settings that do not change what is learned: a checkpoint made under other values resumes.
 NOT_FINGERPRINTED = ("epochs", "device", "num_workers", "deform_backend", "nan_patience",
-                     "nan_lr_factor")
+                     "nan_lr_factor", "channels_last", "cudnn_benchmark", "persistent_workers",
+                     "compile")
 
 
 @dataclass
@@ -73,6 +74,22 @@ class TrainSettings:
     nan_lr_factor: float = 0.5        # learning-rate factor applied at each restore
     deform_backend: str = "torchvision"
     perceptual: dict[str, Any] = field(default_factory=dict)
+    channels_last: str = "auto"       # auto: on GPU only; on; off
+    cudnn_benchmark: bool = True      # let cuDNN pick the fastest conv algorithms (GPU)
+    persistent_workers: bool = True   # keep DataLoader workers between epochs (num_workers > 0)
+    compile: bool = False             # torch.compile the generator's training forward
+    lr_scaling: str = "none"          # none | linear | sqrt: lr x (batch / lr_reference_batch)^k
+    lr_reference_batch: int = 1       # the batch size ``lr`` was tuned for (the paper: 1)
+
+    def effective_lr(self) -> float:
+        """``lr`` scaled for the batch size (the linear or square-root rule), or as given."""
+        ratio = self.batch_size / self.lr_reference_batch
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+
+    def memory_format(self, device: torch.device) -> torch.memory_format:
+        on = self.channels_last in ("on", True) or (self.channels_last == "auto"
+                                                     and device.type == "cuda")
+        return torch.channels_last if on else torch.contiguous_format
 
     def fingerprint(self, manifest: Path) -> str:
         """Hash of the settings a checkpoint must share to be resumed (``epochs`` excluded)."""
@@ -128,8 +145,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(batch[k].to(device, non_blocking=True) for k in ("image", "mask", "target"))
+def _to_device(batch: dict[str, Any], device: torch.device,
+               memory_format: torch.memory_format = torch.contiguous_format
+               ) -> tuple[torch.Tensor, ...]:
+    return tuple(batch[k].to(device, non_blocking=True, memory_format=memory_format)
+                 for k in ("image", "mask", "target"))
 
 
 def _finite(*values: torch.Tensor) -> bool:
@@ -188,14 +208,24 @@ class _Trainer:
         self.fingerprint = settings.fingerprint(manifest)
         set_deform_backend(settings.deform_backend)
         torch.manual_seed(settings.seed)
-        self.model = build_model(settings.model).to(self.device)
+        self.memory_format = settings.memory_format(self.device)
+        self.model = build_model(settings.model).to(self.device, memory_format=self.memory_format)
+
+        def stages(image: torch.Tensor, mask: torch.Tensor
+                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
+            return forward_stages(self.model, image, mask)
+
+        self.stages = torch.compile(stages) if settings.compile else stages
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         self.objective = Objective(settings.loss, key=f"loss.{settings.model}",
                                    perceptual=PerceptualSettings(**settings.perceptual)
                                    ).to(self.device)
         betas = tuple(settings.betas)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, betas=betas)
+        lr = settings.effective_lr()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas)
         self.d_optimizer = (torch.optim.Adam(self.objective.discriminator.parameters(),
-                                             lr=settings.lr, betas=betas)
+                                             lr=lr, betas=betas)
                             if self.objective.discriminator is not None else None)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
@@ -277,7 +307,7 @@ class _Trainer:
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """One generator (and discriminator) update; returns losses, prediction, success."""
         with autocast(self.device, self.settings.amp):
-            coarse, pred = forward_stages(self.model, image, mask)
+            coarse, pred = self.stages(image, mask)
         losses: dict[str, torch.Tensor] = {}
         ok = True
         discriminator = self.objective.discriminator
@@ -301,7 +331,7 @@ class _Trainer:
         means = _Means()
         skipped = restores = 0
         for batch in _progress(loader, f"{s.model} epoch {self.epoch + 1}/{s.epochs}"):
-            image, mask, target = _to_device(batch, self.device)
+            image, mask, target = _to_device(batch, self.device, self.memory_format)
             losses, pred, ok = self.train_batch(image, mask, target)
             if ok:
                 self.bad_in_a_row = 0
@@ -341,7 +371,8 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
     if len(train_set) == 0:
         raise ValueError(f"{manifest}: the train split is empty")
     loader_args = {"batch_size": settings.batch_size, "num_workers": settings.num_workers,
-                   "pin_memory": trainer.device.type == "cuda"}
+                   "pin_memory": trainer.device.type == "cuda",
+                   "persistent_workers": settings.persistent_workers and settings.num_workers > 0}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     log.info("training %s (%d parameters) on %s: %d train, %d %s images, batch %d, epochs %d..%d",
              settings.model, count_parameters(trainer.model), trainer.device, len(train_set),

@@ -89,3 +89,19 @@ def test_checkpoint_from_other_settings_is_not_resumed(manifest: Path, tmp_path:
         history = _run(manifest, tmp_path / "b", epochs=1, ckpt=ckpt, lr=1e-3)
     assert "starting afresh" in caplog.text
     assert len(history) == 1
+
+
+def test_lr_scaling_rules() -> None:
+    base = dict(model="baseline", epochs=1, lr=2e-4, lr_reference_batch=1)
+    assert TrainSettings(**base, batch_size=16).effective_lr() == 2e-4
+    assert TrainSettings(**base, batch_size=16, lr_scaling="linear").effective_lr() == 3.2e-3
+    assert TrainSettings(**base, batch_size=16, lr_scaling="sqrt").effective_lr() == 8e-4
+
+
+def test_channels_last_training_matches_contiguous(manifest: Path, tmp_path: Path) -> None:
+    """A fast path that leaves results unchanged: NHWC memory gives the same training."""
+    runs = {}
+    for fmt in ("off", "on"):
+        runs[fmt] = _run(manifest, tmp_path / fmt, epochs=1, channels_last=fmt)[0]
+    for key in ("train_loss", "val_psnr", "val_ssim"):
+        assert runs["on"][key] == pytest.approx(runs["off"][key], rel=1e-3)
