@@ -1,0 +1,70 @@
+"""Shared helpers of the benchmarks: timing with warm-up and device sync, peak memory, tables."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: bench/x.py
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeat: int = 5
+            ) -> float:
+    """Median seconds of ``fn`` over ``repeat`` runs after ``warmup`` runs, synchronised."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mib(device: torch.device) -> float | None:
+    """Peak allocated GPU memory since the last reset, MiB (None on the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return None
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def print_table(title: str, rows: list[dict[str, object]]) -> None:
+    """A Markdown table on stdout (paste it into docs/performance.md)."""
+    print(f"\n### {title}\n")
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()
