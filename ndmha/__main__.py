@@ -3,6 +3,8 @@
 Commands:
   stats     parameters and GMAC of a model at a square input size
   inpaint   inpaint your own image with a trained model (results/models/<model>/model.pt)
+  train     train one model on a split manifest (what the workflow's train rule runs; under
+            torchrun --nproc-per-node N it trains on N GPUs with DistributedDataParallel)
 
 The workflow itself runs with ``snakemake`` (see README.md).
 """
@@ -32,6 +34,22 @@ def inpaint(args: argparse.Namespace) -> None:
                        args.size, args.device, args.deform_backend))
 
 
+def train_command(args: argparse.Namespace) -> None:
+    """Train one model; several processes under torchrun."""
+    import json
+
+    from ndmha import distributed
+    from ndmha.io import setup_logging
+    from ndmha.train import TrainSettings, train
+
+    setup_logging()
+    try:
+        train(args.manifest, args.model_out, args.log_csv, args.checkpoint,
+              TrainSettings(**json.loads(args.settings)))
+    finally:
+        distributed.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deform-backend", default="torchvision",
                    choices=["torchvision", "mmcv", "torch"], help="NDMHA's deformable conv")
     p.set_defaults(func=inpaint)
+    p = commands.add_parser("train", help="train one model on a split manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--model-out", required=True)
+    p.add_argument("--log-csv", required=True)
+    p.add_argument("--checkpoint", required=True, help="the resume point (kept between runs)")
+    p.add_argument("--settings", required=True,
+                   help='TrainSettings as JSON, e.g. \'{"model": "ndmha", "epochs": 200}\'')
+    p.set_defaults(func=train_command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -161,9 +161,12 @@ class Objective(nn.Module):
         return total, parts
 
     def discriminator_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                           image: torch.Tensor) -> torch.Tensor:
-        """Hinge loss of the discriminator: real = ground truth, fake = the (detached) composite."""
+                           image: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Hinge loss of the discriminator: real = ground truth, fake = the (detached) composite,
+        scored in one forward pass of ``net`` (default: the discriminator; the trainer passes its
+        DistributedDataParallel wrapper)."""
         assert self.discriminator is not None
-        real = self.discriminator(target, mask)
-        fake = self.discriminator(composite(pred.detach(), image, mask), mask)
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        fake = composite(pred.detach(), image, mask)
+        scores = (net or self.discriminator)(torch.cat([target, fake]), torch.cat([mask, mask]))
+        real, fake_scores = scores.chunk(2)
+        return F.relu(1 - real).mean() + F.relu(1 + fake_scores).mean()

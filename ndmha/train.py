@@ -27,6 +27,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -36,8 +37,11 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
+
+from ndmha import distributed
 
 from ndmha.data.dataset import InpaintingDataset
 from ndmha.io import atomic_open, atomic_path
@@ -126,9 +130,10 @@ def load_torch(path: str | Path) -> dict[str, Any]:
 
 def forward_stages(model: nn.Module, image: torch.Tensor, mask: torch.Tensor
                    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(coarse output or None, final output) of a model."""
-    if hasattr(model, "forward_stages"):
-        return model.forward_stages(image, mask)
+    """(coarse output or None, final output) of a model, or of its DDP wrapper."""
+    net = model.module if isinstance(model, DistributedDataParallel) else model
+    if getattr(net, "coarse_to_fine", False):
+        return model(image, mask, return_coarse=True)
     return None, model(image, mask)
 
 
@@ -176,7 +181,9 @@ class _Means:
 
 
 def _progress(loader: Iterable, desc: str) -> Iterable:
-    return tqdm(loader, desc=desc, mininterval=5.0, unit="batch", file=sys.stderr, leave=False)
+    quiet = int(os.environ.get("RANK", 0)) != 0  # one progress bar: rank 0's
+    return tqdm(loader, desc=desc, mininterval=5.0, unit="batch", file=sys.stderr, leave=False,
+                disable=quiet)
 
 
 def _loss_parts(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -204,16 +211,19 @@ class _Trainer:
     def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path) -> None:
         self.settings = settings
         self.checkpoint = checkpoint
-        self.device = resolve_device(settings.device)
+        self.ranks, device = distributed.init(settings.device)
+        self.device = device or resolve_device(settings.device)
         self.fingerprint = settings.fingerprint(manifest)
         set_deform_backend(settings.deform_backend)
         torch.manual_seed(settings.seed)
         self.memory_format = settings.memory_format(self.device)
         self.model = build_model(settings.model).to(self.device, memory_format=self.memory_format)
+        # the networks that train through DistributedDataParallel when there are several ranks
+        self.train_model = self._ddp(self.model)
 
         def stages(image: torch.Tensor, mask: torch.Tensor
                    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-            return forward_stages(self.model, image, mask)
+            return forward_stages(self.train_model, image, mask)
 
         self.stages = torch.compile(stages) if settings.compile else stages
         if self.device.type == "cuda":
@@ -227,10 +237,18 @@ class _Trainer:
         self.d_optimizer = (torch.optim.Adam(self.objective.discriminator.parameters(),
                                              lr=lr, betas=betas)
                             if self.objective.discriminator is not None else None)
+        self.train_discriminator = (self._ddp(self.objective.discriminator)
+                                    if self.objective.discriminator is not None else None)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.bad_in_a_row = 0
         self.initial = copy.deepcopy(self._networks())
+
+    def _ddp(self, module: nn.Module) -> nn.Module:
+        if not self.ranks.distributed:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
 
     def _networks(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -268,8 +286,11 @@ class _Trainer:
                  self.epoch)
 
     def save(self) -> None:
-        save_torch({**self._networks(), "epoch": self.epoch, "history": self.history,
-                    "rng": _rng_state(), "fingerprint": self.fingerprint}, self.checkpoint)
+        """The checkpoint, written by rank 0 while the others wait."""
+        if self.ranks.main:
+            save_torch({**self._networks(), "epoch": self.epoch, "history": self.history,
+                        "rng": _rng_state(), "fingerprint": self.fingerprint}, self.checkpoint)
+        distributed.barrier()
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -291,7 +312,7 @@ class _Trainer:
               params: Iterator[nn.Parameter]) -> bool:
         """Backward, clip, step; skipped (returns False) when loss or gradients are not finite."""
         optimizer.zero_grad(set_to_none=True)
-        if not _finite(loss):
+        if not distributed.all_true(_finite(loss), self.device):  # every rank skips together
             return False
         loss.backward()
         params = [p for p in params if p.grad is not None]
@@ -312,12 +333,13 @@ class _Trainer:
         ok = True
         discriminator = self.objective.discriminator
         if discriminator is not None:
-            discriminator.requires_grad_(True)
+            # (requires_grad stays on: toggling it would drop DDP's gradient hooks; the grads the
+            # generator step leaves in the discriminator are zeroed before its next step)
             with autocast(self.device, self.settings.amp):
-                d_loss = self.objective.discriminator_loss(pred, target, mask, image)
+                d_loss = self.objective.discriminator_loss(pred, target, mask, image,
+                                                           self.train_discriminator)
             ok = self._step(self.d_optimizer, d_loss, discriminator.parameters())
             losses["d_loss"] = d_loss.detach()
-            discriminator.requires_grad_(False)
         with autocast(self.device, self.settings.amp):
             total, parts = self.objective(pred, target, mask, image, coarse)
         ok = self._step(self.optimizer, total, self.model.parameters()) and ok
@@ -345,6 +367,10 @@ class _Trainer:
                 self._restore_last_good()
                 restores += 1
         self.epoch += 1
+        keys = sorted(means.sums)  # the same on every rank: steps are skipped by all or none
+        *sums, means.count = distributed.all_sum([means.sums[k] for k in keys] + [means.count],
+                                                 self.device)
+        means.sums.update(zip(keys, sums))
         row = {"epoch": self.epoch, **means.result("train"),
                **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp),
                "val_split": val_split, "skipped_steps": skipped, "restores": restores,
@@ -363,6 +389,9 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
     """
     manifest = Path(manifest)
     trainer = _Trainer(settings, manifest, Path(checkpoint))
+    ranks = trainer.ranks
+    if not ranks.main:
+        log.setLevel(logging.WARNING)  # rank 0 alone writes the log
     trainer.resume()
     train_set = InpaintingDataset(manifest, "train")
     val_set = InpaintingDataset(manifest, "val")
@@ -374,21 +403,28 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
                    "pin_memory": trainer.device.type == "cuda",
                    "persistent_workers": settings.persistent_workers and settings.num_workers > 0}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    log.info("training %s (%d parameters) on %s: %d train, %d %s images, batch %d, epochs %d..%d",
-             settings.model, count_parameters(trainer.model), trainer.device, len(train_set),
-             len(val_set), val_set.split, settings.batch_size, trainer.epoch + 1, settings.epochs)
+    # one shard of every epoch's seeded permutation per rank (the whole of it with one process):
+    # rank r's batch k holds the images r, r + world, ... of the single-process batch k
+    sampler = DistributedSampler(train_set, num_replicas=ranks.world, rank=ranks.rank,
+                                 shuffle=True, seed=settings.seed)
+    loader = DataLoader(train_set, sampler=sampler, **loader_args)
+    log.info("training %s (%d parameters) on %s x %d: %d train, %d %s images, batch %d per "
+             "process, epochs %d..%d", settings.model, count_parameters(trainer.model),
+             trainer.device, ranks.world, len(train_set), len(val_set), val_set.split,
+             settings.batch_size, trainer.epoch + 1, settings.epochs)
     for warning in trainer.objective.warnings:
         log.warning("%s", warning)
 
     while trainer.epoch < settings.epochs:
-        order = torch.Generator().manual_seed(settings.seed * 100_003 + trainer.epoch + 1)
-        loader = DataLoader(train_set, shuffle=True, generator=order, **loader_args)
+        sampler.set_epoch(trainer.epoch + 1)
         trainer.run_epoch(loader, val_loader, val_set.split)
 
-    save_torch({"model": settings.model, "state_dict": trainer.model.state_dict(),
-                "parameters": count_parameters(trainer.model), "epochs": settings.epochs,
-                "warnings": trainer.objective.warnings}, model_out)
-    write_history(trainer.history, log_csv)
+    if ranks.main:
+        save_torch({"model": settings.model, "state_dict": trainer.model.state_dict(),
+                    "parameters": count_parameters(trainer.model), "epochs": settings.epochs,
+                    "warnings": trainer.objective.warnings}, model_out)
+        write_history(trainer.history, log_csv)
+    distributed.barrier()
     return trainer.history
 
 

@@ -38,7 +38,7 @@ def test_generator_shapes_range_and_gradients() -> None:
     model = NDMHAGenerator()
     image = torch.rand(2, 3, 32, 32)
     mask = (torch.rand(2, 1, 32, 32) > 0.6).float()
-    coarse, fine = model.forward_stages(image * (1 - mask), mask)
+    coarse, fine = model(image * (1 - mask), mask, return_coarse=True)
     assert coarse.shape == fine.shape == (2, 3, 32, 32)
     assert fine.min() >= 0 and fine.max() <= 1
     (coarse.mean() + fine.mean()).backward()
@@ -51,7 +51,7 @@ def test_generator_forward_equals_fine_stage() -> None:
     model = NDMHAGenerator().eval()
     image, mask = torch.rand(1, 3, 16, 16), (torch.rand(1, 1, 16, 16) > 0.5).float()
     with torch.no_grad():
-        assert torch.equal(model(image, mask), model.forward_stages(image, mask)[1])
+        assert torch.equal(model(image, mask), model(image, mask, return_coarse=True)[1])
 
 
 def test_coarse_output_only_matters_inside_the_holes() -> None:

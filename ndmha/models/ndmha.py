@@ -91,11 +91,12 @@ class FineStage(nn.Module):
 class NDMHAGenerator(nn.Module):
     """Coarse-to-fine NDMHA generator: (corrupted RGB, mask) -> RGB in [0, 1].
 
-    ``forward`` returns the fine output; :meth:`forward_stages` returns the coarse one as well,
-    for the loss.
+    ``forward`` returns the fine output, or (coarse, fine) with ``return_coarse=True`` for the
+    loss (a keyword, so that DistributedDataParallel's forward passes it through).
     """
 
     size_multiple = 8  # three stride-2 stages
+    coarse_to_fine = True
 
     def __init__(self, widths: tuple[int, ...] = WIDTHS, dilations: tuple[int, ...] = DILATIONS,
                  heads: tuple[int, ...] = HEADS, depth: int = FINE_BOTTLENECK,
@@ -104,12 +105,9 @@ class NDMHAGenerator(nn.Module):
         self.coarse = CoarseStage(widths, dilations)
         self.fine = FineStage(widths, heads, depth, window, expansion)
 
-    def forward_stages(self, image: torch.Tensor, mask: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, return_coarse: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         coarse = self.coarse(torch.cat([image, mask], dim=1))
         pasted = image * (1 - mask) + coarse * mask
         fine = self.fine(torch.cat([pasted, mask], dim=1))
-        return coarse, fine
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(image, mask)[1]
+        return (coarse, fine) if return_coarse else fine

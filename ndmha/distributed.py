@@ -1,0 +1,97 @@
+"""Multi-GPU training with PyTorch's own engine: torchrun starts the processes,
+DistributedDataParallel (DDP) averages the gradients, a DistributedSampler shards the data.
+
+``train`` (ndmha.train) reads the environment torchrun sets (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``); with one process it is plain single-device training. Rank 0 alone writes logs,
+checkpoints and the model. :func:`launch_training` is what the workflow's train rule calls: it
+starts torchrun when the rule asks for more than one GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def init(device: str) -> tuple[Ranks, torch.device | None]:
+    """Join the process group torchrun set up (nccl on GPU, gloo on CPU); the device of this rank
+    (None: single process, the caller resolves it)."""
+    ranks = Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                  int(os.environ.get("LOCAL_RANK", 0)))
+    if not ranks.distributed:
+        return ranks, None
+    gpu = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if gpu else "gloo")
+    if gpu:
+        torch.cuda.set_device(ranks.local_rank)
+        return ranks, torch.device("cuda", ranks.local_rank)
+    return ranks, torch.device("cpu")
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank (so that all ranks skip a step together)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() == 1.0)
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over the ranks."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch_training(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
+                    checkpoint: str | Path, settings: dict[str, Any], gpus: int = 0) -> None:
+    """Train in this process, or under ``torchrun --nproc-per-node <gpus>`` when ``gpus`` > 1."""
+    if gpus <= 1:
+        from ndmha.train import TrainSettings, train
+
+        train(manifest, model_out, log_csv, checkpoint, TrainSettings(**settings))
+        return
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={gpus}", "-m", "ndmha", "train", "--manifest", str(manifest),
+           "--model-out", str(model_out), "--log-csv", str(log_csv), "--checkpoint",
+           str(checkpoint), "--settings", json.dumps(settings)]
+    subprocess.run(cmd, check=True, stdout=sys.stderr, stderr=sys.stderr)
