@@ -13,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ndmha-installed
 
-.PHONY: install demo test dry-run clean
+.PHONY: install demo test dry-run cluster clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: install
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile configs/celebahq.yaml $(SNAKEMAKE_ARGS)
+
+# the full reproduction on a SLURM cluster (edit the cluster / resources keys of the config first)
+CLUSTER_CONFIG ?= configs/celebahq.yaml
+cluster: install
+	$(BIN)/snakemake --workflow-profile workflow/profiles/slurm --configfile $(CLUSTER_CONFIG) $(SNAKEMAKE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

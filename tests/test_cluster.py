@@ -1,0 +1,122 @@
+"""The workflow on a real SLURM scheduler: a one-node cluster started on this machine.
+
+Skips, with the reason, where the cluster cannot be started (no root, no apt, no SLURM) or the
+executor plugin is missing. tests/cluster/start_slurm.sh documents the setup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from test_workflow import ROOT, TINY
+
+CLUSTER = ROOT / "tests" / "cluster"
+# sacct needs slurmdbd: the test cluster has no accounting, so jobs are followed with squeue
+SLURM_ARGS = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"),
+              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
+              "1", "--slurm-no-account", "--slurm-keep-successful-logs", "--latency-wait", "5",
+              "--seconds-between-status-checks", "1"]
+CONFIG = {**TINY, "models": ["baseline"]}
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> None:
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"snakemake-executor-plugin-slurm is not installed: {err}")
+    already = shutil.which("sinfo") and subprocess.run(
+        ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip() == "idle"
+    state = tmp_path_factory.mktemp("slurm-state")
+    if not already:
+        started = subprocess.run(["bash", str(CLUSTER / "start_slurm.sh"), str(state)],
+                                 capture_output=True, text=True, timeout=600)
+        if started.returncode != 0:
+            pytest.skip(f"cannot start a SLURM cluster here: {started.stderr.strip()[-500:]}")
+    yield
+    if not already:
+        subprocess.run(["bash", str(CLUSTER / "stop_slurm.sh"), str(state)], check=False)
+
+
+def run(workdir: Path, config: dict, *args: str, background: bool = False):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    if background:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    workdir = tmp_path_factory.mktemp("on-slurm")
+    result = run(workdir, CONFIG, *SLURM_ARGS)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return workdir, result.stdout + result.stderr
+
+
+def test_every_rule_ran_as_a_slurm_job(slurm_run: tuple[Path, str]) -> None:
+    workdir, output = slurm_run
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)", output)
+    rules = {Path(log).relative_to(workdir / ".snakemake" / "slurm_logs").parts[0]
+             for _, log in submitted}
+    expected = {"demo_data", "convert", "masks", "overlay", "split", "data_figure", "train",
+                "predict", "metrics", "model_figures", "comparison_figures", "tables"}
+    assert rules == {f"rule_{r}" for r in expected}
+    assert len({job for job, _ in submitted}) == len(submitted) == 12
+    for _, log in submitted:  # each job ran Snakemake's SLURM job step on the node
+        assert "--executor slurm-jobstep" in Path(log).read_text()
+
+
+def test_outputs_equal_a_local_run(slurm_run: tuple[Path, str], tmp_path: Path) -> None:
+    workdir, _ = slurm_run
+    local = run(tmp_path, CONFIG, "--cores", "2")
+    assert local.returncode == 0, local.stderr[-3000:]
+    a, b = workdir / CONFIG["results_dir"], tmp_path / CONFIG["results_dir"]
+    assert (a / "data" / "manifest.csv").read_bytes() == (b / "data" / "manifest.csv").read_bytes()
+    for path in ("metrics/baseline/per_image.csv", "metrics/baseline/buckets.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(a / path), pd.read_csv(b / path))
+    drop = ["seconds"]
+    logs = [pd.read_csv(r / "models/baseline/train_log.csv").drop(columns=drop) for r in (a, b)]
+    pd.testing.assert_frame_equal(*logs)
+    summary_a = json.loads((a / "metrics/baseline/summary.json").read_text())
+    summary_b = json.loads((b / "metrics/baseline/summary.json").read_text())
+    assert summary_a["psnr"] == summary_b["psnr"] and summary_a["ssim"] == summary_b["ssim"]
+
+
+def test_scancelled_training_resumes_from_its_checkpoint(slurm_run: tuple[Path, str],
+                                                        tmp_path: Path) -> None:
+    """scancel the training job: the profile's retries submit it again, and it resumes."""
+    shutil.copytree(slurm_run[0], tmp_path, dirs_exist_ok=True,  # the data are prepared already
+                    ignore=shutil.ignore_patterns("slurm_logs", "locks", "incomplete"))
+    results = tmp_path / CONFIG["results_dir"]
+    (results / "checkpoints" / "baseline" / "last.pt").unlink()
+    config = {**CONFIG, "train": {**CONFIG["train"], "epochs": 40}}  # params changed: retrain
+    process = run(tmp_path, config, *SLURM_ARGS, "--until", "train", background=True)
+    logs = tmp_path / ".snakemake" / "slurm_logs" / "rule_train"
+    deadline = time.monotonic() + 600
+    while not (results / "checkpoints" / "baseline" / "last.pt").exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (job,) = [p.stem for p in logs.rglob("*.log")]
+    subprocess.run(["scancel", job], check=True)
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-4000:]
+    jobs = sorted(p.stem for p in logs.rglob("*.log"))
+    assert len(jobs) == 2 and job in jobs, output[-3000:]  # submitted again after the cancel
+    train_log = (results / "logs" / "train_baseline.log").read_text()
+    assert re.search(r"resuming baseline from .* after epoch \d+", train_log)
+    history = pd.read_csv(results / "models" / "baseline" / "train_log.csv")
+    assert list(history["epoch"]) == list(range(1, 41))
