@@ -80,8 +80,13 @@ MANIFEST = RESULTS / "data" / "manifest.csv"
 
 
 def rule_resources(stage):
-    """Snakemake resources of a stage's rules (mem_mb, gpu) from config key resources.<stage>."""
-    return {k: v for k, v in config["resources"][stage].items() if k != "threads"}
+    """Snakemake resources of a stage's rules from config: cluster.partition / cluster.account
+    as slurm_partition / slurm_account, then resources.<stage> (mem_mb, runtime, gpu, gpu_model,
+    slurm_partition, ...); empty values and gpu 0 are left out."""
+    cluster = config.get("cluster", {})
+    merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
+              **config["resources"][stage]}
+    return {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
 
 
 def train_settings(model):

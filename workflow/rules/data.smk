@@ -91,6 +91,9 @@ rule split:
         scheme=config["split"]["scheme"],
         test=config["split"].get("test"),
         seed=config["split"]["seed"],
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
     log:
         LOGS / "split.log",
     conda:

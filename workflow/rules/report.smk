@@ -16,6 +16,9 @@ rule tables:
         md=TABLES / "benchmark.md",
         test=report(TABLES / "test_metrics.csv", caption="../report/test_metrics.rst",
                     category="comparison", labels={"figure": "test metrics"}),
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "tables.log",
     conda:
@@ -30,6 +33,9 @@ rule data_figure:
     output:
         report(FIGURES / "data_samples.png", caption="../report/data_samples.rst",
                category="data", labels={"figure": "masked faces"}),
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "data_figure.log",
     conda:
@@ -50,6 +56,9 @@ rule model_figures:
                     category="{model}", labels={"figure": "test predictions"}),
     params:
         n_ids=GRID_IMAGES,
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "model_figures_{model}.log",
     conda:
@@ -71,6 +80,9 @@ rule comparison_figures:
     params:
         models=MODELS,
         n_ids=GRID_IMAGES,
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "comparison_figures.log",
     conda:
