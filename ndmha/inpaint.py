@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ndmha.data.dataset import to_image, to_tensor
-from ndmha.data.prepare import overlay
+from ndmha.data.prepare import overlay, to_holes
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
 from ndmha.models.layers import set_deform_backend
@@ -28,9 +28,9 @@ log = logging.getLogger("ndmha")
 
 
 def hole_mask(mask: np.ndarray, shape: tuple[int, int], hole: str = "white") -> np.ndarray:
-    """A grayscale mask as our convention (uint8, 255 = hole), nearest-resized to ``shape``."""
-    holes = mask > 127 if hole == "white" else mask <= 127
-    binary = holes.astype(np.uint8) * 255
+    """A grayscale mask as our convention (uint8, 255 = hole), nearest-resized to ``shape``
+    (any aspect ratio: no crop, unlike the workflow's square masks)."""
+    binary = to_holes(mask, hole)
     if binary.shape != shape:
         binary = cv2.resize(binary, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return binary

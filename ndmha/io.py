@@ -154,7 +154,9 @@ def setup_logging(log_file: str | os.PathLike | None = None) -> None:
 def map_parallel(fn: Callable[[Any], Any], items: list[Any], threads: int, desc: str) -> list[Any]:
     """Apply ``fn`` to ``items`` on ``threads`` threads with a progress bar; results in order.
 
-    OpenCV releases the GIL while it decodes, resizes and encodes, so threads scale.
+    OpenCV releases the GIL while it decodes, resizes and encodes, so threads scale; its own
+    thread pool is turned off for this process (``cv2.setNumThreads(1)``) so that the two do not
+    compete for the cores.
     """
     from concurrent.futures import ThreadPoolExecutor
 

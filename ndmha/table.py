@@ -34,7 +34,8 @@ def _short(value: object) -> object:
 
 def caveats(summary: dict) -> list[str]:
     """What a reader must know about one measured row."""
-    notes = [f"{k.upper()} {summary[k]}" for k in NEEDS_WEIGHTS[:2] if isinstance(summary[k], str)]
+    notes = [f"{k.upper()} {summary[k]}" for k in ("lpips", "fid")  # KID shares FID's weights
+             if isinstance(summary[k], str)]
     return [f"{method_name(summary['model'])}: {n}" for n in notes + summary.get("warnings", [])]
 
 
@@ -47,7 +48,7 @@ def measured_row(summary: dict) -> dict:
         "psnr_db": summary["psnr"],
         "ssim": summary["ssim"],
         "l1": summary["l1"],
-        **{k: _short(summary[k]) for k in NEEDS_WEIGHTS[:3]},
+        **{k: _short(summary[k]) for k in ("lpips", "fid", "kid")},
         "params_m": summary["parameters"] / 1e6,
         "runtime_s": summary["inference_s_per_image"],
         "gmac": count_gmac(model, GMAC_SIZE),

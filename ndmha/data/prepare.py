@@ -99,13 +99,18 @@ def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size
     return [Path(out_dir) / f"{p.stem}.jpg" for p in sources]
 
 
-def binarize_mask(mask: np.ndarray, size: int, hole: str = "white") -> np.ndarray:
-    """Source mask (grayscale uint8) -> our convention (255 = hole), nearest-resized to ``size``."""
+def to_holes(mask: np.ndarray, hole: str = "white") -> np.ndarray:
+    """Source mask (grayscale uint8) -> our convention: uint8, 255 = hole, thresholded at 127."""
     if hole not in ("white", "black"):
         raise ValueError(f"mask hole colour must be 'white' or 'black', not {hole!r}")
     holes = mask > 127 if hole == "white" else mask <= 127
-    binary = holes.astype(np.uint8) * 255
-    return square_resize(binary, size, cv2.INTER_NEAREST)
+    return holes.astype(np.uint8) * 255
+
+
+def binarize_mask(mask: np.ndarray, size: int, hole: str = "white") -> np.ndarray:
+    """Source mask -> our convention (:func:`to_holes`), centre-cropped and nearest-resized to
+    ``size`` x ``size``."""
+    return square_resize(to_holes(mask, hole), size, cv2.INTER_NEAREST)
 
 
 def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: int,
