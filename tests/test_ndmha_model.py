@@ -22,11 +22,15 @@ def test_gmac_at_256_within_the_papers_15_01() -> None:
     assert count_gmac(NDMHAGenerator(), 256) <= 15.01
 
 
-def test_stats_command_prints_params_and_gmac() -> None:
+def test_stats_command_prints_params_and_gmac(capsys: pytest.CaptureFixture) -> None:
+    from ndmha.__main__ import main
+
+    out = subprocess.run([sys.executable, "-m", "ndmha", "stats", "--model", "baseline",
+                          "--size", "64"], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "params=3835907 gmac=0.4162"  # the real command line
     for model, params in (("baseline", 3_835_907), ("ndmha", None)):
-        out = subprocess.run([sys.executable, "-m", "ndmha", "stats", "--model", model,
-                              "--size", "64"], capture_output=True, text=True, check=True).stdout
-        last = out.strip().splitlines()[-1]
+        assert main(["stats", "--model", model, "--size", "64"]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
         fields = dict(item.split("=") for item in last.split())
         assert set(fields) == {"params", "gmac"}
         assert int(fields["params"]) == (params or count_parameters(build_model(model)))
