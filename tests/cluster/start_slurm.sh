@@ -26,6 +26,12 @@ mkdir -p "$state"/{spool,slurmd,log,munge} /etc/slurm /run/munge /var/log/munge 
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
 
+# stop_slurm.sh puts back whatever slurm.conf was there: a slurm.conf whose controller is gone
+# makes every SLURM client, and so Snakemake's SLURM plugin at import, wait ~10 s for it
+if [ ! -e "$state/slurm.conf.before" ]; then
+    if [ -e /etc/slurm/slurm.conf ]; then cp /etc/slurm/slurm.conf "$state/slurm.conf.before"
+    else : > "$state/slurm.conf.before"; fi
+fi
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=ndmha-test
 SlurmctldHost=$host

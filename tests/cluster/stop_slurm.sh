@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop what start_slurm.sh started, by its pid files (never by process name).
+# Stop what start_slurm.sh started, by its pid files (never by process name), and put back the
+# slurm.conf that was there before (none, on a machine without SLURM).
 state=${1:-/tmp/ndmha-slurm}
 for daemon in slurmd slurmctld munged; do
     pidfile="$state/$daemon.pid"
@@ -10,3 +11,8 @@ for daemon in slurmd slurmctld munged; do
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$pidfile"
 done
+if [ -e "$state/slurm.conf.before" ]; then
+    if [ -s "$state/slurm.conf.before" ]; then cp "$state/slurm.conf.before" /etc/slurm/slurm.conf
+    else rm -f /etc/slurm/slurm.conf; fi
+    rm -f "$state/slurm.conf.before"
+fi
