@@ -113,10 +113,17 @@ def _train_cmd(manifest: Path, out: Path) -> list[str]:
             str(out / "log.csv"), str(out / "ckpt.pt"), str(out / "train.log")]
 
 
-def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
+def _start(cmd: list[str], output: Path) -> subprocess.Popen:
+    """Run ``cmd`` in the background, its stdout and stderr in ``output`` (read if it fails)."""
+    with open(output, "w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, process: subprocess.Popen, output: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert process.poll() is None, "the process ended before it could be killed"
+        assert process.poll() is None, (f"the process ended (exit {process.returncode}) before "
+                                        f"it could be killed:\n{output.read_text()[-3000:]}")
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
 
@@ -126,9 +133,8 @@ def test_kill_9_during_training_resumes_and_matches_an_uninterrupted_run(manifes
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_train_cmd(manifest, reference), check=True, capture_output=True)
 
-    process = subprocess.Popen(_train_cmd(manifest, killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _wait_for(lambda: (killed / "ckpt.pt").exists(), process)
+    process = _start(_train_cmd(manifest, killed), tmp_path / "output.txt")
+    _wait_for(lambda: (killed / "ckpt.pt").exists(), process, tmp_path / "output.txt")
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = load_torch(killed / "ckpt.pt")["epoch"]
@@ -160,13 +166,14 @@ def test_kill_9_during_conversion_leaves_no_truncated_jpg(tmp_path: Path) -> Non
                     rng.integers(0, 255, (384, 384, 3), dtype=np.uint8))
     out, stage = tmp_path / "jpg", tmp_path / "jpg.partial"
     cmd = [sys.executable, "-c", CONVERT_SCRIPT, str(tmp_path / "src"), str(out), str(n)]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: stage.is_dir() and len(list(stage.glob("*.jpg"))) >= 20, process)
+    process = _start(cmd, tmp_path / "output.txt")
+    _wait_for(lambda: stage.is_dir() and len(list(stage.glob("*.jpg"))) >= 20, process,
+              tmp_path / "output.txt")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists()  # the output folder appears only when complete
     written = list_images(stage)
-    assert 20 <= len(written) < n
+    assert 20 <= len(written) < n, f"{len(written)} of {n} JPGs written when killed"
     for jpg in written:
         read_image(jpg)  # every visible JPG decodes: none is truncated
 
