@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from ndmha.data.dataset import InpaintingDataset, to_image, to_tensor
 from ndmha.data.split import read_manifest
-from ndmha.fidelity import LPIPSMetric, fid_kid, lpips_metric, not_available, weights_missing
+from ndmha.fidelity import (
+    LPIPSMetric,
+    fid_kid,
+    inception_features,
+    lpips_metric,
+    not_available,
+    weights_missing,
+)
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
@@ -136,12 +143,15 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
               if weights_missing(fid_weights) else None)
     if fid_na:
         log.warning("FID / KID: %s", fid_na)
+    else:  # every image through Inception once; the split and each bucket index into these
+        generated = inception_features(composites, fid_weights, dev)
+        real = inception_features(list(frame["image"]), fid_weights, dev)
 
     def distribution(index: pd.Index) -> dict[str, Any]:
         if fid_na:
             return {"fid": fid_na, "kid": fid_na, "kid_std": fid_na}
-        return fid_kid([composites[i] for i in index], list(frame["image"].iloc[index]),
-                       fid_weights, dev)
+        rows = index.to_list()
+        return fid_kid(generated[rows], real[rows])
 
     buckets = []
     for label, group in table.groupby("bucket", sort=False):

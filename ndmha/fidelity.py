@@ -95,21 +95,41 @@ class ImageFiles(Dataset):
         return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
-def fid_kid(generated: list[str | Path], real: list[str | Path], weights: str | Path,
-            device: str | torch.device = "cpu") -> dict[str, float]:
-    """FID and KID (mean, std) between two sets of image files with torch-fidelity's
-    Inception-v3 (``pt_inception-2015-12-05-6726825d.pth`` from a local path). KID's subset size
-    is capped at the number of images; with fewer than two images all three are NaN."""
+def inception_features(paths: list[str | Path], weights: str | Path,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """Inception-v3 pool features (N, 2048) of image files: torch-fidelity's FID / KID extractor
+    (``pt_inception-2015-12-05-6726825d.pth`` from a local path), run once per image so that any
+    subset's FID and KID (:func:`fid_kid`) reuse them."""
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    cuda = torch.device(device).type == "cuda"
+    extractor = create_feature_extractor("inception-v3-compat", ["2048"], cuda=cuda,
+                                         feature_extractor_weights_path=str(weights),
+                                         verbose=False)
+    return get_featuresdict_from_dataset(ImageFiles(paths), extractor, 32, cuda,
+                                         save_cpu_ram=True, verbose=False)["2048"]
+
+
+def fid_kid(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """FID and KID (mean, std) between two sets of :func:`inception_features`, with
+    torch-fidelity's own formulas and defaults. KID's subset size is capped at the number of
+    images; with fewer than two images all three are NaN."""
     if min(len(generated), len(real)) < 2:
         return {"fid": math.nan, "kid": math.nan, "kid_std": math.nan}
-    import torch_fidelity
-
-    result = torch_fidelity.calculate_metrics(
-        input1=ImageFiles(generated), input2=ImageFiles(real), fid=True, kid=True,
-        kid_subset_size=min(1000, len(generated), len(real)),
-        feature_extractor_weights_path=str(weights), cuda=torch.device(device).type == "cuda",
-        batch_size=32, verbose=False, cache=False, save_cpu_ram=True,
+    from torch_fidelity.metric_fid import (
+        KEY_METRIC_FID,
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
     )
-    return {"fid": float(result["frechet_inception_distance"]),
-            "kid": float(result["kernel_inception_distance_mean"]),
-            "kid_std": float(result["kernel_inception_distance_std"])}
+    from torch_fidelity.metric_kid import (
+        KEY_METRIC_KID_MEAN,
+        KEY_METRIC_KID_STD,
+        kid_features_to_metric,
+    )
+
+    fid = fid_statistics_to_metric(fid_features_to_statistics(generated),
+                                   fid_features_to_statistics(real), verbose=False)
+    kid = kid_features_to_metric(generated, real, verbose=False,
+                                 kid_subset_size=min(1000, len(generated), len(real)))
+    return {"fid": float(fid[KEY_METRIC_FID]), "kid": float(kid[KEY_METRIC_KID_MEAN]),
+            "kid_std": float(kid[KEY_METRIC_KID_STD])}

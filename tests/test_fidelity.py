@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ndmha.data.demo import draw_face
-from ndmha.fidelity import LPIPSMetric, fid_kid, lpips_metric, not_available
+from ndmha.fidelity import (
+    LPIPSMetric,
+    fid_kid,
+    inception_features,
+    lpips_metric,
+    not_available,
+)
 from ndmha.io import write_image
 
 
@@ -58,10 +64,29 @@ def _noise(folder: Path, n: int) -> list[Path]:
 
 
 def test_fid_kid_plumbing(inception_weights: Path, tmp_path: Path) -> None:
-    faces = _faces(tmp_path, 0, 6)
-    same = fid_kid(faces, faces, inception_weights)
+    faces = inception_features(_faces(tmp_path, 0, 6), inception_weights)
+    assert faces.shape == (6, 2048)
+    same = fid_kid(faces, faces)
     assert abs(same["fid"]) < 1e-3  # KID is unbiased: near 0 but may be negative
-    other = fid_kid(faces, _noise(tmp_path, 6), inception_weights)
+    other = fid_kid(faces, inception_features(_noise(tmp_path, 6), inception_weights))
     assert other["fid"] > 100 * max(abs(same["fid"]), 1e-6) and other["kid"] > same["kid"]
     assert set(other) == {"fid", "kid", "kid_std"} and all(math.isfinite(v) for v in other.values())
-    assert all(math.isnan(v) for v in fid_kid(faces[:1], faces[:1], inception_weights).values())
+    assert all(math.isnan(v) for v in fid_kid(faces[:1], faces[:1]).values())
+
+
+def test_fid_kid_from_features_equal_torch_fidelitys_own_call(inception_weights: Path,
+                                                              tmp_path: Path) -> None:
+    import torch_fidelity
+
+    from ndmha.fidelity import ImageFiles
+
+    faces, noise = _faces(tmp_path, 0, 5), _noise(tmp_path, 5)
+    ours = fid_kid(inception_features(faces, inception_weights),
+                   inception_features(noise, inception_weights))
+    theirs = torch_fidelity.calculate_metrics(
+        input1=ImageFiles(faces), input2=ImageFiles(noise), fid=True, kid=True,
+        kid_subset_size=5, feature_extractor_weights_path=str(inception_weights), cuda=False,
+        batch_size=32, verbose=False, cache=False, save_cpu_ram=True)
+    assert ours == {"fid": theirs["frechet_inception_distance"],
+                    "kid": theirs["kernel_inception_distance_mean"],
+                    "kid_std": theirs["kernel_inception_distance_std"]}
