@@ -114,12 +114,12 @@ def comparison_grid(manifest: str | Path, predictions: dict[str, str | Path], ou
 
 def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
     """Each per-image metric by hole-ratio bucket, one line per model."""
+    tables = {model: pd.read_csv(path) for model, path in buckets.items()}
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
     for ax, (key, label) in zip(axes.flat, BUCKET_METRICS):
-        for model, path in buckets.items():
-            table = pd.read_csv(path)
+        for model, table in tables.items():
             ax.plot(table["bucket"], table[key], "o-", label=_name(model))
-        if all(pd.read_csv(p)[key].isna().all() for p in buckets.values()):
+        if all(table[key].isna().all() for table in tables.values()):
             ax.text(0.5, 0.5, f"{label}: n/a (weights not found)", ha="center",
                     transform=ax.transAxes)
             ax.set_xticks([])

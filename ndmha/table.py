@@ -106,6 +106,7 @@ def to_markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
                  for c in table.columns]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("\nGMAC: one forward pass at 256x256 (gmac_at_size: at the evaluated size). Paper "
-            "and seed-report rows are quoted, not measured. Rows measured on the embedded demo dataset (procedural faces) are a "
-            "smoke test of the pipeline and are not comparable with CelebA-HQ numbers.\n")
+            "and seed-report rows are quoted, not measured. Rows measured on the embedded demo "
+            "dataset (procedural faces) are a smoke test of the pipeline and are not comparable "
+            "with CelebA-HQ numbers.\n")
     return "\n".join(lines) + "\n" + note + "".join(f"\nCaveat: {c}.\n" for c in notes)

@@ -16,7 +16,7 @@ WIDTHS = (32, 64, 128, 256)
 
 
 class PatchDiscriminator(nn.Module):
-    """Five 4x4 convs (four stride 2, then stride 1 to one score per patch), spectral norm,
+    """Four 4x4 stride-2 convs, then a 3x3 stride-1 conv to one score per patch, spectral norm,
     LeakyReLU(0.2). Input: RGB + hole mask; output: (N, 1, H/16, W/16) patch scores."""
 
     def __init__(self, in_channels: int = 4, widths: tuple[int, ...] = WIDTHS) -> None:
