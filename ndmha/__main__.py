@@ -16,6 +16,7 @@ import sys
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import MODELS, build_model, count_gmac, count_parameters
+from ndmha.models.layers import DEFORM_BACKENDS
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -30,8 +31,9 @@ def inpaint(args: argparse.Namespace) -> None:
     from ndmha.io import setup_logging
 
     setup_logging()
-    print(inpaint_module.inpaint_file(args.checkpoint, args.image, args.mask, args.out, args.mask_hole,
-                       args.size, args.device, args.deform_backend))
+    print(inpaint_module.inpaint_file(args.checkpoint, args.image, args.mask, args.out,
+                                      args.mask_hole, args.size, args.device,
+                                      args.deform_backend))
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
     p.add_argument("--deform-backend", default="torchvision",
-                   choices=["torchvision", "mmcv", "torch"], help="NDMHA's deformable conv")
+                   choices=sorted(DEFORM_BACKENDS), help="NDMHA's deformable conv")
     p.set_defaults(func=inpaint)
     p = commands.add_parser("train", help="train one model on a split manifest")
     p.add_argument("--manifest", required=True)

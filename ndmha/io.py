@@ -94,6 +94,12 @@ def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
+def relative_posix(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` (resolved) relative to the folder ``base``, with ``..`` where needed, POSIX
+    separators: how the pairs CSV and the manifest store their paths."""
+    return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+
+
 def check_unique_ids(files: list[Path], folder: str | os.PathLike) -> None:
     """Ids are file names without extension: two files may not share one (``a.png``, ``a.PNG``)."""
     seen: dict[str, Path] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,7 @@ from ndmha.io import (
     list_images,
     map_parallel,
     read_image,
+    relative_posix,
     staged_dir,
     take_first,
     write_image,
@@ -172,9 +172,9 @@ def overlay_masks(images_dir: str | Path, masks_dir: str | Path, out_dir: str | 
                 write_image(stage / name, overlay(image, mask))
             return {
                 "id": image_path.stem,
-                "image": _relative(image_path, base),
-                "mask": _relative(mask_path, base),
-                "corrupted": _relative(Path(out_dir) / name, base),
+                "image": relative_posix(image_path, base),
+                "mask": relative_posix(mask_path, base),
+                "corrupted": relative_posix(Path(out_dir) / name, base),
                 "hole_ratio": round(float(np.count_nonzero(mask > 127)) / mask.size, 6),
             }
         rows = map_parallel(corrupt, list(zip(images, masks)), threads, "overlay")
@@ -183,8 +183,3 @@ def overlay_masks(images_dir: str | Path, masks_dir: str | Path, out_dir: str | 
         writer.writeheader()
         writer.writerows(rows)
     log.info("overlaid %d masks on images; pairs in %s", len(rows), pairs_csv)
-
-
-def _relative(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` (with ``..`` where needed), POSIX separators."""
-    return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()

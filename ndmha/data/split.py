@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ndmha.errors import ConfigError, DataError
-from ndmha.io import atomic_open
+from ndmha.io import atomic_open, relative_posix
 
 log = logging.getLogger("ndmha")
 
@@ -68,8 +67,7 @@ def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, see
     src, dst = Path(pairs_csv).resolve().parent, Path(manifest_csv).resolve().parent
     if src != dst:
         for column in ("image", "mask", "corrupted"):
-            manifest[column] = [Path(os.path.relpath(src / p, dst)).as_posix()
-                                for p in manifest[column]]
+            manifest[column] = [relative_posix(src / p, dst) for p in manifest[column]]
     with atomic_open(manifest_csv, newline="") as fh:
         manifest.to_csv(fh, index=False)
     log.info("split %d images (%s, seed %d): %s", len(manifest), scheme, seed, sizes)

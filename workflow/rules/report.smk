@@ -9,7 +9,7 @@ rule tables:
     input:
         paper=Path(workflow.basedir) / "workflow" / "resources" / "paper_benchmark.csv",
         seed_report=Path(workflow.basedir) / "workflow" / "resources" / "seed_report_results.csv",
-        summaries=expand(RESULTS / "metrics" / "{model}" / "summary.json", model=MODELS),
+        summaries=expand(rules.metrics.output.summary, model=MODELS),
     output:
         csv=report(TABLES / "benchmark.csv", caption="../report/benchmark.rst",
                    category="comparison", labels={"figure": "benchmark table"}),
@@ -70,8 +70,8 @@ rule model_figures:
 rule comparison_figures:
     input:
         manifest=MANIFEST,
-        predictions=expand(RESULTS / "predictions" / "{model}", model=MODELS),
-        buckets=expand(RESULTS / "metrics" / "{model}" / "buckets.csv", model=MODELS),
+        predictions=expand(rules.predict.output, model=MODELS),
+        buckets=expand(rules.metrics.output.buckets, model=MODELS),
     output:
         grid=report(FIGURES / "comparison.png", caption="../report/comparison.rst",
                     category="comparison", labels={"figure": "side by side"}),
