@@ -37,12 +37,17 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world > 1
 
+    @classmethod
+    def from_env(cls) -> "Ranks":
+        """What torchrun set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); one process without it."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
 
 def init(device: str) -> tuple[Ranks, torch.device | None]:
     """Join the process group torchrun set up (nccl on GPU, gloo on CPU); the device of this rank
     (None: single process, the caller resolves it)."""
-    ranks = Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                  int(os.environ.get("LOCAL_RANK", 0)))
+    ranks = Ranks.from_env()
     if not ranks.distributed:
         return ranks, None
     gpu = torch.cuda.is_available() and device != "cpu"

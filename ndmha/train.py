@@ -27,7 +27,6 @@ import csv
 import hashlib
 import logging
 import math
-import os
 import sys
 import time
 from collections import defaultdict
@@ -42,7 +41,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ndmha import distributed
-
 from ndmha.data.dataset import InpaintingDataset
 from ndmha.io import atomic_open, atomic_path
 from ndmha.losses import Objective, PerceptualSettings
@@ -181,9 +179,8 @@ class _Means:
 
 
 def _progress(loader: Iterable, desc: str) -> Iterable:
-    quiet = int(os.environ.get("RANK", 0)) != 0  # one progress bar: rank 0's
     return tqdm(loader, desc=desc, mininterval=5.0, unit="batch", file=sys.stderr, leave=False,
-                disable=quiet)
+                disable=not distributed.Ranks.from_env().main)  # one progress bar: rank 0's
 
 
 def _loss_parts(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

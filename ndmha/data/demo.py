@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -159,22 +160,26 @@ def draw_mask(size: int, seed: int, index: int, ratio_range: tuple[float, float]
     return mask
 
 
+def _draw_all(folder: str | Path, fingerprint: dict, n: int, name: str,
+              draw: Callable[[int], np.ndarray], threads: int, desc: str) -> None:
+    """``draw(i)`` for i < ``n`` as ``name.format(i)`` PNGs in ``folder``, through a staging folder
+    that a rerun resumes."""
+    with staged_dir(folder, {**fingerprint, "n": n}) as out:
+        def one(i: int) -> None:
+            path = out / name.format(i)
+            if not path.exists():
+                write_image(path, draw(i))
+        map_parallel(one, list(range(n)), threads, desc)
+
+
 def make_demo_dataset(images_dir: str | Path, masks_dir: str | Path, n_images: int, n_masks: int,
                       size: int, mask_size: int, seed: int,
                       ratio_range: tuple[float, float] = (0.05, 0.60), threads: int = 1) -> None:
     """Write ``n_images`` faces (``000000.png``...) and ``n_masks`` masks as PNG, each atomically."""
     fingerprint = {"size": size, "mask_size": mask_size, "seed": seed, "ratio": list(ratio_range)}
-    with staged_dir(images_dir, {**fingerprint, "n": n_images}) as out:
-        def face(i: int) -> None:
-            path = out / f"{i:06d}.png"
-            if not path.exists():
-                write_image(path, draw_face(size, seed, i))
-        map_parallel(face, list(range(n_images)), threads, "demo faces")
-    with staged_dir(masks_dir, {**fingerprint, "n": n_masks}) as out:
-        def mask(i: int) -> None:
-            path = out / f"{i:05d}.png"
-            if not path.exists():
-                write_image(path, draw_mask(mask_size, seed, i, ratio_range))
-        map_parallel(mask, list(range(n_masks)), threads, "demo masks")
+    _draw_all(images_dir, fingerprint, n_images, "{:06d}.png",
+              lambda i: draw_face(size, seed, i), threads, "demo faces")
+    _draw_all(masks_dir, fingerprint, n_masks, "{:05d}.png",
+              lambda i: draw_mask(mask_size, seed, i, ratio_range), threads, "demo masks")
     log.info("demo dataset: %d faces (%dpx) in %s, %d masks (%dpx) in %s",
              n_images, size, images_dir, n_masks, mask_size, masks_dir)
