@@ -14,7 +14,7 @@ import argparse
 import torch
 from _common import machine, print_table, time_fn
 
-from ndmha.models.layers import DeformConv2d, deform_backend_available
+from ndmha.models.layers import DEFORM_BACKENDS, DeformConv2d, deform_backend_available
 from ndmha.models.ndmha import WIDTHS
 
 
@@ -27,9 +27,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    backends = [b for b in ("torch", "torchvision", "mmcv") if deform_backend_available(b)[0]]
-    skipped = [f"{b}: {deform_backend_available(b)[1]}" for b in ("torchvision", "mmcv")
-               if b not in backends]
+    order = ["torch", *(b for b in DEFORM_BACKENDS if b != "torch")]  # the reference first
+    checks = {b: deform_backend_available(b) for b in order}
+    backends = [b for b, (ok, _) in checks.items() if ok]
+    skipped = [f"{b}: {why}" for b, (ok, why) in checks.items() if not ok]
     rows = []
     for level, width in enumerate(WIDTHS[1:], start=1):  # NDMHALs run at 1/2 ... 1/8 scale
         side = args.size >> level
