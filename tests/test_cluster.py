@@ -10,15 +10,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from test_workflow import ROOT, TINY
+from test_workflow import ROOT, TINY, snakemake_command
 
 CLUSTER = ROOT / "tests" / "cluster"
 # sacct needs slurmdbd: the test cluster has no accounting, so jobs are followed with squeue
@@ -49,10 +47,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def run(workdir: Path, config: dict, *args: str, background: bool = False):
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = snakemake_command(workdir, config, *args)
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -34,16 +34,22 @@ TINY = {
 MODELS = ("baseline", "ndmha")
 
 
-def snakemake(workdir: Path, config: dict | Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` with ``config`` (a dict written to YAML, or a file)."""
+def snakemake_command(workdir: Path, config: dict | Path, *args: str) -> list[str]:
+    """The command that runs the workflow in ``workdir`` with ``config`` (a dict, written to
+    ``workdir/config.yaml`` here, or a file)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if isinstance(config, dict):
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         config = path
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(config), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(config), *args]
+
+
+def snakemake(workdir: Path, config: dict | Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the workflow locally on 2 cores (see :func:`snakemake_command`)."""
+    return subprocess.run(snakemake_command(workdir, config, "--cores", "2", *args),
+                          capture_output=True, text=True, timeout=600)
 
 
 def _with(**changes: dict) -> dict:
