@@ -1,16 +1,19 @@
 # ndmha: facial image inpainting study (Phutke & Murala, WACV 2023, and the cs512 seed report).
 #   snakemake                                          # the embedded demo (config.yaml)
 #   snakemake --configfile configs/celebahq.yaml       # the full CelebA-HQ + QD-IMD reproduction
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-# config.yaml (the demo) is the default; a --configfile given on the command line replaces it
-# instead of being merged over it, so no demo setting leaks into another study.
-if not config:
+# The workflow's config.yaml (the demo) is the default; a --configfile given on the command line
+# replaces it instead of being merged over it, so no demo setting leaks into another study.
+# --config key=value merges over whichever of the two is in use.
+if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

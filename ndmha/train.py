@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from ndmha import distributed
 from ndmha.data.dataset import InpaintingDataset
+from ndmha.errors import ConfigError
 from ndmha.io import atomic_open, atomic_path
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
@@ -51,6 +52,7 @@ from ndmha.models.layers import set_deform_backend
 log = logging.getLogger("ndmha")
 
 METRICS = ("l1", "psnr", "ssim")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Settings that do not change what is learned: a checkpoint made under other values resumes.
 NOT_FINGERPRINTED = ("epochs", "device", "num_workers", "deform_backend", "nan_patience",
                      "nan_lr_factor", "channels_last", "cudnn_benchmark", "persistent_workers",
@@ -82,6 +84,18 @@ class TrainSettings:
     compile: bool = False             # torch.compile the generator's training forward
     lr_scaling: str = "none"          # none | linear | sqrt: lr x (batch / lr_reference_batch)^k
     lr_reference_batch: int = 1       # the batch size ``lr`` was tuned for (the paper: 1)
+    dtype: str = "float32"            # float32; float64 for exact comparisons (tests), no AMP
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"train.dtype: must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype == "float64" and self.amp == "bf16":
+            raise ConfigError("train.dtype: float64 cannot run under train.amp bf16 "
+                              "(set train.amp: off)")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     def effective_lr(self) -> float:
         """``lr`` scaled for the batch size (the linear or square-root rule), or as given."""
@@ -108,9 +122,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``amp`` asks for it (``auto``: on GPU only)."""
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+def autocast(device: torch.device, amp: str, dtype: torch.dtype = torch.float32
+             ) -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``amp`` asks for it (``auto``: on GPU only, and never for a float64
+    run)."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda" and dtype == torch.float32):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -149,9 +165,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _to_device(batch: dict[str, Any], device: torch.device,
-               memory_format: torch.memory_format = torch.contiguous_format
-               ) -> tuple[torch.Tensor, ...]:
-    return tuple(batch[k].to(device, non_blocking=True, memory_format=memory_format)
+               memory_format: torch.memory_format = torch.contiguous_format,
+               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+    return tuple(batch[k].to(device, dtype, non_blocking=True, memory_format=memory_format)
                  for k in ("image", "mask", "target"))
 
 
@@ -189,13 +205,17 @@ def _loss_parts(total: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device: torch.device,
-             prefix: str, amp: str = "off") -> dict[str, float]:
-    """Mean objective, its terms and composite metrics of ``model`` over ``loader`` in eval mode."""
+             prefix: str, amp: str = "off", dtype: torch.dtype = torch.float32
+             ) -> dict[str, float]:
+    """Mean objective, its terms and composite metrics of ``model`` over ``loader``, the model and
+    the objective in eval mode (the discriminator's spectral norm then reads its power-iteration
+    vectors without updating them: evaluating must not change what trains)."""
     model.eval()
+    objective.eval()
     means = _Means()
     for batch in _progress(loader, prefix):
-        image, mask, target = _to_device(batch, device)
-        with autocast(device, amp):
+        image, mask, target = _to_device(batch, device, dtype=dtype)
+        with autocast(device, amp, dtype):
             coarse, pred = forward_stages(model, image, mask)
             total, parts = objective(pred, target, mask, image, coarse)
         means.add(len(image), _loss_parts(total, parts), pred.float(), image, mask, target)
@@ -214,7 +234,9 @@ class _Trainer:
         set_deform_backend(settings.deform_backend)
         torch.manual_seed(settings.seed)
         self.memory_format = settings.memory_format(self.device)
-        self.model = build_model(settings.model).to(self.device, memory_format=self.memory_format)
+        self.dtype = settings.torch_dtype
+        self.model = build_model(settings.model).to(self.device, self.dtype,
+                                                    memory_format=self.memory_format)
         # the networks that train through DistributedDataParallel when there are several ranks
         self.train_model = self._ddp(self.model)
 
@@ -227,7 +249,7 @@ class _Trainer:
             torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         self.objective = Objective(settings.loss, key=f"loss.{settings.model}",
                                    perceptual=PerceptualSettings(**settings.perceptual)
-                                   ).to(self.device)
+                                   ).to(self.device, self.dtype)
         betas = tuple(settings.betas)
         lr = settings.effective_lr()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas)
@@ -324,7 +346,7 @@ class _Trainer:
     def train_batch(self, image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """One generator (and discriminator) update; returns losses, prediction, success."""
-        with autocast(self.device, self.settings.amp):
+        with autocast(self.device, self.settings.amp, self.dtype):
             coarse, pred = self.stages(image, mask)
         losses: dict[str, torch.Tensor] = {}
         ok = True
@@ -332,12 +354,12 @@ class _Trainer:
         if discriminator is not None:
             # (requires_grad stays on: toggling it would drop DDP's gradient hooks; the grads the
             # generator step leaves in the discriminator are zeroed before its next step)
-            with autocast(self.device, self.settings.amp):
+            with autocast(self.device, self.settings.amp, self.dtype):
                 d_loss = self.objective.discriminator_loss(pred, target, mask, image,
                                                            self.train_discriminator)
             ok = self._step(self.d_optimizer, d_loss, discriminator.parameters())
             losses["d_loss"] = d_loss.detach()
-        with autocast(self.device, self.settings.amp):
+        with autocast(self.device, self.settings.amp, self.dtype):
             total, parts = self.objective(pred, target, mask, image, coarse)
         ok = self._step(self.optimizer, total, self.model.parameters()) and ok
         return {**_loss_parts(total, parts), **losses}, pred.detach().float(), ok
@@ -350,7 +372,7 @@ class _Trainer:
         means = _Means()
         skipped = restores = 0
         for batch in _progress(loader, f"{s.model} epoch {self.epoch + 1}/{s.epochs}"):
-            image, mask, target = _to_device(batch, self.device, self.memory_format)
+            image, mask, target = _to_device(batch, self.device, self.memory_format, self.dtype)
             losses, pred, ok = self.train_batch(image, mask, target)
             if ok:
                 self.bad_in_a_row = 0
@@ -369,7 +391,8 @@ class _Trainer:
                                                  self.device)
         means.sums.update(zip(keys, sums))
         row = {"epoch": self.epoch, **means.result("train"),
-               **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp),
+               **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp,
+                          self.dtype),
                "val_split": val_split, "skipped_steps": skipped, "restores": restores,
                "lr": self._lr(), "seconds": round(time.perf_counter() - began, 3)}
         self.history.append(row)

@@ -59,6 +59,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
 )
 
+
+envvars:
+    "PYTHONPATH",  # set just above; declared so that cluster jobs receive it too
+
+
 RESULTS = Path(config["results_dir"])
 DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "torchvision")
 LOGS = RESULTS / "logs"
