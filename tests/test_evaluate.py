@@ -70,7 +70,8 @@ def test_score_without_weights_says_na(evaluated: Path, manifest: Path) -> None:
                                        "l1", "lpips"]
     assert per_image["lpips"].isna().all()
     summary = json.loads((evaluated / "summary.json").read_text())
-    assert summary["psnr"] == pytest.approx(per_image["psnr"].mean())
+    # the same float64 values averaged by pandas, the CSV round-trips them exactly (repr)
+    assert summary["psnr"] == pytest.approx(per_image["psnr"].mean(), rel=1e-15)
     assert 0 < summary["ssim"] <= 1 and summary["l1"] > 0
     assert summary["dataset"] == "demo test" and summary["image_size"] == 32
     assert summary["lpips"] == "n/a (weights not found: evaluation.lpips.weights is empty)"
@@ -81,7 +82,7 @@ def test_score_without_weights_says_na(evaluated: Path, manifest: Path) -> None:
                                              key=lambda b: int(b.split("-")[0]))
     for _, row in buckets.iterrows():
         members = per_image[per_image["bucket"] == row["bucket"]]
-        assert row["psnr"] == pytest.approx(members["psnr"].mean())
+        assert row["psnr"] == pytest.approx(members["psnr"].mean(), rel=1e-15)
 
 
 def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
@@ -91,7 +92,7 @@ def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
                     fid={"inception_weights": str(inception_weights)}, device="cpu")
     per_image = pd.read_csv(tmp_path / "p.csv")
     assert per_image["lpips"].notna().all() and (per_image["lpips"] >= 0).all()
-    assert summary["lpips"] == pytest.approx(per_image["lpips"].mean())
+    assert summary["lpips"] == pytest.approx(per_image["lpips"].mean(), rel=1e-15)
     assert isinstance(summary["fid"], float) and math.isfinite(summary["fid"])
     buckets = pd.read_csv(tmp_path / "b.csv")
     assert buckets["lpips"].notna().all()
@@ -108,12 +109,12 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     assert list(table["source"]).count("seed report") == 2
     ours = table[table["source"] == "measured"].iloc[0]
     assert ours["method"] == "baseline U-Net (ours)"
-    assert ours["params_m"] == pytest.approx(3.835907)
-    assert ours["gmac"] == pytest.approx(6.658, abs=0.01)
-    assert ours["gmac_at_size"] == pytest.approx(6.658 / 64, rel=0.01)  # 32 px: 1/64 of 256 px
+    assert ours["params_m"] == 3.835907  # 3,835,907 / 1e6, correctly rounded both ways
+    assert ours["gmac"] == 6.6584576  # integer FLOP counts / 2e9: exact
+    assert ours["gmac_at_size"] == ours["gmac"] / 64  # convs only: 32 px is exactly 1/64 of 256
     assert (ours["lpips"], ours["fid"], ours["kid"]) == ("n/a", "n/a", "n/a")
     assert ours["dataset"] == "demo test, 4 test images, 32px"
-    assert ours["psnr_db"] == pytest.approx(summary["psnr"])
+    assert ours["psnr_db"] == summary["psnr"]  # the table holds the summary's value
     paper = table[table["method"] == "NDMHA (paper)"].iloc[0]
     assert (paper["psnr_db"], paper["gmac"]) == (28.19, 15.01)
     assert len(pd.read_csv(tmp_path / "t.csv")) == len(table) == 13
@@ -122,7 +123,8 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     assert "Caveat: baseline U-Net (ours): LPIPS n/a (weights not found" in md
     test = pd.read_csv(tmp_path / "test.csv", keep_default_na=False)  # "n/a" stays text
     assert test.iloc[0]["model"] == "baseline" and test.iloc[0]["lpips"] == "n/a"
-    assert test.iloc[0]["psnr"] == pytest.approx(summary["psnr"], rel=1e-5)
+    # the CSV keeps 6 significant digits (%.6g): rounding error < 5e-6 relative
+    assert test.iloc[0]["psnr"] == pytest.approx(summary["psnr"], rel=5e-6)
 
 
 def test_figures_are_written(evaluated: Path, manifest: Path, tmp_path: Path) -> None:

@@ -17,14 +17,17 @@ def test_identical_images() -> None:
 
 
 def test_known_error_gives_known_psnr_and_l1() -> None:
-    target = torch.full((2, 3, 16, 16), 0.5)
+    target = torch.full((2, 3, 16, 16), 0.5, dtype=torch.float64)
     sign = torch.ones_like(target)
     sign[..., ::2] = -1
-    pred = target + 0.05 * sign  # MSE = 0.0025 exactly, |error| = 0.05
+    pred = target + 0.05 * sign  # MSE = 0.0025, |error| = 0.05 (float64: 0.05 to 1e-17)
     expected = 10 * math.log10(1 / 0.0025)  # 26.0206 dB
-    assert torch.allclose(psnr(pred, target), torch.full((2,), expected, dtype=torch.float32),
-                          atol=1e-3)
-    assert torch.allclose(l1(pred, target), torch.full((2,), 0.05), atol=1e-6)
+    # torchmetrics divides by log(10) computed in float32 even for float64 input (a relative
+    # error of 4.5e-8, measured 4.5e-8 here); any other error would be 1e-15
+    assert torch.allclose(psnr(pred, target), torch.full((2,), expected, dtype=torch.float64),
+                          rtol=1e-7, atol=0)
+    assert torch.allclose(l1(pred, target), torch.full((2,), 0.05, dtype=torch.float64),
+                          rtol=0, atol=1e-15)
 
 
 def test_gaussian_noise_psnr_follows_sigma() -> None:

@@ -81,4 +81,6 @@ def test_discriminator_patch_scores_and_spectral_norm(size: int) -> None:
     for _ in range(30):  # power iterations converge in training mode
         disc(torch.rand(1, 3, size, size), torch.rand(1, 1, size, size))
     sigma = torch.linalg.matrix_norm(first.weight.detach().flatten(1), ord=2)
-    assert sigma == pytest.approx(1.0, abs=0.05)
+    # converged (seeded, so the same 31 iterations everywhere): measured 1 + 1.2e-7, float32
+    # rounding; 1e-4 leaves room for matmuls that round differently on another CPU
+    assert sigma == pytest.approx(1.0, abs=1e-4)

@@ -116,8 +116,10 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     assert ours["method"].tolist() == ["baseline U-Net (ours)", "NDMHA (ours)"]
     for i, model in enumerate(MODELS):
         summary = json.loads((tiny_run / "metrics" / model / "summary.json").read_text())
-        assert ours["psnr_db"][i] == pytest.approx(summary["psnr"], rel=1e-5)
+        # benchmark.csv keeps 6 significant digits (%.6g): rounding error < 5e-6 relative
+        assert ours["psnr_db"][i] == pytest.approx(summary["psnr"], rel=5e-6)
         assert ours["dataset"][i] == "tiny demo, 4 test images, 32px"
+    # the design target of docs/architecture.md: the paper's ~4.1 M within 10 %, <= 15.01 GMAC
     assert ours["params_m"][1] == pytest.approx(4.1, rel=0.1) and ours["gmac"][1] <= 15.01
     md = (tiny_run / "tables" / "benchmark.md").read_text()
     assert "| baseline U-Net (ours) | measured |" in md and "| NDMHA (ours) | measured |" in md
