@@ -7,3 +7,11 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """An impossible configuration: the message names the config key at fault."""
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space (ENOSPC) or quota (EDQUOT): the message names the file
+    and the space left on its filesystem."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without OSError's "[Errno 28]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -15,30 +16,74 @@ from typing import IO, Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from ndmha.errors import DataError
+from ndmha.errors import DataError, DiskFullError
 
 log = logging.getLogger("ndmha")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+#: the errors of a write that ran out of room: no space left, disk quota exceeded
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: read once at import (os.umask can only be read by setting it, which is not thread-safe)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+#: what a plain open() would create: temporary files are private (0600) until renamed
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def disk_full(path: str | os.PathLike, err: OSError) -> DiskFullError:
+    """The one-line error for a write of ``path`` that ran out of space: the file, and the space
+    left on its filesystem (``shutil.disk_usage``)."""
+    folder = Path(path).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    what = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
+    return DiskFullError(err.errno, f"{path}: cannot write, {what} ({_size(usage.free)} free of "
+                                    f"{_size(usage.total)} on the filesystem of {folder})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A reader never sees a half-written file: it finds the old file, the new one, or none.
-    ``suffix`` keeps the extension for writers that pick the format from it (OpenCV).
+    A reader never sees a half-written file: it finds the old file, the new one, or none. A write
+    that runs out of space raises :class:`DiskFullError` naming ``path`` and the space left.
+    ``suffix`` keeps the extension for writers that pick the format from it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=suffix or ".tmp")
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno in NO_SPACE and not isinstance(err, DiskFullError):
+            raise disk_full(path, err) from err
+        raise
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 @contextlib.contextmanager
@@ -58,11 +103,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, params: list[int] | None = None) -> None:
-    """Encode ``image`` (BGR or grayscale uint8) with OpenCV and write it atomically."""
+    """Encode ``image`` (BGR or grayscale uint8) with OpenCV in memory, in the format of the
+    file's extension, and write it atomically (so that a full disk is an ``OSError`` with its
+    errno, not a libpng message)."""
     path = Path(path)
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        if not cv2.imwrite(str(tmp), image, params or []):
-            raise OSError(f"{path}: OpenCV could not encode the image")
+    ok, encoded = cv2.imencode(path.suffix, image, params or [])
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode the image as {path.suffix}")
+    write_bytes(path, encoded.data)
 
 
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:

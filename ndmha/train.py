@@ -25,6 +25,7 @@ import contextlib
 import copy
 import csv
 import hashlib
+import io
 import logging
 import math
 import sys
@@ -43,7 +44,7 @@ from tqdm import tqdm
 from ndmha import distributed
 from ndmha.data.dataset import InpaintingDataset
 from ndmha.errors import ConfigError
-from ndmha.io import atomic_open, atomic_path
+from ndmha.io import atomic_open, write_bytes
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import build_model, count_parameters
@@ -132,9 +133,11 @@ def autocast(device: torch.device, amp: str, dtype: torch.dtype = torch.float32
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to memory, then written atomically (a full disk is then an ``OSError`` that
+    names the file, where torch's own writer raises an opaque RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_torch(path: str | Path) -> dict[str, Any]:

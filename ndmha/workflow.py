@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from ndmha.errors import ConfigError, DataError
+from ndmha.errors import ConfigError, DataError, DiskFullError
 from ndmha.io import setup_logging
 
 log = logging.getLogger("ndmha")
@@ -17,7 +17,8 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     """Call ``step(**kwargs)`` for a Snakemake job.
 
     Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``. A bad
-    input or config stops the job with its one-line message on the terminal as well as in the log;
+    input or config, or a full disk, stops the job with its one-line message on the terminal as
+    well as in the log;
     any other failure leaves its traceback in both.
     """
     terminal = sys.stderr
@@ -27,7 +28,7 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     log.info("rule %s: %s", snakemake.rule, step.__qualname__)
     try:
         return step(**kwargs)
-    except (DataError, ConfigError) as err:
+    except (DataError, ConfigError, DiskFullError) as err:
         log.error("%s", err)
         print(f"Error in rule {snakemake.rule}: {err}", file=terminal)
         sys.exit(1)

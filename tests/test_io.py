@@ -35,6 +35,15 @@ def test_write_image_roundtrip_and_no_leftovers(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png", image)
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), image)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+    # readable as a plain open() would have made it (temporary files are created 0600)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+    import subprocess
+
+    return int(subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True).stdout, 8)
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -5,6 +5,7 @@ Each case is listed in docs/reliability.md with the test that proves it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -185,6 +186,154 @@ def test_kill_9_during_conversion_leaves_no_truncated_jpg(tmp_path: Path) -> Non
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     for jpg in final:
         assert read_image(jpg).shape == (128, 128, 3)
+
+
+def test_kill_9_of_snakemake_leaves_a_lock_that_the_documented_unlock_removes(tmp_path: Path
+                                                                               ) -> None:
+    """A hard kill of Snakemake itself (power loss, the OOM killer) leaves its lock: the next run
+    stops with LockException, and README's recovery (``--unlock``, then the same command) works,
+    redoing the job that was cut off (rerun-incomplete in the default profile)."""
+    from test_workflow import TINY, snakemake_command
+
+    cmd = snakemake_command(tmp_path, TINY, "--cores", "2", "--until", "split")
+    with open(tmp_path / "first.txt", "w") as fh:  # its own process group: kill it all, as -9
+        process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    locks = tmp_path / ".snakemake" / "locks"
+    started = tmp_path / TINY["results_dir"] / "logs" / "demo_data.log"
+    _wait_for(lambda: started.exists() and locks.is_dir() and any(locks.iterdir()), process,
+              tmp_path / "first.txt")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    config = ["--configfile", str(tmp_path / "config.yaml")]
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode != 0
+    assert "LockException" in again.stdout + again.stderr
+    assert "--unlock" in again.stdout + again.stderr
+
+    readme = (ROOT / "README.md").read_text()
+    assert "snakemake --unlock" in readme and "LockException" in readme
+    unlock = subprocess.run([*cmd[:cmd.index("--configfile")], *config, "--unlock"],
+                            capture_output=True, text=True)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = tmp_path / TINY["results_dir"] / "data" / "manifest.csv"
+    assert len(manifest.read_text().splitlines()) == 1 + TINY["data"]["n_images"]
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A factory of small tmpfs filesystems (root: mount); unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        mount = tmp_path / f"disk{len(mounts)}"
+        mount.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); "
+                        "test_disk_full_message_when_faked covers the message")
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in mounts:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _no_leftovers(folder: Path) -> None:
+    """No temporary file of a failed write, and every visible file complete."""
+    assert [p for p in folder.rglob(".*") if p.is_file() and p.name != ".fingerprint.json"] == []
+    for path in folder.rglob("*.png"):
+        read_image(path)
+    for path in folder.rglob("*.pt"):
+        load_torch(path)
+
+
+def test_every_writer_names_a_full_disk(small_disk) -> None:
+    import pandas as pd
+
+    from ndmha.errors import DiskFullError
+    from ndmha.figures import data_samples  # noqa: F401  (matplotlib set up as the workflow does)
+    from ndmha.figures import _save
+    from ndmha.io import atomic_open, write_bytes, write_json
+    from ndmha.train import save_torch
+
+    disk = small_disk("1m")
+    rng = np.random.default_rng(0)
+    with pytest.raises(DiskFullError):  # fill it: noise PNGs do not compress
+        for i in range(100):
+            write_image(disk / "images" / f"{i:03d}.png",
+                        rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    for i in range(1000):  # and the last pages (tmpfs allocates 4 kB at a time)
+        try:
+            write_bytes(disk / "filler" / f"{i:04d}.bin", b"x" * 4096)
+        except DiskFullError:
+            break
+    import matplotlib.pyplot as plt
+
+    def table(path: Path) -> None:
+        with atomic_open(path, newline="") as fh:
+            pd.DataFrame({"x": range(20000)}).to_csv(fh, index=False)
+
+    writers = {
+        "image.png": lambda p: write_image(p, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+        "last.pt": lambda p: save_torch({"w": torch.rand(64, 1024)}, p),
+        "summary.json": lambda p: write_json(p, {"values": list(range(20000))}),
+        "table.csv": table,
+        "figure.png": lambda p: _save(plt.figure(figsize=(8, 8)), p),
+        "blob.bin": lambda p: write_bytes(p, b"x" * 200_000),
+    }
+    for name, write in writers.items():
+        path = disk / "out" / name
+        with pytest.raises(DiskFullError) as err:
+            write(path)
+        message = str(err.value)
+        assert err.value.errno == errno.ENOSPC
+        assert message.startswith(f"{path}: cannot write, no space left on device (")
+        assert "free of 1.0 MB on the filesystem of" in message and "\n" not in message, message
+        assert not path.exists(), name
+    _no_leftovers(disk)
+
+
+def test_workflow_stops_on_a_full_disk_with_one_line(small_disk, tmp_path: Path) -> None:
+    """The issue's case: the demo's results on a tiny filesystem. The demo_data rule stops with
+    one line naming the file and the space left, and leaves no half-written file."""
+    from test_workflow import TINY, snakemake_command
+
+    disk = small_disk("300k")
+    config = {**TINY, "results_dir": str(disk / "results"),
+              "demo": {**TINY["demo"], "image_size": 256}}
+    result = subprocess.run(snakemake_command(tmp_path / "work", config, "--cores", "1",
+                                              "--until", "demo_data"),
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    line = next(l for l in output.splitlines() if l.startswith("Error in rule demo_data:"))
+    assert "cannot write, no space left on device" in line and "free of 307.2 kB" in line, line
+    assert str(disk / "results" / "demo" / "images.partial") in line
+    _no_leftovers(disk)
+
+
+def test_disk_full_message_when_faked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no small filesystem can be mounted: the same message from a faked ENOSPC."""
+    from ndmha.errors import DiskFullError
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DiskFullError, match=r"a.png: cannot write, no space left on device \("
+                                            r"[0-9.]+ [kMGT]?B free of [0-9.]+ [kMGT]?B on the "
+                                            "filesystem of "):
+        write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- untrusted files ---------------------------------------------------------------------------

@@ -187,6 +187,55 @@ def test_full_reproduction_dry_run(tmp_path: Path) -> None:
     assert "demo_data" not in present.stdout
 
 
+def _dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(workdir), "-n", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_config_overrides_merge_over_the_demo_config(tmp_path: Path) -> None:
+    """--config alone: config.yaml is loaded and the overrides merge over it, typed as in a
+    config file (a nested value reaches the schema as an integer, not the string '50')."""
+    result = _dry_run(tmp_path, "--config", "results_dir=results_alt", "train={epochs: 50}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "results_alt/models/ndmha/model.pt" in result.stdout
+    assert "results/" not in result.stdout.replace("results_alt/", "")
+    typed = _dry_run(tmp_path, "--config", "train={epochs: 0}")
+    assert "config key train.epochs: 0 is less than the minimum of 1" in typed.stdout + typed.stderr
+
+
+def test_config_overrides_merge_over_a_configfile(tmp_path: Path) -> None:
+    """--configfile still replaces config.yaml (no demo rule), --config merges over it."""
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "qd").mkdir()
+    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "celebahq.yaml"),
+                      "--config", f"data={{images_dir: {tmp_path / 'faces'}, "
+                                  f"masks_dir: {tmp_path / 'qd'}}}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rule train:" in result.stdout and "demo_data" not in result.stdout
+    assert "results/celebahq/models/ndmha/model.pt" in result.stdout
+
+
+def test_typed_command_line_values() -> None:
+    from ndmha.config import typed
+
+    raw = {"train": {"epochs": "50", "lr": "2e-4", "amp": "off", "compile": "true",
+                     "betas": ["0.5", "0.99"]},
+           "results_dir": "results 2026-01-01", "data": {"name": "nan", "images_dir": ""}}
+    assert typed(raw) == {"train": {"epochs": 50, "lr": 2e-4, "amp": False, "compile": True,
+                                    "betas": [0.5, 0.99]},
+                          "results_dir": "results 2026-01-01",
+                          "data": {"name": "nan", "images_dir": ""}}
+
+
+def test_lint_is_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+                             "--lint"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
 def test_source_folders_with_spaces(tmp_path: Path) -> None:
     """data.source: folders, with spaces in every path, through the data rules."""
     from ndmha.data.demo import make_demo_dataset

@@ -3,7 +3,9 @@ import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
+
+from ndmha.config import typed
 
 
 def config_error(key, message):
@@ -22,6 +24,9 @@ def validate_config(cfg):
         config_error(key, cause.message)
 
 
+# --config key=value overrides: Snakemake keeps nested values as strings; type them as a config
+# file would (train={epochs: 50} -> 50), over config.yaml or the --configfile alike.
+update_config(config, typed(dict(workflow.config_settings.config)))
 validate_config(config)
 
 
