@@ -105,7 +105,10 @@ def to_markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
                   formats.get(c, "{}").format(row[c]) if not isinstance(row[c], str) else row[c])
                  for c in table.columns]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("\nGMAC: one forward pass at 256x256 (gmac_at_size: at the evaluated size). Paper "
+    note = ("\nSSIM as Wang et al. define it (Gaussian 11x11, sigma 1.5, the mean over the valid "
+            "region, as scikit-image and tf.image.ssim compute it); PSNR and SSIM on RGB in "
+            "[0, 1] (data_range 1), of the composite against the ground truth. "
+            "GMAC: one forward pass at 256x256 (gmac_at_size: at the evaluated size). Paper "
             "and seed-report rows are quoted, not measured. Rows measured on the embedded demo "
             "dataset (procedural faces) are a smoke test of the pipeline and are not comparable "
             "with CelebA-HQ numbers.\n")

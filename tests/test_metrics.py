@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 
 from ndmha.metrics import composite, image_metrics, l1, psnr, ssim
@@ -12,7 +14,7 @@ from ndmha.metrics import composite, image_metrics, l1, psnr, ssim
 def test_identical_images() -> None:
     x = torch.rand(3, 3, 32, 32)
     assert torch.isinf(psnr(x, x)).all()
-    assert torch.allclose(ssim(x, x), torch.ones(3), atol=1e-6)
+    assert (ssim(x, x) == 1).all()  # numerator and denominator are the same float sums
     assert (l1(x, x) == 0).all()
 
 
@@ -58,3 +60,38 @@ def test_composite_and_image_metrics() -> None:
     values = image_metrics(big, big)
     assert set(values) == {"psnr", "ssim", "l1"} and values["l1"].dtype == torch.float64
     assert values["l1"].shape == (2,) and (values["l1"] == 0).all()
+
+
+def _pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Image pairs of several kinds and sizes (uint8 RGB, as the metrics read them from disk)."""
+    from ndmha.data.demo import draw_face, draw_mask
+
+    rng = np.random.default_rng(0)
+    face = draw_face(64, 0, 5)
+    blurred = cv2.GaussianBlur(face, (5, 5), 1.2)
+    holes = draw_mask(64, 0, 5) > 0
+    inpainted = np.where(holes[..., None], blurred[::-1], face)  # a poor fill inside the holes
+    noisy = np.clip(face + rng.normal(0, 20, face.shape), 0, 255).astype(np.uint8)
+    other = draw_face(48, 1, 7)[:, :40]  # not square
+    return [(face, blurred), (face, inpainted), (face, noisy),
+            (other, np.clip(other.astype(int) + 30, 0, 255).astype(np.uint8)),
+            (rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+             rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))]
+
+
+def test_ssim_is_the_reference_definition() -> None:
+    """SSIM as scikit-image (and TensorFlow's tf.image.ssim) compute it: Gaussian 11x11,
+    sigma 1.5, the valid region only. Both run in float64: they may differ by summation order
+    only (measured: at most 9e-15); torchmetrics' own border-including mean differs by up to
+    0.05 on the demo's 64 px images."""
+    from skimage.metrics import structural_similarity
+
+    from ndmha.data.dataset import to_tensor
+
+    for a, b in _pairs():
+        a, b = to_tensor(a).double(), to_tensor(b).double()  # the same pixels for both
+        ours = float(image_metrics(a[None], b[None])["ssim"][0])
+        reference = structural_similarity(
+            a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), gaussian_weights=True,
+            sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=2)
+        assert abs(ours - reference) < 1e-12, (ours, reference)
