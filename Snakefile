@@ -30,6 +30,6 @@ rule all:
     input:
         rules.tables.output,
         rules.data_figure.output,
-        expand(rules.model_figures.output, model=MODELS),
+        expand(rules.model_figures.output, experiment=EXPERIMENTS),
         rules.comparison_figures.output,
     default_target: True

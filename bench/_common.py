@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import sys
 import time
@@ -47,9 +46,10 @@ def peak_mib(device: torch.device) -> float | None:
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    """The GPU's name, or the CPU model and its threads (ndmha.provenance.device_name)."""
+    from ndmha.provenance import device_name
+
+    return device_name(device)
 
 
 def print_table(title: str, rows: list[dict[str, object]]) -> None:

@@ -15,8 +15,7 @@ import contextlib
 import torch
 from _common import machine, peak_mib, print_table, reset_peak, time_fn
 
-from ndmha.models import build_model
-from ndmha.models.layers import set_deform_backend
+from ndmha.models import ARCHITECTURES, build_model
 
 
 def variants(device: torch.device, compile_: bool) -> list[tuple[str, dict]]:
@@ -36,19 +35,19 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 64])
-    parser.add_argument("--models", nargs="+", default=["baseline", "ndmha"])
+    parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--deform-backend", default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    set_deform_backend(args.deform_backend or ("torchvision" if device.type == "cuda" else "torch"))
+    backend = args.deform_backend or ("torchvision" if device.type == "cuda" else "torch")
     rows = []
     for name in args.models:
         for label, opts in variants(device, not args.no_compile):
             fmt = torch.channels_last if opts.get("cl") else torch.contiguous_format
-            model = build_model(name).to(device, memory_format=fmt).eval()
+            model = build_model(name, deform_backend=backend).to(device, memory_format=fmt).eval()
             run = torch.compile(model, mode=opts["compile"]) if "compile" in opts else model
             for batch in args.batches:
                 image = torch.rand(batch, 3, args.size, args.size, device=device)

@@ -15,15 +15,29 @@ import argparse
 import sys
 
 from ndmha import inpaint as inpaint_module
-from ndmha.models import MODELS, build_model, count_gmac, count_parameters
+from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
 from ndmha.models.layers import DEFORM_BACKENDS
 
 
 def stats(args: argparse.Namespace) -> None:
-    """Parameters and GMAC of a model at a square input size."""
-    model = build_model(args.model)
-    print(f"model={args.model} size={args.size}")
-    print(f"params={count_parameters(model)} gmac={count_gmac(model, args.size):.4f}")
+    """Parameters and GMAC of an architecture at a square input size. GMAC counts deformable
+    convs as convs of the same shape; ``gmac_without_deformable`` leaves them out, as tools
+    without a formula for the deformable op do (the likely reading of the paper's 15.01)."""
+    model = build_model(args.model, deform_backend="torch")
+    params, size = count_parameters(model), args.size
+    print(f"model={args.model} size={size}")
+    if args.model == "ndmha_released":
+        from ndmha.models.released import ReleasedNDMHA
+
+        dead = ReleasedNDMHA.dead_branches(size=size)
+        as_released = params + dead["batchnorm_parameters"] + dead["modulation_parameters"]
+        print(f"as released: params={as_released} (+{dead['modulation_parameters']} in "
+              f"modulation convs computed but unused, +{dead['batchnorm_parameters']} in "
+              f"BatchNorms never applied), gmac_without_deformable="
+              f"{count_gmac(model, size, deformable=False) + dead['modulation_gmac']:.4f} "
+              f"(+{dead['modulation_gmac']:.4f} in the unused modulation convs)")
+    print(f"params={params} gmac={count_gmac(model, size):.4f} "
+          f"gmac_without_deformable={count_gmac(model, size, deformable=False):.4f}")
 
 
 def inpaint(args: argparse.Namespace) -> None:
@@ -47,7 +61,7 @@ def train_command(args: argparse.Namespace) -> None:
     setup_logging()
     try:
         train(args.manifest, args.model_out, args.log_csv, args.checkpoint,
-              TrainSettings(**json.loads(args.settings)))
+              TrainSettings(**json.loads(args.settings)), args.tensorboard_dir)
     finally:
         distributed.shutdown()
 
@@ -56,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", title="commands")
-    p = commands.add_parser("stats", help="parameters and GMAC of a model")
-    p.add_argument("--model", choices=sorted(MODELS), required=True)
+    p = commands.add_parser("stats", help="parameters and GMAC of an architecture")
+    p.add_argument("--model", choices=sorted(ARCHITECTURES), required=True,
+                   help="an architecture of the registry (its default options)")
     p.add_argument("--size", type=int, default=256, help="square input size (default 256)")
     p.set_defaults(func=stats)
     p = commands.add_parser("inpaint", help="inpaint your own image with a trained model",
@@ -81,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-csv", required=True)
     p.add_argument("--checkpoint", required=True, help="the resume point (kept between runs)")
     p.add_argument("--settings", required=True,
-                   help='TrainSettings as JSON, e.g. \'{"model": "ndmha", "epochs": 200}\'')
+                   help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
+    p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
     p.set_defaults(func=train_command)
     args = parser.parse_args(argv)
     if args.command is None:

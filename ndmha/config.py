@@ -4,9 +4,9 @@ parse of the workflow stays fast: command-line overrides and experiments.
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -37,3 +37,71 @@ def typed(value: Any) -> Any:
         # 2e-4: YAML 1.1 needs a dot (2.0e-4) to read a float
         return float(value) if NUMBER.fullmatch(value.strip()) else value
     return value
+
+
+#: how the tables and figures name each architecture (an experiment may set its own label)
+ARCHITECTURE_LABELS = {"baseline": "baseline U-Net", "ndmha": "NDMHA",
+                       "ndmha_released": "NDMHA (released structure)"}
+
+
+class ExperimentError(ValueError):
+    """An impossible experiments section: ``key`` names the config key at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One trained and evaluated network: an architecture of the registry with its options,
+    its loss weights and its training settings (``train`` overrides the shared ``train``)."""
+
+    name: str
+    architecture: str
+    options: dict[str, Any] = field(default_factory=dict)
+    loss: dict[str, float] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    seed_report: str = ""  # the seed report's method this experiment reruns (its table row)
+
+
+def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
+    """The experiments of a (schema-valid) config, in order.
+
+    ``models: [a, b]`` is shorthand for one experiment per architecture, named after it, with
+    ``loss.<a>`` and ``train.per_model.<a>``. ``experiments: {name: {architecture, options,
+    loss, train, label, seed_report}}`` names them freely; an experiment without ``loss`` takes
+    ``loss.<architecture>``, and ``train.per_model.<name>`` still applies beneath its ``train``.
+    """
+    if "models" in cfg and "experiments" in cfg:
+        raise ExperimentError("experiments", "give either models (one experiment per "
+                                             "architecture) or experiments, not both")
+    losses = cfg.get("loss", {})
+    per_model = cfg.get("train", {}).get("per_model", {})
+    if "experiments" in cfg:
+        entries = cfg["experiments"]
+        key = "experiments.{name}.loss"
+    elif "models" in cfg:
+        entries = {m: {"architecture": m} for m in cfg["models"]}
+        key = "loss.{name}"
+    else:
+        raise ExperimentError("(top level)", "give models or experiments")
+    experiments = {}
+    for name, entry in entries.items():
+        architecture = entry["architecture"]
+        loss = entry.get("loss") or losses.get(architecture)
+        if not loss:
+            raise ExperimentError(key.format(name=name),
+                                  f"no loss weights for experiment '{name}' (give them there "
+                                  f"or under loss.{architecture})")
+        default_label = ARCHITECTURE_LABELS.get(name, name)
+        experiments[name] = Experiment(
+            name=name, architecture=architecture, options=dict(entry.get("options", {})),
+            loss=dict(loss), train={**per_model.get(name, {}), **entry.get("train", {})},
+            label=entry.get("label", default_label), seed_report=entry.get("seed_report", ""))
+    for name in per_model:  # an architecture not trained in this run may keep its settings
+        if name not in experiments and name not in ARCHITECTURE_LABELS:
+            raise ExperimentError("train.per_model", f"'{name}' is neither an experiment "
+                                                     f"({list(experiments)}) nor an architecture")
+    return experiments

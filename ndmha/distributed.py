@@ -3,19 +3,14 @@ DistributedDataParallel (DDP) averages the gradients, a DistributedSampler shard
 
 ``train`` (ndmha.train) reads the environment torchrun sets (``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK``); with one process it is plain single-device training. Rank 0 alone writes logs,
-checkpoints and the model. :func:`launch_training` is what the workflow's train rule calls: it
-starts torchrun when the rule asks for more than one GPU.
+checkpoints and the model. ``ndmha.launch`` starts torchrun when the train rule asks for more than
+one GPU.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -85,18 +80,3 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def launch_training(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
-                    checkpoint: str | Path, settings: dict[str, Any], gpus: int = 0) -> None:
-    """Train in this process, or under ``torchrun --nproc-per-node <gpus>`` when ``gpus`` > 1."""
-    if gpus <= 1:
-        from ndmha.train import TrainSettings, train
-
-        train(manifest, model_out, log_csv, checkpoint, TrainSettings(**settings))
-        return
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={gpus}", "-m", "ndmha", "train", "--manifest", str(manifest),
-           "--model-out", str(model_out), "--log-csv", str(log_csv), "--checkpoint",
-           str(checkpoint), "--settings", json.dumps(settings)]
-    subprocess.run(cmd, check=True, stdout=sys.stderr, stderr=sys.stderr)

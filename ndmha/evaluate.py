@@ -34,7 +34,7 @@ from ndmha.fidelity import (
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
-from ndmha.models.layers import set_deform_backend
+from ndmha.provenance import collect, device_name
 from ndmha.train import load_model, resolve_device
 
 log = logging.getLogger("ndmha")
@@ -42,21 +42,15 @@ log = logging.getLogger("ndmha")
 WARMUP = 2
 
 
-def device_name(device: torch.device) -> str:
-    """A human-readable name of the device inference ran on."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 @torch.inference_mode()
 def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             split: str = "test", device: str = "auto", deform_backend: str = "torchvision"
             ) -> dict[str, Any]:
-    """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json``."""
-    set_deform_backend(deform_backend)
+    """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json`` (the
+    inference time, and what the model file says of its experiment, budget and provenance)."""
+    began_all = time.perf_counter()
     dev = resolve_device(device)
-    meta, model = load_model(model_path, dev)
+    meta, model = load_model(model_path, dev, deform_backend)
     dataset = InpaintingDataset(manifest, split)
     if len(dataset) == 0:
         raise ValueError(f"{manifest}: the {split} split is empty")
@@ -79,13 +73,19 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             write_image(stage / "composite" / f"{item['id']}.png",
                         to_image(composite(pred, image, mask)[0]))
         info = {
-            "model": meta["model"],
+            "experiment": meta["experiment"],
+            "architecture": meta["architecture"],
+            "options": meta.get("options", {}),
             "split": split,
             "images": len(dataset),
             "parameters": count_parameters(model),
             "inference_s_per_image": statistics.median(timings),
             "device": device_name(dev),
             "warnings": meta.get("warnings", []),
+            "budget": meta.get("budget", {}),
+            "test_loss": meta.get("test_loss"),
+            "train_provenance": meta.get("provenance", {}),
+            "predict_seconds": round(time.perf_counter() - began_all, 3),
         }
         write_json(stage / "predict.json", info)
     log.info("predicted %d %s images in %s (median %.4f s/image on %s)", len(dataset), split,
@@ -132,7 +132,9 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
     """Compare each composite with its ground truth: PSNR, SSIM, L1, LPIPS per image; FID and KID
     over the split; all of them per hole-ratio bucket. Writes the per-image CSV, the bucket CSV
     and the summary JSON. A metric whose weights are missing reads ``n/a (weights not found at
-    <path>)`` in the summary and is left empty in the CSVs."""
+    <path>)`` in the summary and is left empty in the CSVs. The summary carries the training
+    budget and provenance (from ``predict.json``) and this evaluation's own provenance."""
+    began = time.perf_counter()
     predictions, dev = Path(predictions), resolve_device(device)
     frame = read_manifest(manifest, split)
     composites = [predictions / "composite" / f"{i}.png" for i in frame["id"]]
@@ -167,6 +169,8 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
             data.to_csv(fh, index=False)
 
     info = json.loads((predictions / "predict.json").read_text())
+    train_provenance = info.pop("train_provenance", {})
+    evaluation = {"split": split, "lpips": lpips or {}, "fid": fid or {}}
     summary = {
         **info,
         "dataset": dataset,
@@ -177,10 +181,17 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
         "lpips_net": (lpips or {}).get("net", "alex"),
         **distribution(table.index),
         "metric_notes": "composite vs ground truth; PSNR and SSIM with data_range 1.0 on [0, 1] "
-                        "RGB; LPIPS v0.1; FID / KID from torch-fidelity's Inception-v3",
+                        "RGB, SSIM over the valid region (Gaussian 11x11, sigma 1.5, as "
+                        "scikit-image); LPIPS v0.1; FID / KID from torch-fidelity's Inception-v3",
+        "provenance": {
+            "training": train_provenance,
+            "evaluation": {**collect(dev, evaluation, manifest, dataset),
+                           "wall_seconds": round(info.get("predict_seconds", 0.0)
+                                                 + time.perf_counter() - began, 3)},
+        },
     }
     write_json(summary_json, summary)
     log.info("%s on %d %s images: PSNR %.3f dB, SSIM %.4f, L1 %.4f, LPIPS %s, FID %s",
-             info["model"], len(table), split, summary["psnr"], summary["ssim"], summary["l1"],
+             info["experiment"], len(table), split, summary["psnr"], summary["ssim"], summary["l1"],
              summary["lpips"], summary["fid"])
     return summary

@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, PNG): data samples, training curves, prediction grids,
-a side-by-side model comparison and metrics against the hole ratio."""
+a side-by-side comparison of the experiments, metrics against the hole ratio, and every
+experiment's validation PSNR against optimizer steps and against training wall time."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pandas as pd  # noqa: E402
 
 from ndmha.data.split import read_manifest  # noqa: E402
 from ndmha.io import atomic_path, read_image  # noqa: E402
-from ndmha.table import DISPLAY_NAMES  # noqa: E402
 
 log = logging.getLogger("ndmha")
 
@@ -34,10 +34,6 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 def _rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
-
-
-def _name(model: str) -> str:
-    return DISPLAY_NAMES.get(model, model)
 
 
 def fixed_ids(manifest: str | Path, n: int, split: str = "test") -> list[str]:
@@ -70,7 +66,7 @@ def data_samples(manifest: str | Path, out: str | Path, n: int = 4) -> None:
           "Data: masks overlaid on faces with cv2.bitwise_and")
 
 
-def training_curves(history_csv: str | Path, out: str | Path, model: str) -> None:
+def training_curves(history_csv: str | Path, out: str | Path, label: str) -> None:
     """Loss, PSNR, SSIM and L1 per epoch, training against validation."""
     log_ = pd.read_csv(history_csv)
     val_split = log_["val_split"].iloc[-1] if "val_split" in log_ else "val"
@@ -84,12 +80,12 @@ def training_curves(history_csv: str | Path, out: str | Path, model: str) -> Non
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{_name(model)}: training curves", fontsize=11)
+    fig.suptitle(f"{label}: training curves", fontsize=11)
     fig.tight_layout()
     _save(fig, out)
 
 
-def prediction_grid(manifest: str | Path, predictions: str | Path, out: str | Path, model: str,
+def prediction_grid(manifest: str | Path, predictions: str | Path, out: str | Path, label: str,
                     ids: list[str]) -> None:
     """Masked input | prediction | composite | ground truth for fixed test ids."""
     frame = read_manifest(manifest, "test").set_index("id")
@@ -97,28 +93,29 @@ def prediction_grid(manifest: str | Path, predictions: str | Path, out: str | Pa
              _rgb(Path(predictions) / "composite" / f"{i}.png"), _rgb(frame.loc[i, "image"])]
             for i in ids]
     _grid(rows, ["masked input", "prediction", "composite", "ground truth"], out,
-          f"{_name(model)}: test predictions")
+          f"{label}: test predictions")
 
 
 def comparison_grid(manifest: str | Path, predictions: dict[str, str | Path], out: str | Path,
                     ids: list[str]) -> None:
-    """Masked input | each model's composite | ground truth, side by side (as the paper's
-    qualitative comparison)."""
+    """Masked input | each experiment's composite (``predictions``: label -> folder) | ground
+    truth, side by side (as the paper's qualitative comparison)."""
     frame = read_manifest(manifest, "test").set_index("id")
     rows = [[_rgb(frame.loc[i, "corrupted"]),
              *(_rgb(Path(p) / "composite" / f"{i}.png") for p in predictions.values()),
              _rgb(frame.loc[i, "image"])] for i in ids]
-    _grid(rows, ["masked input", *map(_name, predictions), "ground truth"], out,
+    _grid(rows, ["masked input", *predictions, "ground truth"], out,
           "Comparison on the same test images")
 
 
 def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
-    """Each per-image metric by hole-ratio bucket, one line per model."""
-    tables = {model: pd.read_csv(path) for model, path in buckets.items()}
+    """Each per-image metric by hole-ratio bucket, one line per experiment (``buckets``: label ->
+    bucket CSV)."""
+    tables = {label: pd.read_csv(path) for label, path in buckets.items()}
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
     for ax, (key, label) in zip(axes.flat, BUCKET_METRICS):
-        for model, table in tables.items():
-            ax.plot(table["bucket"], table[key], "o-", label=_name(model))
+        for label_, table in tables.items():
+            ax.plot(table["bucket"], table[key], "o-", label=label_)
         if all(table[key].isna().all() for table in tables.values()):
             ax.text(0.5, 0.5, f"{label}: n/a (weights not found)", ha="center",
                     transform=ax.transAxes)
@@ -134,16 +131,39 @@ def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
     _save(fig, out)
 
 
+def experiment_curves(histories: dict[str, str | Path], out: str | Path) -> None:
+    """Validation PSNR of every experiment against optimizer steps and against training wall
+    time, on one figure (``histories``: label -> train_log.csv)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for label_, path in histories.items():
+        log_ = pd.read_csv(path)
+        for ax, x in zip(axes, ("steps", "wall_seconds")):
+            ax.plot(log_[x], log_["val_psnr"], "o-", ms=3, label=label_)
+    split = pd.read_csv(next(iter(histories.values())))["val_split"].iloc[-1]
+    axes[0].set_xlabel("optimizer steps")
+    axes[1].set_xlabel("training wall time (s)")
+    axes[0].set_ylabel(f"PSNR (dB), composite, {split} split")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Every experiment: what it learned for what it cost", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
 def model_figures(history_csv: str | Path, manifest: str | Path, predictions: str | Path,
-                  curves_png: str | Path, grid_png: str | Path, model: str, n_ids: int) -> None:
-    """One model's figures: its training curves and its prediction grid."""
-    training_curves(history_csv, curves_png, model)
-    prediction_grid(manifest, predictions, grid_png, model, fixed_ids(manifest, n_ids))
+                  curves_png: str | Path, grid_png: str | Path, label: str, n_ids: int) -> None:
+    """One experiment's figures: its training curves and its prediction grid."""
+    training_curves(history_csv, curves_png, label)
+    prediction_grid(manifest, predictions, grid_png, label, fixed_ids(manifest, n_ids))
 
 
-def comparison_figures(manifest: str | Path, models: list[str], predictions: list[str | Path],
-                       buckets: list[str | Path], grid_png: str | Path, buckets_png: str | Path,
+def comparison_figures(manifest: str | Path, labels: list[str], predictions: list[str | Path],
+                       buckets: list[str | Path], histories: list[str | Path],
+                       grid_png: str | Path, buckets_png: str | Path, curves_png: str | Path,
                        n_ids: int) -> None:
-    """The figures across models: the side-by-side grid and the metrics against the hole ratio."""
-    comparison_grid(manifest, dict(zip(models, predictions)), grid_png, fixed_ids(manifest, n_ids))
-    metrics_vs_hole(dict(zip(models, buckets)), buckets_png)
+    """The figures across experiments: the side-by-side grid, the metrics against the hole
+    ratio, and PSNR against steps and wall time."""
+    comparison_grid(manifest, dict(zip(labels, predictions)), grid_png, fixed_ids(manifest, n_ids))
+    metrics_vs_hole(dict(zip(labels, buckets)), buckets_png)
+    experiment_curves(dict(zip(labels, histories)), curves_png)

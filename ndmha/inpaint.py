@@ -21,7 +21,6 @@ from ndmha.data.dataset import to_image, to_tensor
 from ndmha.data.prepare import overlay, to_holes
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
-from ndmha.models.layers import set_deform_backend
 from ndmha.train import load_model, resolve_device
 
 log = logging.getLogger("ndmha")
@@ -69,9 +68,8 @@ def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, ou
                  hole: str = "white", size: int | None = None, device: str = "auto",
                  deform_backend: str = "torchvision") -> Path:
     """Read ``image`` and ``mask``, inpaint, write ``out`` (format from its extension)."""
-    set_deform_backend(deform_backend)
     dev = resolve_device(device)
-    meta, model = load_model(checkpoint, dev)
+    meta, model = load_model(checkpoint, dev, deform_backend)
     picture = read_image(image)
     holes = hole_mask(read_image(mask, cv2.IMREAD_GRAYSCALE), picture.shape[:2], hole)
     if not holes.any():
@@ -79,5 +77,5 @@ def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, ou
     result = inpaint_image(model, picture, holes, size, dev)
     write_image(out, result)
     log.info("%s: inpainted %s (%dx%d, %.1f %% holes) with %s -> %s", checkpoint, image,
-             picture.shape[1], picture.shape[0], 100 * holes.mean() / 255, meta["model"], out)
+             picture.shape[1], picture.shape[0], 100 * holes.mean() / 255, meta["experiment"], out)
     return Path(out)

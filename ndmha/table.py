@@ -1,10 +1,17 @@
-"""The benchmark table: the paper's rows, the seed report's rows and our measured rows."""
+"""The tables: the paper's benchmark with the seed report's rows and ours, the seed report's
+"test metrics", every experiment side by side with its budget, the seed report's protocol beside
+our runs of it, and where every measured number came from.
+
+Every measured row carries its budget (epochs, optimizer steps, images seen, batch size, training
+wall time and device) and its provenance (code commit, settings and data hashes, software).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -13,17 +20,32 @@ from ndmha.models import build_model, count_gmac
 
 log = logging.getLogger("ndmha")
 
+BUDGET = ["epochs", "steps", "images_seen", "batch", "train_time_s", "train_device"]
 COLUMNS = ["method", "source", "psnr_db", "ssim", "l1", "lpips", "fid", "kid", "params_m",
-           "runtime_s", "gmac", "gmac_at_size", "device", "dataset"]
-TEST_COLUMNS = ["model", "images", "image_size", "psnr", "ssim", "l1", "lpips", "fid", "kid",
-                "kid_std", "parameters", "inference_s_per_image", "device"]
+           "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET, "device",
+           "dataset", "git_commit"]
+TEST_COLUMNS = ["experiment", "images", "image_size", "loss", "l1", "psnr", "ssim", "lpips",
+                "fid", "kid", "kid_std", "parameters", "inference_s_per_image", "device", *BUDGET]
+EXPERIMENT_COLUMNS = ["experiment", "label", "architecture", "options", "loss_weights", "psnr",
+                      "ssim", "l1", "lpips", "fid", "kid", "params_m", "gmac",
+                      "gmac_without_deformable", *BUDGET, "test_images"]
+PROVENANCE_COLUMNS = ["experiment", "git_commit", "git_dirty", "config_sha256",
+                      "train_settings_sha256", "python", "torch", "torchvision", "cuda", "cudnn",
+                      "train_device", "eval_device", "dataset", "dataset_images",
+                      "manifest_sha256", "train_seconds", "eval_seconds"]
 NEEDS_WEIGHTS = ("lpips", "fid", "kid", "kid_std")
 GMAC_SIZE = 256  # the paper's GMAC column is for 256 x 256 inputs
-DISPLAY_NAMES = {"baseline": "baseline U-Net", "ndmha": "NDMHA"}
-
-
-def method_name(model: str) -> str:
-    return f"{DISPLAY_NAMES.get(model, model)} (ours)"
+#: budgets the references state (the seed report: "200 epochs with a batch size of 1", "3 days",
+#: 27,000 training images; its reduced NDMHA: 750 images, 12 epochs)
+QUOTED_BUDGETS = {
+    "NDMHA (paper)": {"epochs": 200, "steps": 5_400_000, "images_seen": 5_400_000, "batch": 1,
+                      "train_time_s": 3 * 86400, "train_device": "not stated"},
+    "NDMHA (seed report reduced)": {"epochs": 12, "images_seen": 9000,
+                                    "train_device": "Colab GPU"},
+}
+SSIM_NOTE = ("SSIM as Wang et al. define it (Gaussian 11x11, sigma 1.5, the mean over the valid "
+             "region, as scikit-image and tf.image.ssim compute it); PSNR and SSIM on RGB in "
+             "[0, 1] (data_range 1), of the composite against the ground truth.")
 
 
 def _short(value: object) -> object:
@@ -32,18 +54,50 @@ def _short(value: object) -> object:
     return "n/a" if isinstance(value, str) else value
 
 
-def caveats(summary: dict) -> list[str]:
+def label_of(summary: dict, labels: dict[str, str] | None = None) -> str:
+    return (labels or {}).get(summary["experiment"], summary["experiment"])
+
+
+def method_name(summary: dict, labels: dict[str, str] | None = None) -> str:
+    return f"{label_of(summary, labels)} (ours)"
+
+
+def caveats(summary: dict, labels: dict[str, str] | None = None) -> list[str]:
     """What a reader must know about one measured row."""
     notes = [f"{k.upper()} {summary[k]}" for k in ("lpips", "fid")  # KID shares FID's weights
              if isinstance(summary[k], str)]
-    return [f"{method_name(summary['model'])}: {n}" for n in notes + summary.get("warnings", [])]
+    return [f"{method_name(summary, labels)}: {n}" for n in notes + summary.get("warnings", [])]
 
 
-def measured_row(summary: dict) -> dict:
-    """One table row from a metrics summary written by :func:`ndmha.evaluate.score`."""
-    model = build_model(summary["model"])
+def budget_of(summary: dict) -> dict[str, Any]:
+    """The budget columns of a measured row."""
+    budget = summary.get("budget", {})
+    return {"epochs": budget.get("epochs"), "steps": budget.get("steps"),
+            "images_seen": budget.get("images_seen"),
+            "batch": budget.get("batch_size", 0) * budget.get("processes", 1) or None,
+            "train_time_s": budget.get("train_seconds"),
+            "train_device": budget.get("train_device")}
+
+
+def _commit(summary: dict) -> str:
+    training = summary.get("provenance", {}).get("training", {})
+    commit = training.get("git_commit")
+    if not commit:
+        return "unknown"
+    return commit[:10] + (" (dirty)" if training.get("git_dirty") else "")
+
+
+def _gmacs(summary: dict, size: int) -> dict[str, float]:
+    model = build_model(summary["architecture"], summary.get("options"), "torch")
+    return {"gmac": count_gmac(model, GMAC_SIZE),
+            "gmac_without_deformable": count_gmac(model, GMAC_SIZE, deformable=False),
+            "gmac_at_size": count_gmac(model, size)}
+
+
+def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
+    """One benchmark row from a metrics summary written by :func:`ndmha.evaluate.score`."""
     return {
-        "method": method_name(summary["model"]),
+        "method": method_name(summary, labels),
         "source": "measured",
         "psnr_db": summary["psnr"],
         "ssim": summary["ssim"],
@@ -51,30 +105,76 @@ def measured_row(summary: dict) -> dict:
         **{k: _short(summary[k]) for k in ("lpips", "fid", "kid")},
         "params_m": summary["parameters"] / 1e6,
         "runtime_s": summary["inference_s_per_image"],
-        "gmac": count_gmac(model, GMAC_SIZE),
-        "gmac_at_size": count_gmac(model, summary["image_size"]),
+        **_gmacs(summary, summary["image_size"]),
+        **budget_of(summary),
         "device": summary["device"],
         "dataset": f"{summary['dataset']}, {summary['images']} test images, "
                    f"{summary['image_size']}px",
+        "git_commit": _commit(summary),
     }
+
+
+def budget_note(summaries: list[dict], labels: dict[str, str] | None = None) -> str:
+    """Whether the measured rows were trained at an equal budget, and which differ."""
+    if not summaries:
+        return ""
+    keys = ("epochs", "steps", "images_seen", "batch")
+    budgets = {label_of(s, labels): tuple(budget_of(s)[k] for k in keys) for s in summaries}
+    if len(set(budgets.values())) == 1:
+        epochs, steps, images, batch = next(iter(budgets.values()))
+        return (f"Equal budget: every measured row trained {epochs} epochs, {steps} optimizer "
+                f"steps, {images} images seen, batch {batch} (wall time and device differ by "
+                "model: see train_time_s).")
+    listed = "; ".join(f"{name}: {e} epochs, {s} steps, {i} images, batch {b}"
+                       for name, (e, s, i, b) in budgets.items())
+    return ("Budgets differ: compare the measured rows only with their budgets in view. "
+            + listed + ".")
 
 
 def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
                  summaries: list[str | Path], out_csv: str | Path, out_md: str | Path,
-                 test_csv: str | Path) -> pd.DataFrame:
-    """The benchmark table (CSV and Markdown) and the test-metrics table of our models (CSV,
-    the seed report's "test metrics"); returns the benchmark table."""
+                 test_csv: str | Path, experiments_csv: str | Path | None = None,
+                 experiments_md: str | Path | None = None, seed_csv: str | Path | None = None,
+                 seed_md: str | Path | None = None, provenance_csv: str | Path | None = None,
+                 labels: dict[str, str] | None = None,
+                 references: dict[str, str] | None = None,
+                 settings: dict[str, dict] | None = None,
+                 config_sha256: str = "") -> pd.DataFrame:
+    """Every table (CSV, and Markdown where a reader reads it): the benchmark, the seed report's
+    test metrics for our experiments, the experiments with their budgets, the seed report's
+    protocol beside ours (``references``: experiment -> the seed report's method) and the
+    provenance of every row; returns the benchmark table."""
     loaded = [json.loads(Path(p).read_text()) for p in summaries]
-    test = pd.DataFrame([{k: _short(s[k]) if k in NEEDS_WEIGHTS else s[k] for k in TEST_COLUMNS}
-                         for s in loaded])
-    with atomic_open(test_csv, newline="") as fh:
-        test.to_csv(fh, index=False, float_format="%.6g")
-    return benchmark_table(paper_csv, seed_report_csv, loaded, out_csv, out_md)
+    test = pd.DataFrame([{**{k: _short(s[k]) if k in NEEDS_WEIGHTS else s.get(k)
+                             for k in TEST_COLUMNS if k not in BUDGET},
+                          "loss": s.get("test_loss"), **budget_of(s)} for s in loaded],
+                        columns=TEST_COLUMNS)
+    _write_csv(test, test_csv)
+    table = benchmark_table(paper_csv, seed_report_csv, loaded, out_csv, out_md, labels)
+    if experiments_csv is not None:
+        experiments_table(loaded, experiments_csv, experiments_md, labels, settings)
+    if seed_csv is not None:
+        seed_report_table(seed_report_csv, loaded, seed_csv, seed_md, references or {}, labels)
+    if provenance_csv is not None:
+        provenance_table(loaded, provenance_csv, config_sha256)
+    return table
+
+
+def _write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    with atomic_open(path, newline="") as fh:
+        frame.to_csv(fh, index=False, float_format="%.6g")
+
+
+def _write_md(frame: pd.DataFrame, path: str | Path | None, note: str,
+              notes: list[str] = ()) -> None:
+    if path is not None:
+        with atomic_open(path) as fh:
+            fh.write(to_markdown(frame, note, notes))
 
 
 def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
-                    summaries: list[dict], out_csv: str | Path, out_md: str | Path
-                    ) -> pd.DataFrame:
+                    summaries: list[dict], out_csv: str | Path, out_md: str | Path,
+                    labels: dict[str, str] | None = None) -> pd.DataFrame:
     """Write the benchmark table as CSV and Markdown; returns it."""
     paper = pd.read_csv(paper_csv).assign(source="paper", device="not stated",
                                           dataset="CelebA-HQ + QD-IMD (paper)")
@@ -83,33 +183,148 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
     seed = seed.assign(source="seed report", device="Colab GPU",
                        dataset=[f"CelebA-HQ + QD-IMD, {int(n)} test images" if pd.notna(n)
                                 else "CelebA-HQ + QD-IMD" for n in seed["images"]])
-    ours = pd.DataFrame([measured_row(summary) for summary in summaries])
-    table = pd.concat([paper, seed, ours], ignore_index=True).reindex(columns=COLUMNS)
-    with atomic_open(out_csv, newline="") as fh:
-        table.to_csv(fh, index=False, float_format="%.6g")
-    with atomic_open(out_md) as fh:
-        fh.write(to_markdown(table, [c for summary in summaries for c in caveats(summary)]))
+    quoted = pd.concat([paper, seed.drop(columns=["epochs"])], ignore_index=True)
+    for column in BUDGET:
+        quoted[column] = None
+    for method, budget in QUOTED_BUDGETS.items():
+        for column, value in budget.items():
+            quoted.loc[quoted["method"] == method, column] = value
+    ours = pd.DataFrame([measured_row(summary, labels) for summary in summaries])
+    table = pd.concat([quoted, ours], ignore_index=True).reindex(columns=COLUMNS)
+    _write_csv(table, out_csv)
+    note = ("\n" + SSIM_NOTE + " GMAC: one forward pass at 256x256, deformable convs counted as "
+            "convs of the same shape; gmac_without_deformable leaves them out, as tools without "
+            "a formula for the deformable op count (the likely reading of the paper's column); "
+            "gmac_at_size: at the evaluated size. Budget: epochs, optimizer steps, images seen, "
+            "global batch, training wall time and device; the paper's and the seed report's are "
+            "quoted where they state them. Paper and seed-report rows are quoted, not measured. "
+            "Rows measured on the embedded demo dataset (procedural faces) are a smoke test of "
+            "the pipeline and are not comparable with CelebA-HQ numbers.\n\n"
+            + budget_note(summaries, labels) + "\n")
+    _write_md(table, out_md, note, [c for summary in summaries for c in caveats(summary, labels)])
     log.info("benchmark table with %d rows written to %s and %s", len(table), out_csv, out_md)
     return table
 
 
-def to_markdown(table: pd.DataFrame, notes: list[str] = ()) -> str:
-    """A GitHub-style Markdown table, blanks for missing values, a note on comparability and the
-    caveats of our rows (e.g. a perceptual loss trained with random VGG19 weights)."""
-    formats = {"psnr_db": "{:.2f}", "ssim": "{:.4f}", "l1": "{:.4f}", "lpips": "{:.4f}",
-               "fid": "{:.2f}", "kid": "{:.4f}", "params_m": "{:.3f}", "runtime_s": "{:.4f}",
-               "gmac": "{:.2f}", "gmac_at_size": "{:.2f}"}
+def _compact(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) if values else "(defaults)"
+
+
+def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | Path | None,
+                      labels: dict[str, str] | None = None,
+                      settings: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Every experiment: its architecture and options, loss weights, test metrics, size, cost
+    and budget, one row each."""
+    rows = []
+    for s in summaries:
+        gmacs = _gmacs(s, s["image_size"])
+        rows.append({"experiment": s["experiment"], "label": label_of(s, labels),
+                     "architecture": s["architecture"], "options": _compact(s.get("options", {})),
+                     "loss_weights": _compact((settings or {}).get(s["experiment"], {})
+                                              .get("loss", {})),
+                     "psnr": s["psnr"], "ssim": s["ssim"], "l1": s["l1"],
+                     **{k: _short(s[k]) for k in ("lpips", "fid", "kid")},
+                     "params_m": s["parameters"] / 1e6, "gmac": gmacs["gmac"],
+                     "gmac_without_deformable": gmacs["gmac_without_deformable"],
+                     **budget_of(s), "test_images": s["images"]})
+    table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
+    _write_csv(table, out_csv)
+    _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + budget_note(summaries, labels) + "\n",
+              [c for s in summaries for c in caveats(s, labels)])
+    return table
+
+
+def seed_report_table(seed_report_csv: str | Path, summaries: list[dict], out_csv: str | Path,
+                      out_md: str | Path | None, references: dict[str, str],
+                      labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """The seed report's numbers beside our runs of its protocol: for each experiment that names
+    a seed-report method (``experiments.<name>.seed_report``), its test metrics (loss, L1, PSNR,
+    SSIM, inference time) and budget, the seed's value and ours side by side."""
+    seed = pd.read_csv(seed_report_csv)
+    rows = []
+    for s in summaries:
+        method = references.get(s["experiment"])
+        if method is None:
+            continue
+        theirs = seed[seed["model"] == method]
+        quoted = theirs[theirs["split"] == "test"].iloc[0] if len(theirs) else None
+        budget = budget_of(s)
+        ours = {"loss": s.get("test_loss"), "l1": s["l1"], "psnr_db": s["psnr"],
+                "ssim": s["ssim"], "inference_s": s["inference_s_per_image"],
+                "images": s["images"], "epochs": budget["epochs"],
+                "train_images": s.get("budget", {}).get("train_images")}
+        seed_train = theirs[theirs["split"] == "train"]
+        quoted_values = {"loss": None, "l1": None, "psnr_db": None, "ssim": None,
+                         "inference_s": None, "images": None, "epochs": None,
+                         "train_images": (int(seed_train["images"].iloc[0])
+                                          if len(seed_train) and pd.notna(
+                                              seed_train["images"].iloc[0]) else None)}
+        if quoted is not None:
+            for key in quoted_values:
+                if key in quoted and pd.notna(quoted[key]):
+                    quoted_values[key] = quoted[key]
+        for key, value in ours.items():
+            rows.append({"experiment": s["experiment"], "label": label_of(s, labels),
+                         "seed_report_method": method, "quantity": key,
+                         "seed_report": quoted_values.get(key), "ours": value})
+    table = pd.DataFrame(rows, columns=["experiment", "label", "seed_report_method", "quantity",
+                                        "seed_report", "ours"])
+    _write_csv(table, out_csv)
+    note = ("\nThe seed report's protocol (its 60/20/20 split, the baseline retrained on train + "
+            "val, the reduced NDMHA on 750 images for 12 epochs) run by this workflow. Its "
+            "'loss' is its own Keras objective (not stated), ours the experiment's objective on "
+            "the test split: not comparable. " + SSIM_NOTE + " Ours on the data of this run "
+            "(see the dataset of the benchmark table): on the embedded demo a smoke test, not "
+            "a reproduction.\n")
+    if table.empty:
+        note = "\nNo experiment names a seed-report method (experiments.<name>.seed_report).\n"
+    _write_md(table, out_md, note)
+    return table
+
+
+def provenance_table(summaries: list[dict], out_csv: str | Path,
+                     config_sha256: str = "") -> pd.DataFrame:
+    """Where every measured row came from: code, config and settings hashes, software, devices,
+    data, wall times."""
+    rows = []
+    for s in summaries:
+        training = s.get("provenance", {}).get("training", {})
+        evaluation = s.get("provenance", {}).get("evaluation", {})
+        rows.append({"experiment": s["experiment"], "git_commit": training.get("git_commit"),
+                     "git_dirty": training.get("git_dirty"), "config_sha256": config_sha256,
+                     "train_settings_sha256": training.get("settings_sha256"),
+                     **{k: training.get(k) for k in ("python", "torch", "torchvision", "cuda",
+                                                     "cudnn")},
+                     "train_device": training.get("device"),
+                     "eval_device": evaluation.get("device"),
+                     "dataset": training.get("dataset"),
+                     "dataset_images": training.get("images"),
+                     "manifest_sha256": training.get("manifest_sha256"),
+                     "train_seconds": s.get("budget", {}).get("train_seconds"),
+                     "eval_seconds": evaluation.get("wall_seconds")})
+    table = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+    _write_csv(table, out_csv)
+    return table
+
+
+def to_markdown(table: pd.DataFrame, note: str = "", notes: list[str] = ()) -> str:
+    """A GitHub-style Markdown table, blanks for missing values, a note and the caveats of our
+    rows (e.g. a perceptual loss trained with random VGG19 weights)."""
+    formats = {"psnr_db": "{:.2f}", "psnr": "{:.2f}", "ssim": "{:.4f}", "l1": "{:.4f}",
+               "lpips": "{:.4f}", "fid": "{:.2f}", "kid": "{:.4f}", "params_m": "{:.3f}",
+               "runtime_s": "{:.4f}", "gmac": "{:.2f}", "gmac_without_deformable": "{:.2f}",
+               "gmac_at_size": "{:.3f}", "train_time_s": "{:.0f}", "epochs": "{:.0f}",
+               "steps": "{:.0f}", "images_seen": "{:.0f}", "batch": "{:.0f}",
+               "seed_report": "{:.4g}", "ours": "{:.4g}"}
+
+    def cell(column: str, value: object) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return ""
+        if isinstance(value, str):
+            return value
+        return formats.get(column, "{}").format(value)
+
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     for _, row in table.iterrows():
-        cells = [("" if pd.isna(row[c]) else
-                  formats.get(c, "{}").format(row[c]) if not isinstance(row[c], str) else row[c])
-                 for c in table.columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = ("\nSSIM as Wang et al. define it (Gaussian 11x11, sigma 1.5, the mean over the valid "
-            "region, as scikit-image and tf.image.ssim compute it); PSNR and SSIM on RGB in "
-            "[0, 1] (data_range 1), of the composite against the ground truth. "
-            "GMAC: one forward pass at 256x256 (gmac_at_size: at the evaluated size). Paper "
-            "and seed-report rows are quoted, not measured. Rows measured on the embedded demo "
-            "dataset (procedural faces) are a smoke test of the pipeline and are not comparable "
-            "with CelebA-HQ numbers.\n")
+        lines.append("| " + " | ".join(cell(c, row[c]) for c in table.columns) + " |")
     return "\n".join(lines) + "\n" + note + "".join(f"\nCaveat: {c}.\n" for c in notes)

@@ -1,10 +1,13 @@
-"""One training loop for every model: seeded, logged per epoch, checkpointed and resumable.
+"""One training loop for every experiment: seeded, logged per epoch (and to TensorBoard every few
+steps), checkpointed and resumable, with its budget and provenance recorded.
 
-Per epoch the log holds the objective (``loss``, on the raw prediction) and each of its terms, the
-discriminator's loss when there is one, and L1, PSNR and SSIM of the composite (prediction in the
-holes, input elsewhere) for the training and validation images. When the split has no validation
-images (the paper's 27k / 3k scheme), the test split is monitored instead and ``val_split`` says
-so; nothing is selected on it (the last epoch's weights are kept).
+Per epoch the log holds the budget so far (``steps``: optimizer steps, ``images``: training images
+seen over all processes, ``wall_seconds``), the objective (``loss``, on the raw prediction) and
+each of its terms, the discriminator's loss when there is one, and L1, PSNR and SSIM of the
+composite (prediction in the holes, input elsewhere) for the training and validation images. When
+the split has no validation images (the paper's 27k / 3k scheme), or they are trained on, the test
+split is monitored instead and ``val_split`` says so; nothing is selected on it (the last epoch's
+weights are kept).
 
 With an adversarial term the generator and the discriminator alternate on every batch: one
 discriminator step on the detached output, then one generator step. Gradients are clipped, AMP
@@ -15,8 +18,8 @@ multiplies the learning rates by ``nan_lr_factor``. The log counts both.
 The checkpoint (generator, discriminator, optimizers, completed epoch, history, RNG states) is
 written atomically after every epoch outside Snakemake's outputs, so a killed or failed job resumes
 from it when the rule runs again. It is tied to a fingerprint of the settings that shape training
-(model, batch size, learning rate, loss, seed, manifest contents); the number of epochs is not part
-of it, so raising ``epochs`` continues a finished run.
+(architecture and options, batch size, learning rate, loss, seed, masks, manifest contents); the
+number of epochs and ``max_steps`` are not part of it, so raising them continues a finished run.
 """
 
 from __future__ import annotations
@@ -38,34 +41,39 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ndmha import distributed
-from ndmha.data.dataset import InpaintingDataset
+from ndmha import distributed, provenance
+from ndmha.data.dataset import EpochSampler, InpaintingDataset
 from ndmha.errors import ConfigError
 from ndmha.io import atomic_open, write_bytes
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import build_model, count_parameters
-from ndmha.models.layers import set_deform_backend
 
 log = logging.getLogger("ndmha")
 
 METRICS = ("l1", "psnr", "ssim")
+#: the columns of the epoch log that measure time: the only ones two equal runs may differ in
+TIMING_COLUMNS = ["seconds", "wall_seconds"]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Settings that do not change what is learned: a checkpoint made under other values resumes.
-NOT_FINGERPRINTED = ("epochs", "device", "num_workers", "deform_backend", "nan_patience",
-                     "nan_lr_factor", "channels_last", "cudnn_benchmark", "persistent_workers",
-                     "compile")
+NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
+                     "deform_backend", "nan_patience", "nan_lr_factor", "channels_last",
+                     "cudnn_benchmark", "persistent_workers", "compile", "tensorboard",
+                     "log_every", "grid_images", "dataset")
 
 
 @dataclass
 class TrainSettings:
-    """Everything that shapes a training run (read from config)."""
+    """Everything that shapes a training run (read from config: the shared ``train`` section,
+    overridden by the experiment's own ``train``)."""
 
-    model: str
+    architecture: str
     epochs: int
+    experiment: str = ""              # the experiment's name (default: the architecture's)
+    options: dict[str, Any] = field(default_factory=dict)  # the architecture's arguments
     batch_size: int = 8
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.99)
@@ -86,8 +94,18 @@ class TrainSettings:
     lr_scaling: str = "none"          # none | linear | sqrt: lr x (batch / lr_reference_batch)^k
     lr_reference_batch: int = 1       # the batch size ``lr`` was tuned for (the paper: 1)
     dtype: str = "float32"            # float32; float64 for exact comparisons (tests), no AMP
+    max_steps: int | None = None      # stop after this many optimizer steps (smoke runs)
+    max_train_images: int | None = None  # train on the first N images only (the seed's 750)
+    train_splits: list[str] = field(default_factory=lambda: ["train"])  # e.g. [train, val]
+    masks: str = "fixed"              # fixed: the manifest's pairs; random: a fresh mask a sample
+    warmup_steps: int = 0             # linear learning-rate warm-up over this many steps
+    tensorboard: bool = True          # event files for TensorBoard (rank 0)
+    log_every: int = 10               # steps between TensorBoard scalars
+    grid_images: int = 6              # fixed monitored images in TensorBoard's prediction grid
+    dataset: str = ""                 # the data's name, for the provenance
 
     def __post_init__(self) -> None:
+        self.experiment = self.experiment or self.architecture
         if self.dtype not in DTYPES:
             raise ConfigError(f"train.dtype: must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.dtype == "float64" and self.amp == "bf16":
@@ -225,8 +243,48 @@ def evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device:
     return means.result(prefix)
 
 
+class _Board:
+    """TensorBoard event files of one run (rank 0): the loss terms, the discriminator's loss,
+    the learning rate and the guard's counters every ``log_every`` steps; the per-epoch metrics;
+    a grid of fixed monitored images (input | prediction | ground truth) every epoch. A resumed
+    run purges what a killed one logged after its checkpoint, so no step appears twice."""
+
+    def __init__(self, log_dir: Path | None, settings: TrainSettings, step: int) -> None:
+        self.writer = None
+        if log_dir is not None and settings.tensorboard and distributed.Ranks.from_env().main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir), purge_step=step if step > 0 else None)
+        self.every = max(1, settings.log_every)
+
+    def step(self, step: int, losses: dict[str, torch.Tensor], lr: float, skipped: int,
+             restores: int) -> None:
+        if self.writer is None or step % self.every:
+            return
+        for name, value in losses.items():
+            self.writer.add_scalar(f"train/{name}", float(value), step)
+        self.writer.add_scalar("train/lr", lr, step)
+        self.writer.add_scalar("train/skipped_steps", skipped, step)
+        self.writer.add_scalar("train/restores", restores, step)
+
+    def epoch(self, step: int, row: dict[str, Any], grid: torch.Tensor | None) -> None:
+        if self.writer is None:
+            return
+        for key in (f"{p}_{m}" for p in ("train", "val") for m in METRICS):
+            if key in row:
+                self.writer.add_scalar(f"epoch/{key}", row[key], step)
+        self.writer.add_scalar("epoch/epoch", row["epoch"], step)
+        if grid is not None:
+            self.writer.add_image("predictions", grid, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class _Trainer:
-    """The state of one run: networks, optimizers, history and the non-finite guard."""
+    """The state of one run: networks, optimizers, history, budget and the non-finite guard."""
 
     def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path) -> None:
         self.settings = settings
@@ -234,12 +292,13 @@ class _Trainer:
         self.ranks, device = distributed.init(settings.device)
         self.device = device or resolve_device(settings.device)
         self.fingerprint = settings.fingerprint(manifest)
-        set_deform_backend(settings.deform_backend)
         torch.manual_seed(settings.seed)
         self.memory_format = settings.memory_format(self.device)
         self.dtype = settings.torch_dtype
-        self.model = build_model(settings.model).to(self.device, self.dtype,
-                                                    memory_format=self.memory_format)
+        self.model = build_model(settings.architecture, settings.options,
+                                 settings.deform_backend,
+                                 key=f"experiments.{settings.experiment}.options"
+                                 ).to(self.device, self.dtype, memory_format=self.memory_format)
         # the networks that train through DistributedDataParallel when there are several ranks
         self.train_model = self._ddp(self.model)
 
@@ -250,14 +309,14 @@ class _Trainer:
         self.stages = torch.compile(stages) if settings.compile else stages
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-        self.objective = Objective(settings.loss, key=f"loss.{settings.model}",
+        self.objective = Objective(settings.loss, key=f"loss.{settings.experiment}",
                                    perceptual=PerceptualSettings(**settings.perceptual)
                                    ).to(self.device, self.dtype)
         betas = tuple(settings.betas)
-        lr = settings.effective_lr()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas)
+        self.lr = settings.effective_lr()  # the base rate (lowered by restores), before warm-up
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=betas)
         self.d_optimizer = (torch.optim.Adam(self.objective.discriminator.parameters(),
-                                             lr=lr, betas=betas)
+                                             lr=self.lr, betas=betas)
                             if self.objective.discriminator is not None else None)
         self.train_discriminator = (self._ddp(self.objective.discriminator)
                                     if self.objective.discriminator is not None else None)
@@ -266,6 +325,11 @@ class _Trainer:
         self.bad_in_a_row = 0
         self.initial = copy.deepcopy(self._networks())
 
+    # budget so far, from the last epoch's row
+    @property
+    def step(self) -> int:
+        return int(self.history[-1]["steps"]) if self.history else 0
+
     def _ddp(self, module: nn.Module) -> nn.Module:
         if not self.ranks.distributed:
             return module
@@ -273,7 +337,8 @@ class _Trainer:
         return DistributedDataParallel(module, device_ids=ids)
 
     def _networks(self) -> dict[str, Any]:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "lr": self.lr}
         if self.d_optimizer is not None:
             state["discriminator"] = self.objective.discriminator.state_dict()
             state["d_optimizer"] = self.d_optimizer.state_dict()
@@ -282,6 +347,7 @@ class _Trainer:
     def _load_networks(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.lr = float(state.get("lr", self.lr))
         if self.d_optimizer is not None:
             self.objective.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
@@ -304,8 +370,8 @@ class _Trainer:
         _set_rng_state(state["rng"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
-        log.info("resuming %s from %s after epoch %d", self.settings.model, self.checkpoint,
-                 self.epoch)
+        log.info("resuming %s from %s after epoch %d (%d steps)", self.settings.experiment,
+                 self.checkpoint, self.epoch, self.step)
 
     def save(self) -> None:
         """The checkpoint, written by rank 0 while the others wait."""
@@ -314,17 +380,21 @@ class _Trainer:
                         "rng": _rng_state(), "fingerprint": self.fingerprint}, self.checkpoint)
         distributed.barrier()
 
-    def _lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    def _restore_last_good(self) -> None:
-        """After too many non-finite steps: back to the last checkpoint, lower learning rate."""
-        lr = self._lr() * self.settings.nan_lr_factor
-        state = self._saved_state()
-        self._load_networks(state if state is not None else self.initial)
+    def _set_lr(self, step: int) -> float:
+        """The rate of this step: the base rate, warmed up linearly over ``warmup_steps``."""
+        warmup = self.settings.warmup_steps
+        lr = self.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.lr
         for optimizer in (self.optimizer, self.d_optimizer):
             for group in (optimizer.param_groups if optimizer is not None else []):
                 group["lr"] = lr
+        return lr
+
+    def _restore_last_good(self) -> None:
+        """After too many non-finite steps: back to the last checkpoint, lower learning rate."""
+        lr = self.lr * self.settings.nan_lr_factor
+        state = self._saved_state()
+        self._load_networks(state if state is not None else self.initial)
+        self.lr = lr
         log.warning("%d non-finite steps in a row: restored %s, learning rate now %.3g",
                     self.bad_in_a_row, "the last checkpoint" if state is not None
                     else "the initial weights", lr)
@@ -349,7 +419,8 @@ class _Trainer:
     def train_batch(self, image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """One generator (and discriminator) update; returns losses, prediction, success."""
-        with autocast(self.device, self.settings.amp, self.dtype):
+        amp = (self.device, self.settings.amp, self.dtype)
+        with autocast(*amp):
             coarse, pred = self.stages(image, mask)
         losses: dict[str, torch.Tensor] = {}
         ok = True
@@ -357,29 +428,37 @@ class _Trainer:
         if discriminator is not None:
             # (requires_grad stays on: toggling it would drop DDP's gradient hooks; the grads the
             # generator step leaves in the discriminator are zeroed before its next step)
-            with autocast(self.device, self.settings.amp, self.dtype):
+            with autocast(*amp):
                 d_loss = self.objective.discriminator_loss(pred, target, mask, image,
                                                            self.train_discriminator)
             ok = self._step(self.d_optimizer, d_loss, discriminator.parameters())
             losses["d_loss"] = d_loss.detach()
-        with autocast(self.device, self.settings.amp, self.dtype):
+        with autocast(*amp):
             total, parts = self.objective(pred, target, mask, image, coarse)
         ok = self._step(self.optimizer, total, self.model.parameters()) and ok
         return {**_loss_parts(total, parts), **losses}, pred.detach().float(), ok
 
-    def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str) -> None:
+    def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
+                  board: _Board) -> None:
         s = self.settings
         began = time.perf_counter()
         self.model.train()
         self.objective.train()
         means = _Means()
         skipped = restores = 0
-        for batch in _progress(loader, f"{s.model} epoch {self.epoch + 1}/{s.epochs}"):
+        step, images = self.step, self.history[-1]["images"] if self.history else 0
+        for batch in _progress(loader, f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"):
+            if s.max_steps is not None and step >= s.max_steps:
+                break
             image, mask, target = _to_device(batch, self.device, self.memory_format, self.dtype)
+            lr = self._set_lr(step)
             losses, pred, ok = self.train_batch(image, mask, target)
+            step += 1
+            images += len(image) * self.ranks.world
             if ok:
                 self.bad_in_a_row = 0
                 means.add(len(image), losses, pred, image, mask, target)
+                board.step(step, losses, lr, skipped, restores)
                 continue
             skipped += 1
             self.bad_in_a_row += 1
@@ -393,59 +472,114 @@ class _Trainer:
         *sums, means.count = distributed.all_sum([means.sums[k] for k in keys] + [means.count],
                                                  self.device)
         means.sums.update(zip(keys, sums))
-        row = {"epoch": self.epoch, **means.result("train"),
+        seconds = time.perf_counter() - began
+        wall = (self.history[-1]["wall_seconds"] if self.history else 0.0) + seconds
+        row = {"epoch": self.epoch, "steps": step, "images": images,
+               "wall_seconds": round(wall, 3), **means.result("train"),
                **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp,
                           self.dtype),
                "val_split": val_split, "skipped_steps": skipped, "restores": restores,
-               "lr": self._lr(), "seconds": round(time.perf_counter() - began, 3)}
+               "lr": self.lr, "seconds": round(seconds, 3)}
         self.history.append(row)
-        log.info("epoch %d/%d: %s", self.epoch, s.epochs,
+        log.info("epoch %d/%d (%d steps, %d images): %s", self.epoch, s.epochs, step, images,
                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        board.epoch(step, row, self._grid(val_loader) if board.writer is not None else None)
         self.save()
+
+    @torch.inference_mode()
+    def _grid(self, loader: DataLoader) -> torch.Tensor:
+        """Masked input | prediction | ground truth for the first monitored images."""
+        from torchvision.utils import make_grid
+
+        batch = next(iter(loader))
+        n = self.settings.grid_images
+        image, mask, target = (t[:n] for t in _to_device(batch, self.device, dtype=self.dtype))
+        self.model.eval()
+        _, pred = forward_stages(self.model, image, mask)
+        rows = torch.stack([image, pred.clamp(0, 1), target], dim=1).flatten(0, 1)
+        return make_grid(rows.float().cpu(), nrow=3, padding=1)
+
+    def budget(self, train_images: int) -> dict[str, Any]:
+        """What this run cost: the figures every table row carries."""
+        last = self.history[-1] if self.history else {}
+        return {"epochs": self.epoch, "steps": self.step, "images_seen": last.get("images", 0),
+                "batch_size": self.settings.batch_size, "processes": self.ranks.world,
+                "train_images": train_images, "max_steps": self.settings.max_steps,
+                "train_seconds": last.get("wall_seconds", 0.0),
+                "train_device": provenance.device_name(self.device)}
+
+
+def _datasets(manifest: Path, s: TrainSettings
+              ) -> tuple[InpaintingDataset, InpaintingDataset, InpaintingDataset]:
+    """The training images, the monitored ones (the validation split unless it is trained on or
+    empty, else the test split) and the test split."""
+    train_set = InpaintingDataset(manifest, s.train_splits, s.masks, s.seed, s.max_train_images)
+    if len(train_set) == 0:
+        raise ValueError(f"{manifest}: no {train_set.split} images to train on")
+    test_set = InpaintingDataset(manifest, "test")
+    val_set = InpaintingDataset(manifest, "val")
+    if len(val_set) == 0 or "val" in s.train_splits:
+        val_set = test_set
+    return train_set, val_set, test_set
 
 
 def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
-          checkpoint: str | Path, settings: TrainSettings) -> list[dict[str, Any]]:
-    """Train ``settings.model`` on the manifest's train split; write the weights and the epoch log.
-
-    Resumes from ``checkpoint`` when it exists with the same fingerprint.
-    """
+          checkpoint: str | Path, settings: TrainSettings,
+          tensorboard_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Train ``settings.experiment`` on the manifest's training images; write the weights (with
+    the run's budget and provenance) and the epoch log. Resumes from ``checkpoint`` when it exists
+    with the same fingerprint; ``tensorboard_dir`` receives the event files."""
     manifest = Path(manifest)
     trainer = _Trainer(settings, manifest, Path(checkpoint))
     ranks = trainer.ranks
     if not ranks.main:
         log.setLevel(logging.WARNING)  # rank 0 alone writes the log
     trainer.resume()
-    train_set = InpaintingDataset(manifest, "train")
-    val_set = InpaintingDataset(manifest, "val")
-    if len(val_set) == 0:
-        val_set = InpaintingDataset(manifest, "test")
-    if len(train_set) == 0:
-        raise ValueError(f"{manifest}: the train split is empty")
+    train_set, val_set, test_set = _datasets(manifest, settings)
     loader_args = {"batch_size": settings.batch_size, "num_workers": settings.num_workers,
                    "pin_memory": trainer.device.type == "cuda",
                    "persistent_workers": settings.persistent_workers and settings.num_workers > 0}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     # one shard of every epoch's seeded permutation per rank (the whole of it with one process):
     # rank r's batch k holds the images r, r + world, ... of the single-process batch k
-    sampler = DistributedSampler(train_set, num_replicas=ranks.world, rank=ranks.rank,
-                                 shuffle=True, seed=settings.seed)
+    sampler = EpochSampler(train_set, num_replicas=ranks.world, rank=ranks.rank, shuffle=True,
+                           seed=settings.seed)
     loader = DataLoader(train_set, sampler=sampler, **loader_args)
-    log.info("training %s (%d parameters) on %s x %d: %d train, %d %s images, batch %d per "
-             "process, epochs %d..%d", settings.model, count_parameters(trainer.model),
-             trainer.device, ranks.world, len(train_set), len(val_set), val_set.split,
-             settings.batch_size, trainer.epoch + 1, settings.epochs)
+    log.info("training %s (%s, %d parameters) on %s x %d: %d %s images (%s masks), %d %s "
+             "images monitored, batch %d per process, epochs %d..%d%s", settings.experiment,
+             settings.architecture, count_parameters(trainer.model), trainer.device, ranks.world,
+             len(train_set), train_set.split, settings.masks, len(val_set), val_set.split,
+             settings.batch_size, trainer.epoch + 1, settings.epochs,
+             f", at most {settings.max_steps} steps" if settings.max_steps else "")
     for warning in trainer.objective.warnings:
         log.warning("%s", warning)
 
-    while trainer.epoch < settings.epochs:
-        sampler.set_epoch(trainer.epoch + 1)
-        trainer.run_epoch(loader, val_loader, val_set.split)
+    board = _Board(Path(tensorboard_dir) if tensorboard_dir else None, settings, trainer.step)
+    try:
+        while trainer.epoch < settings.epochs and (settings.max_steps is None
+                                                   or trainer.step < settings.max_steps):
+            sampler.set_epoch(trainer.epoch + 1)
+            trainer.run_epoch(loader, val_loader, val_set.split, board)
+    finally:
+        board.close()
 
+    if not trainer.history:
+        raise ValueError("no epochs were trained: set train.epochs (and train.max_steps) to at "
+                         "least 1")
+    # the objective on the test split, for the seed report's "test metrics" table
+    last = trainer.history[-1]
+    test_loss = (last["val_loss"] if val_set is test_set else
+                 evaluate(trainer.model, DataLoader(test_set, **loader_args), trainer.objective,
+                          trainer.device, "test", settings.amp, trainer.dtype)["test_loss"])
     if ranks.main:
-        save_torch({"model": settings.model, "state_dict": trainer.model.state_dict(),
-                    "parameters": count_parameters(trainer.model), "epochs": settings.epochs,
-                    "warnings": trainer.objective.warnings}, model_out)
+        save_torch({"architecture": settings.architecture, "options": settings.options,
+                    "experiment": settings.experiment,
+                    "state_dict": trainer.model.state_dict(),
+                    "parameters": count_parameters(trainer.model), "epochs": trainer.epoch,
+                    "budget": trainer.budget(len(train_set)), "test_loss": test_loss,
+                    "warnings": trainer.objective.warnings,
+                    "provenance": provenance.collect(trainer.device, asdict(settings), manifest,
+                                                     settings.dataset)}, model_out)
         write_history(trainer.history, log_csv)
     distributed.barrier()
     return trainer.history
@@ -453,8 +587,6 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
 
 def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
     """The per-epoch log as CSV, atomically (columns: the union over epochs, in order)."""
-    if not history:
-        raise ValueError("no epochs were trained: set train.epochs to at least 1")
     columns = list(dict.fromkeys(k for row in history for k in row))
     with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -462,11 +594,12 @@ def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
         writer.writerows(history)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu"
-               ) -> tuple[dict[str, Any], nn.Module]:
-    """What a ``model.pt`` written by :func:`train` says of itself (registry name, parameters,
-    epochs, warnings) and the trained model in eval mode."""
+def load_model(path: str | Path, device: torch.device | str = "cpu",
+               deform_backend: str | None = None) -> tuple[dict[str, Any], nn.Module]:
+    """What a ``model.pt`` written by :func:`train` says of itself (architecture and options,
+    experiment, budget, provenance, warnings) and the trained model in eval mode, its deformable
+    convs on ``deform_backend`` (the architecture's default when None)."""
     state = load_torch(path)
-    model = build_model(state["model"])
+    model = build_model(state["architecture"], state.get("options"), deform_backend)
     model.load_state_dict(state.pop("state_dict"))
     return state, model.to(device).eval()

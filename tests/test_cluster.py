@@ -82,8 +82,10 @@ def test_outputs_equal_a_local_run(slurm_run: tuple[Path, str], tmp_path: Path) 
     assert (a / "data" / "manifest.csv").read_bytes() == (b / "data" / "manifest.csv").read_bytes()
     for path in ("metrics/baseline/per_image.csv", "metrics/baseline/buckets.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(a / path), pd.read_csv(b / path))
-    drop = ["seconds"]
-    logs = [pd.read_csv(r / "models/baseline/train_log.csv").drop(columns=drop) for r in (a, b)]
+    from ndmha.train import TIMING_COLUMNS
+
+    logs = [pd.read_csv(r / "models/baseline/train_log.csv").drop(columns=TIMING_COLUMNS)
+            for r in (a, b)]
     pd.testing.assert_frame_equal(*logs)
     summary_a = json.loads((a / "metrics/baseline/summary.json").read_text())
     summary_b = json.loads((b / "metrics/baseline/summary.json").read_text())

@@ -14,7 +14,7 @@ import torch
 
 from ndmha.train import load_torch
 
-SETTINGS = {"model": "ndmha", "epochs": 2, "seed": 0, "device": "cpu", "deform_backend": "torch",
+SETTINGS = {"architecture": "ndmha", "epochs": 2, "seed": 0, "device": "cpu", "deform_backend": "torch",
             "loss": {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5},
             "perceptual": {"allow_random_perceptual": True}, "dtype": "float64", "amp": "off"}
 #: Both runs train in float64, so that the only difference between them is the order of the
@@ -89,12 +89,13 @@ def test_rank_0_alone_writes_and_logs_cover_all_ranks(runs: dict[str, Path]) -> 
 
 def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.MonkeyPatch,
                                                           tmp_path: Path) -> None:
-    from ndmha import distributed
+    from ndmha import launch
 
     calls = []
-    monkeypatch.setattr(distributed.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
-    distributed.launch_training("m.csv", "model.pt", "log.csv", "c.pt", {"model": "ndmha"},
-                                gpus=4)
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    launch.launch_training("m.csv", "model.pt", "log.csv", "c.pt", {"architecture": "ndmha"},
+                           gpus=4, tensorboard_dir="tb")
     (cmd,) = calls
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
-    assert cmd[5:8] == ["-m", "ndmha", "train"] and json.loads(cmd[-1]) == {"model": "ndmha"}
+    assert cmd[5:8] == ["-m", "ndmha", "train"] and cmd[-2:] == ["--tensorboard-dir", "tb"]
+    assert json.loads(cmd[cmd.index("--settings") + 1]) == {"architecture": "ndmha"}

@@ -29,7 +29,7 @@ def evaluated(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A baseline trained 1 epoch, its test predictions, scored without pretrained weights."""
     out = tmp_path_factory.mktemp("eval")
     train(manifest, out / "model.pt", out / "log.csv", out / "ckpt.pt",
-          TrainSettings(model="baseline", epochs=1, batch_size=4, device="cpu"))
+          TrainSettings(architecture="baseline", epochs=1, batch_size=4, device="cpu"))
     predict(manifest, out / "model.pt", out / "pred", device="cpu")
     score(manifest, out / "pred", out / "per_image.csv", out / "buckets.csv",
           out / "summary.json", dataset="demo test", device="cpu")
@@ -48,7 +48,27 @@ def test_predict_writes_raw_and_composite(evaluated: Path, manifest: Path) -> No
         np.testing.assert_array_equal(comp[mask], raw[mask])           # prediction inside
     info = json.loads((evaluated / "pred" / "predict.json").read_text())
     assert info["images"] == len(test) and info["inference_s_per_image"] > 0
-    assert info["parameters"] == 3_835_907 and info["device"].startswith("cpu")
+    assert info["parameters"] == 3_835_907 and "CPU" in info["device"]
+    assert info["experiment"] == info["architecture"] == "baseline"
+    # 8 training images, batch 4, 1 epoch
+    assert {k: info["budget"][k] for k in ("epochs", "steps", "images_seen", "batch_size")} == \
+        {"epochs": 1, "steps": 2, "images_seen": 8, "batch_size": 4}
+
+
+def test_summary_carries_budget_and_provenance(evaluated: Path, manifest: Path) -> None:
+    from ndmha.provenance import sha256_file
+
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert summary["budget"]["train_seconds"] > 0 and "CPU" in summary["budget"]["train_device"]
+    for stage in ("training", "evaluation"):
+        block = summary["provenance"][stage]
+        assert len(block["git_commit"]) == 40 and isinstance(block["git_dirty"], bool)
+        assert block["manifest_sha256"] == sha256_file(manifest) and block["images"] == 12
+        assert len(block["settings_sha256"]) == 64 and "CPU" in block["device"]
+        assert block["torch"] and block["torchvision"] and block["python"]
+        assert "cuda" in block and "cudnn" in block
+    assert summary["provenance"]["evaluation"]["dataset"] == "demo test"
+    assert summary["provenance"]["evaluation"]["wall_seconds"] > 0
 
 
 @pytest.mark.parametrize("ratio, label", [(0.0, "0-10%"), (0.0999, "0-10%"), (0.1, "10-20%"),
@@ -104,7 +124,11 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     summary = json.loads((evaluated / "summary.json").read_text())
     table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
                          [evaluated / "summary.json"], tmp_path / "t.csv", tmp_path / "t.md",
-                         tmp_path / "test.csv")
+                         tmp_path / "test.csv", tmp_path / "e.csv", tmp_path / "e.md",
+                         tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "p.csv",
+                         labels={"baseline": "baseline U-Net"},
+                         references={"baseline": "baseline U-Net (seed report)"},
+                         settings={"baseline": {"loss": {"l1": 1.0}}}, config_sha256="c0ffee")
     assert list(table["source"]).count("paper") == 10
     assert list(table["source"]).count("seed report") == 2
     ours = table[table["source"] == "measured"].iloc[0]
@@ -115,14 +139,32 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     assert (ours["lpips"], ours["fid"], ours["kid"]) == ("n/a", "n/a", "n/a")
     assert ours["dataset"] == "demo test, 4 test images, 32px"
     assert ours["psnr_db"] == summary["psnr"]  # the table holds the summary's value
+    assert (ours["epochs"], ours["steps"], ours["images_seen"], ours["batch"]) == (1, 2, 8, 4)
+    assert ours["train_time_s"] > 0 and "CPU" in ours["train_device"]
+    assert len(ours["git_commit"].split()[0]) == 10
     paper = table[table["method"] == "NDMHA (paper)"].iloc[0]
     assert (paper["psnr_db"], paper["gmac"]) == (28.19, 15.01)
+    assert (paper["epochs"], paper["batch"], paper["images_seen"]) == (200, 1, 5_400_000)
     assert len(pd.read_csv(tmp_path / "t.csv")) == len(table) == 13
     md = (tmp_path / "t.md").read_text()
     assert md.count("\n|") == 14 and "not comparable" in md
     assert "Caveat: baseline U-Net (ours): LPIPS n/a (weights not found" in md
+    assert "SSIM as Wang et al. define it" in md
+    assert "Equal budget: every measured row trained 1 epochs, 2 optimizer steps" in md
     test = pd.read_csv(tmp_path / "test.csv", keep_default_na=False)  # "n/a" stays text
-    assert test.iloc[0]["model"] == "baseline" and test.iloc[0]["lpips"] == "n/a"
+    assert test.iloc[0]["experiment"] == "baseline" and test.iloc[0]["lpips"] == "n/a"
+    assert float(test.iloc[0]["loss"]) > 0  # the objective on the test split
+    experiments = pd.read_csv(tmp_path / "e.csv")
+    assert list(experiments["experiment"]) == ["baseline"]
+    assert experiments.iloc[0]["loss_weights"] == "l1=1.0"
+    assert experiments.iloc[0]["steps"] == 2 and experiments.iloc[0]["gmac"] == 6.65846
+    seed = pd.read_csv(tmp_path / "s.csv")
+    psnr = seed[seed["quantity"] == "psnr_db"].iloc[0]
+    assert psnr["seed_report"] == 31.7106 and psnr["ours"] == pytest.approx(summary["psnr"],
+                                                                            rel=5e-6)
+    provenance = pd.read_csv(tmp_path / "p.csv")
+    assert provenance.iloc[0]["config_sha256"] == "c0ffee"
+    assert len(provenance.iloc[0]["manifest_sha256"]) == 64
     # the CSV keeps 6 significant digits (%.6g): rounding error < 5e-6 relative
     assert test.iloc[0]["psnr"] == pytest.approx(summary["psnr"], rel=5e-6)
 
@@ -132,10 +174,11 @@ def test_figures_are_written(evaluated: Path, manifest: Path, tmp_path: Path) ->
     model_figures(evaluated / "log.csv", manifest, evaluated / "pred", tmp_path / "curves.png",
                   tmp_path / "grid.png", "baseline", n_ids=3)
     comparison_figures(manifest, ["baseline", "copy"], [evaluated / "pred"] * 2,
-                       [evaluated / "buckets.csv"] * 2, tmp_path / "cmp.png",
-                       tmp_path / "holes.png", n_ids=2)
+                       [evaluated / "buckets.csv"] * 2, [evaluated / "log.csv"] * 2,
+                       tmp_path / "cmp.png", tmp_path / "holes.png", tmp_path / "psnr.png",
+                       n_ids=2)
     shapes = {}
-    for name in ("data", "curves", "grid", "cmp", "holes"):
+    for name in ("data", "curves", "grid", "cmp", "holes", "psnr"):
         image = read_image(tmp_path / f"{name}.png")
         assert image.std() > 10, name  # not blank
         shapes[name] = image.shape

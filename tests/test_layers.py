@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ndmha.errors import ConfigError
-from ndmha.models import layers
 from ndmha.models.layers import (
     NDMHAL,
     DeformableMultiHeadAttention,
@@ -19,7 +18,7 @@ from ndmha.models.layers import (
     _from_windows,
     _to_windows,
     deform_backend_available,
-    set_deform_backend,
+    use_deform_backend,
 )
 
 BACKENDS = ("torchvision", "mmcv", "torch")
@@ -99,8 +98,21 @@ def test_deform_backends_agree(backend: str) -> None:
 
 def test_unknown_or_missing_backend_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="ndmha.deform_backend: unknown"):
-        set_deform_backend("cuda-magic")
-    assert layers.get_deform_backend() in BACKENDS
+        DeformConv2d(4, 4, backend="cuda-magic")
+
+
+def test_each_model_knows_its_own_backend() -> None:
+    """No process-global: two models built with different backends keep them, and
+    use_deform_backend changes one model's for a block only."""
+    from ndmha.models import build_model
+
+    a = build_model("ndmha", deform_backend="torch")
+    b = build_model("ndmha", deform_backend="torchvision")
+    backends = lambda m: {l.backend for l in m.modules() if isinstance(l, DeformConv2d)}  # noqa
+    assert backends(a) == {"torch"} and backends(b) == {"torchvision"}
+    with use_deform_backend(b, "torch"):
+        assert backends(b) == {"torch"} and backends(a) == {"torch"}
+    assert backends(b) == {"torchvision"}
 
 
 @pytest.mark.parametrize("size", [(16, 16), (12, 20), (5, 7)])

@@ -36,7 +36,7 @@ def manifest64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_200_ndmha_steps_with_every_term_stay_finite_and_lower_l1(manifest64: Path,
                                                                   tmp_path: Path) -> None:
-    settings = TrainSettings(model="ndmha", epochs=4, batch_size=1, loss=FULL_LOSS, seed=0,
+    settings = TrainSettings(architecture="ndmha", epochs=4, batch_size=1, loss=FULL_LOSS, seed=0,
                              device="cpu", deform_backend="torch",
                              perceptual={"allow_random_perceptual": True})
     history = train(manifest64, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "c.pt",
@@ -80,8 +80,8 @@ def test_nan_guard_skips_restores_and_lowers_the_lr(manifest: Path, tmp_path: Pa
     # 8 train images, batch 2: 4 steps per epoch. One bad step in epoch 1, three in a row in
     # epoch 2 (patience 3): skipped, then restored from the epoch-1 checkpoint at half the lr.
     monkeypatch.setattr(train_module, "build_model",
-                        lambda name: NaNAt(build_model(name), bad_calls={2, 6, 7, 8}))
-    settings = TrainSettings(model="baseline", epochs=3, batch_size=2, seed=0, device="cpu",
+                        lambda *a, **k: NaNAt(build_model(*a, **k), bad_calls={2, 6, 7, 8}))
+    settings = TrainSettings(architecture="baseline", epochs=3, batch_size=2, seed=0, device="cpu",
                              nan_patience=3, nan_lr_factor=0.5)
     with caplog.at_level(logging.WARNING, logger="ndmha"):
         history = train(manifest, tmp_path / "model.pt", tmp_path / "log.csv",
@@ -96,6 +96,6 @@ def test_nan_guard_skips_restores_and_lowers_the_lr(manifest: Path, tmp_path: Pa
 
 
 def test_bf16_autocast_trains_on_cpu(manifest: Path, tmp_path: Path) -> None:
-    settings = TrainSettings(model="baseline", epochs=1, batch_size=4, device="cpu", amp="bf16")
+    settings = TrainSettings(architecture="baseline", epochs=1, batch_size=4, device="cpu", amp="bf16")
     history = train(manifest, tmp_path / "m.pt", tmp_path / "l.csv", tmp_path / "c.pt", settings)
     assert math.isfinite(history[0]["train_loss"]) and history[0]["skipped_steps"] == 0

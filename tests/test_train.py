@@ -12,7 +12,7 @@ import torch
 from ndmha.losses import Objective
 from ndmha.errors import ConfigError
 from ndmha.models import build_model
-from ndmha.train import TrainSettings, load_model, load_torch, train
+from ndmha.train import TIMING_COLUMNS, TrainSettings, load_model, load_torch, train
 
 
 def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
@@ -40,7 +40,7 @@ def test_unknown_loss_term_names_the_key() -> None:
 
 
 def _settings(epochs: int, **kw) -> TrainSettings:
-    return TrainSettings(model="baseline", epochs=epochs, batch_size=4, seed=0, device="cpu", **kw)
+    return TrainSettings(architecture="baseline", epochs=epochs, batch_size=4, seed=0, device="cpu", **kw)
 
 
 def _run(manifest: Path, out: Path, epochs: int, ckpt: Path | None = None, **kw) -> list[dict]:
@@ -60,7 +60,7 @@ def test_train_writes_model_and_epoch_log(manifest: Path, tmp_path: Path) -> Non
     assert rows[0]["val_split"] == "test"  # the paper split has no validation images
     assert history[1]["train_loss"] < history[0]["train_loss"]
     meta, model = load_model(tmp_path / "model.pt")
-    assert meta["model"] == "baseline" and meta["epochs"] == 2 and not model.training
+    assert meta["architecture"] == meta["experiment"] == "baseline" and meta["epochs"] == 2 and not model.training
     state = load_torch(tmp_path / "ckpt" / "last.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2
 
@@ -74,7 +74,8 @@ def test_resume_continues_and_matches_an_uninterrupted_run(manifest: Path, tmp_p
     with caplog.at_level(logging.INFO, logger="ndmha"):
         resumed = _run(manifest, tmp_path / "split", epochs=2, ckpt=ckpt)
     assert "resuming baseline" in caplog.text and "after epoch 1" in caplog.text
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}  # noqa: E731
+                         for r in rows]
     assert drop(resumed) == drop(full)
     a = load_torch(tmp_path / "full" / "model.pt")["state_dict"]
     b = load_torch(tmp_path / "split" / "model.pt")["state_dict"]
@@ -92,7 +93,7 @@ def test_checkpoint_from_other_settings_is_not_resumed(manifest: Path, tmp_path:
 
 
 def test_lr_scaling_rules() -> None:
-    base = dict(model="baseline", epochs=1, lr=2e-4, lr_reference_batch=1)
+    base = dict(architecture="baseline", epochs=1, lr=2e-4, lr_reference_batch=1)
     assert TrainSettings(**base, batch_size=16).effective_lr() == 2e-4
     assert TrainSettings(**base, batch_size=16, lr_scaling="linear").effective_lr() == 3.2e-3
     assert TrainSettings(**base, batch_size=16, lr_scaling="sqrt").effective_lr() == 8e-4

@@ -1,16 +1,29 @@
-"""PyTorch dataset over a split manifest: (corrupted image, hole mask, ground truth) in [0, 1]."""
+"""PyTorch dataset over a split manifest: (corrupted image, hole mask, ground truth) in [0, 1].
+
+Masks are either the manifest's fixed pairing (image i always with mask i, as the corrupted images
+were written: the seed report's protocol) or drawn afresh for every sample of every epoch from the
+masks of the same rows, with random flips, quarter turns and dilation, as inpainting codebases
+(LaMa, EdgeConnect, RFR) train. The draw depends on (seed, epoch, index) only, so a run is
+reproducible, resumable, and the same under any number of processes or data-loader workers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
+from ndmha.data.prepare import overlay
 from ndmha.data.split import read_manifest
+from ndmha.errors import ConfigError
 from ndmha.io import read_image
+
+MASK_SAMPLING = ("fixed", "random")
+DILATE = np.ones((3, 3), np.uint8)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -28,22 +41,70 @@ def to_image(tensor: torch.Tensor) -> np.ndarray:
     return cv2.cvtColor(array.transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
 
 
-class InpaintingDataset(Dataset):
-    """Items of one split of a manifest: ``id``, ``image`` (corrupted), ``mask`` (1 = hole), ``target``."""
+def augment_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A hole mask (uint8, 255 = hole) flipped left-right and up-down with probability 1/2 each,
+    turned by 0, 90, 180 or 270 degrees (square masks) and dilated 0, 1 or 2 times (3x3)."""
+    if rng.random() < 0.5:
+        mask = mask[:, ::-1]
+    if rng.random() < 0.5:
+        mask = mask[::-1]
+    if mask.shape[0] == mask.shape[1]:
+        mask = np.rot90(mask, int(rng.integers(4)))
+    mask = np.ascontiguousarray(mask)
+    iterations = int(rng.integers(3))
+    return cv2.dilate(mask, DILATE, iterations=iterations) if iterations else mask
 
-    def __init__(self, manifest: str | Path, split: str) -> None:
-        self.frame = read_manifest(manifest, split)
-        self.split = split
+
+class InpaintingDataset(Dataset):
+    """Items of one or more splits of a manifest: ``id``, ``image`` (corrupted), ``mask``
+    (1 = hole), ``target``.
+
+    ``max_images`` keeps the first rows (by id). ``masks="random"`` draws each item's mask from
+    these rows' masks (see the module's docstring); the index may then carry the epoch,
+    ``epoch * len(self) + i`` (:class:`EpochSampler`).
+    """
+
+    def __init__(self, manifest: str | Path, split: str | Sequence[str], masks: str = "fixed",
+                 seed: int = 0, max_images: int | None = None) -> None:
+        if masks not in MASK_SAMPLING:
+            raise ConfigError(f"train.masks: must be one of {list(MASK_SAMPLING)}, got {masks!r}")
+        splits = [split] if isinstance(split, str) else list(split)
+        frame = read_manifest(manifest)
+        self.frame = frame[frame["split"].isin(splits)].reset_index(drop=True)
+        if max_images is not None:
+            self.frame = self.frame.head(max_images)
+        self.split = "+".join(splits)
+        self.masks, self.seed = masks, seed
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def __getitem__(self, index: int) -> dict[str, object]:
+        epoch, index = divmod(index, len(self.frame))
         row = self.frame.iloc[index]
-        mask = (to_tensor(read_image(row["mask"], cv2.IMREAD_GRAYSCALE)) > 0.5).float()
+        if self.masks == "fixed":
+            mask, corrupted = read_image(row["mask"], cv2.IMREAD_GRAYSCALE), read_image(
+                row["corrupted"])
+            target = read_image(row["image"])
+        else:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            pool = self.frame["mask"]
+            mask = augment_mask(read_image(pool.iloc[int(rng.integers(len(pool)))],
+                                           cv2.IMREAD_GRAYSCALE), rng)
+            target = read_image(row["image"])
+            corrupted = overlay(target, mask)
         return {
             "id": row["id"],
-            "image": to_tensor(read_image(row["corrupted"])),
-            "mask": mask,
-            "target": to_tensor(read_image(row["image"])),
+            "image": to_tensor(corrupted),
+            "mask": (to_tensor(mask) > 0.5).float(),
+            "target": to_tensor(target),
         }
+
+
+class EpochSampler(DistributedSampler):
+    """A DistributedSampler whose indices carry the epoch (``epoch * len(dataset) + i``), so that
+    the dataset draws each epoch's masks afresh in whichever worker process reads the item."""
+
+    def __iter__(self):
+        n = len(self.dataset)
+        return (self.epoch * n + i for i in super().__iter__())

@@ -1,24 +1,55 @@
-"""Model registry: every architecture the workflow can train, by its config name."""
+"""Architecture registry: every network the workflow can train, by its config name, with the
+options (constructor arguments) an experiment may set."""
 
 from __future__ import annotations
+
+import inspect
+from typing import Any
 
 from torch import nn
 
 from ndmha.errors import ConfigError
 from ndmha.models.baseline import BaselineUNet
 from ndmha.models.ndmha import NDMHAGenerator
+from ndmha.models.released import ReleasedNDMHA
 
-MODELS: dict[str, type[nn.Module]] = {
+ARCHITECTURES: dict[str, type[nn.Module]] = {
     "baseline": BaselineUNet,
     "ndmha": NDMHAGenerator,
+    "ndmha_released": ReleasedNDMHA,
 }
+#: set from the workflow's ``ndmha.deform_backend``, not an experiment option
+BACKEND_ARGUMENT = "deform_backend"
 
 
-def build_model(name: str) -> nn.Module:
-    """A freshly initialised model by registry name."""
-    if name not in MODELS:
-        raise ConfigError(f"models: unknown model {name!r} (choose from {sorted(MODELS)})")
-    return MODELS[name]()
+def architecture_options(name: str) -> dict[str, Any]:
+    """The options of an architecture and their defaults (its constructor's keyword arguments,
+    the deformable-conv backend aside)."""
+    parameters = inspect.signature(ARCHITECTURES[name].__init__).parameters
+    return {k: p.default for k, p in parameters.items()
+            if k not in ("self", BACKEND_ARGUMENT) and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def build_model(name: str, options: dict[str, Any] | None = None,
+                deform_backend: str | None = None, key: str = "architecture") -> nn.Module:
+    """A freshly initialised model of architecture ``name`` with ``options``; networks with
+    deformable convs get ``deform_backend`` (their own default when None). Errors name ``key``."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"{key}: unknown architecture {name!r} "
+                          f"(choose from {sorted(ARCHITECTURES)})")
+    options = dict(options or {})
+    known = architecture_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{key}: unknown option(s) {unknown} of architecture {name!r} "
+                          f"(choose from {sorted(known)})")
+    accepts_backend = BACKEND_ARGUMENT in inspect.signature(ARCHITECTURES[name]).parameters
+    if deform_backend is not None and accepts_backend:
+        options[BACKEND_ARGUMENT] = deform_backend
+    try:
+        return ARCHITECTURES[name](**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -26,36 +57,35 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _deform_conv_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of ``torchvision::deform_conv2d`` as a convolution of the same shapes (the bilinear
-    sampling is not counted, as the paper's GMAC figures do not count it either)."""
-    from torch.utils.flop_counter import conv_flop_count
-
-    return conv_flop_count(list(input_shape), list(weight_shape), list(out_shape))
-
-
-def count_gmac(model: nn.Module, size: int) -> float:
+def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
     """Multiply-accumulates (10^9) of one forward pass at ``size`` x ``size``, from
-    ``torch.utils.flop_counter`` (FLOPs / 2), as the paper's GMAC column. Deformable convs are
-    counted through the torchvision backend."""
+    ``torch.utils.flop_counter`` (FLOPs / 2), as the paper's GMAC column.
+
+    Deformable convs run on the pure-torch backend for the count, where their grouped einsum is
+    counted as a convolution of the same shapes (the bilinear sampling is not counted).
+    ``deformable=False`` leaves that einsum out, as tools without a formula for a custom
+    deformable op count (flop_counter on torchvision's ``deform_conv2d``, thop, fvcore): the
+    likely reading of the paper's 15.01 (docs/architecture.md, "Counting GMAC").
+    """
     import torch
-    import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.deform_conv2d)
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ndmha.models import layers
+    from ndmha.models.layers import DeformConv2d, use_deform_backend
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     image = torch.zeros(1, 3, size, size, device=device)
     mask = torch.zeros(1, 1, size, size, device=device)
-    mapping = {torch.ops.torchvision.deform_conv2d.default: _deform_conv_flops}
-    saved = layers.get_deform_backend()
-    layers.set_deform_backend("torchvision")
     try:
-        with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+        with use_deform_backend(model, "torch"), torch.no_grad(), \
+                FlopCounterMode(display=False) as counter:
             model(image, mask)
     finally:
-        layers.set_deform_backend(saved)
         model.train(was_training)
-    return counter.get_total_flops() / 2e9
+    flops = counter.get_total_flops()
+    if not deformable:  # the einsum of each DeformConv2d (its offset conv is a conv: kept)
+        by_module = counter.get_flop_counts()
+        flops -= sum(by_module.get(f"{type(model).__name__}.{name}", {}).get(torch.ops.aten.bmm, 0)
+                     for name, module in model.named_modules() if isinstance(module, DeformConv2d))
+    return flops / 2e9

@@ -16,6 +16,7 @@ from torch import nn
 
 ENCODER_WIDTHS = (32, 64, 128, 256)
 BOTTLENECK_WIDTH = 512
+IN_CHANNELS, OUT_CHANNELS = 4, 3  # corrupted RGB + mask -> RGB
 
 
 class ConvBlock(nn.Sequential):
@@ -47,15 +48,15 @@ class BaselineUNet(nn.Module):
     #: spatial size must be a multiple of this (four 2x2 poolings)
     size_multiple = 16
 
-    def __init__(self, in_channels: int = 4, out_channels: int = 3) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        widths = (in_channels, *ENCODER_WIDTHS)
+        widths = (IN_CHANNELS, *ENCODER_WIDTHS)
         self.down = nn.ModuleList(ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = ConvBlock(ENCODER_WIDTHS[-1], BOTTLENECK_WIDTH)
         up_widths = (BOTTLENECK_WIDTH, *reversed(ENCODER_WIDTHS))
         self.up = nn.ModuleList(UpBlock(a, b) for a, b in zip(up_widths[:-1], up_widths[1:]))
-        self.head = nn.Conv2d(ENCODER_WIDTHS[0], out_channels, kernel_size=1)
+        self.head = nn.Conv2d(ENCODER_WIDTHS[0], OUT_CHANNELS, kernel_size=1)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``image``: corrupted RGB (N, 3, H, W); ``mask``: 1 in holes (N, 1, H, W)."""

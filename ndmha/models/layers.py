@@ -5,9 +5,10 @@ Attention (DMHA), Gated Feed-Forward (GFF) and the Nested Deformable Multi-Head 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,15 @@ class GatedConv2d(nn.Module):
         return self.activation(feature) * torch.sigmoid(gate)
 
 
+def kaiming_gated_init(model: nn.Module) -> None:
+    """Kaiming-normal weights (fan-in, gain sqrt(2)) for every gated conv of ``model``, as the
+    authors' release initialises them; PyTorch's default (kaiming-uniform with a = sqrt(5), a
+    gain of 1/sqrt(3)) shrinks a signal by about sqrt(6) per gated conv."""
+    for module in model.modules():
+        if isinstance(module, GatedConv2d):
+            nn.init.kaiming_normal_(module.conv.weight)
+
+
 class GatedDeconv2d(nn.Module):
     """Gated transposed convolution: 2x upsampling followed by a gated convolution (the
     resize-convolution form, free of the checkerboard artefacts of strided transposed convs)."""
@@ -54,7 +64,7 @@ class GatedDeconv2d(nn.Module):
 DeformFn = Callable[..., torch.Tensor]
 
 
-def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                         weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                         dilation: int) -> torch.Tensor:
     from torchvision.ops import deform_conv2d
@@ -63,22 +73,26 @@ def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tenso
                          dilation=(dilation, dilation), mask=mask)
 
 
-def _mmcv_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+def _mmcv_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                  weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                  dilation: int) -> torch.Tensor:
-    from mmcv.ops import modulated_deform_conv2d
+    from mmcv.ops import deform_conv2d, modulated_deform_conv2d
 
     groups = x.shape[1] // weight.shape[1]
+    if mask is None:  # DCNv1 (mmcv's deform_conv2d takes no bias)
+        out = deform_conv2d(x, offset, weight, 1, padding, dilation, groups, 1)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
     return modulated_deform_conv2d(x, offset, mask, weight, bias, 1, padding, dilation, groups, 1)
 
 
-def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                   weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                   dilation: int) -> torch.Tensor:
-    """Reference modulated deformable convolution (stride 1) in plain PyTorch.
+    """Reference deformable convolution (stride 1) in plain PyTorch.
 
     Each kernel tap k samples the input bilinearly at ``p + p_k + offset_k`` (zeros outside),
-    is scaled by its modulation ``mask_k``, and the taps are combined by the (grouped) weights.
+    is scaled by its modulation ``mask_k`` (DCNv2; none for DCNv1), and the taps are combined by
+    the (grouped) weights.
     Offsets are ordered (dy, dx) per tap, row-major over the kernel, as in torchvision.
     """
     n, c, h, w = x.shape
@@ -89,18 +103,20 @@ def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
     xs = torch.arange(w, device=x.device, dtype=x.dtype)
     ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype),
                             torch.arange(kw, device=x.device, dtype=x.dtype), indexing="ij")
-    offset = offset.view(n, taps, 2, h, w)
-    py = ys.view(1, 1, h, 1) - padding + dilation * ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
-    px = xs.view(1, 1, 1, w) - padding + dilation * kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
+    offset = offset.reshape(n, taps, 2, h, w)
+    py = ys.reshape(1, 1, h, 1) - padding + dilation * ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
+    px = xs.reshape(1, 1, 1, w) - padding + dilation * kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
     # grid_sample wants x, y in [-1, 1] with align_corners=True: -1 -> pixel 0, 1 -> pixel size-1
     grid = torch.stack([2 * px / max(w - 1, 1) - 1, 2 * py / max(h - 1, 1) - 1], dim=-1)
-    sampled = F.grid_sample(x, grid.view(n, taps * h, w, 2), mode="bilinear",
+    sampled = F.grid_sample(x, grid.reshape(n, taps * h, w, 2), mode="bilinear",
                             padding_mode="zeros", align_corners=True)
-    sampled = sampled.view(n, c, taps, h, w) * mask.view(n, 1, taps, h, w)
-    sampled = sampled.view(n, groups, group_in * taps, h, w)
-    kernel = weight.view(groups, out_channels // groups, group_in * taps)
+    sampled = sampled.reshape(n, c, taps, h, w)
+    if mask is not None:
+        sampled = sampled * mask.reshape(n, 1, taps, h, w)
+    sampled = sampled.reshape(n, groups, group_in * taps, h, w)
+    kernel = weight.reshape(groups, out_channels // groups, group_in * taps)
     out = torch.einsum("ngkhw,gok->ngohw", sampled, kernel).reshape(n, out_channels, h, w)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
 DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
@@ -124,53 +140,65 @@ def deform_backend_available(name: str) -> tuple[bool, str]:
     return True, ""
 
 
-_BACKEND = "torchvision"
-
-
-def get_deform_backend() -> str:
-    """The deformable-conv implementation in use."""
-    return _BACKEND
-
-
-def set_deform_backend(name: str) -> None:
-    """Choose the deformable-conv implementation for every :class:`DeformConv2d` (config key
-    ``ndmha.deform_backend``)."""
-    global _BACKEND
+def check_deform_backend(name: str, key: str = "ndmha.deform_backend") -> str:
+    """``name`` if that backend imports here, else a :class:`ConfigError` naming ``key``."""
     ok, why = deform_backend_available(name)
     if not ok:
-        raise ConfigError(f"ndmha.deform_backend: {why}")
-    _BACKEND = name
+        raise ConfigError(f"{key}: {why}")
+    return name
 
 
 class DeformConv2d(nn.Module):
-    """Modulated deformable convolution (DCNv2), stride 1, any groups.
+    """Deformable convolution, stride 1, any groups: modulated (DCNv2) or not (DCNv1).
 
-    Offsets and modulation come from a zero-initialised 3x3 conv on the input, and the modulation
-    is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1, so training
-    starts from a plain convolution. ``backend`` overrides the global choice for this layer.
+    Offsets (and the modulation) come from a zero-initialised 3x3 conv on the input, the
+    modulation is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1,
+    so training starts from a plain convolution. ``backend`` (a :data:`DEFORM_BACKENDS` name) is
+    the layer's own implementation; :func:`use_deform_backend` changes it for a whole model.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  groups: int = 1, dilation: int = 1, bias: bool = False,
-                 backend: str | None = None) -> None:
+                 backend: str = "torchvision", modulated: bool = True) -> None:
         super().__init__()
         self.padding = dilation * (kernel_size - 1) // 2
         self.dilation = dilation
         self.taps = kernel_size * kernel_size
-        self.backend = backend
+        self.backend = check_deform_backend(backend)
+        self.modulated = modulated
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size,
                                                kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.offset = nn.Conv2d(in_channels, 3 * self.taps, 3, padding=1)
+        self.offset = nn.Conv2d(in_channels, (3 if modulated else 2) * self.taps, 3, padding=1)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dy_dx, modulation = self.offset(x).split([2 * self.taps, self.taps], dim=1)
-        fn = DEFORM_BACKENDS[self.backend or _BACKEND][1]
-        return fn(x, dy_dx.contiguous(), 2 * torch.sigmoid(modulation), self.weight, self.bias,
-                  self.padding, self.dilation)
+        offsets = self.offset(x)
+        if self.modulated:
+            dy_dx, modulation = offsets.split([2 * self.taps, self.taps], dim=1)
+            modulation = 2 * torch.sigmoid(modulation)
+        else:  # DCNv1: every tap weighs 1
+            dy_dx, modulation = offsets, None
+        return DEFORM_BACKENDS[self.backend][1](x, dy_dx.contiguous(), modulation, self.weight,
+                                                self.bias, self.padding, self.dilation)
+
+
+@contextlib.contextmanager
+def use_deform_backend(model: nn.Module, name: str) -> Iterator[nn.Module]:
+    """Run every :class:`DeformConv2d` of ``model`` on backend ``name`` inside the block (the
+    weights are the same whatever the backend), then put the model's own choice back."""
+    layers = [m for m in model.modules() if isinstance(m, DeformConv2d)]
+    saved = [m.backend for m in layers]
+    check_deform_backend(name)
+    for layer in layers:
+        layer.backend = name
+    try:
+        yield model
+    finally:
+        for layer, backend in zip(layers, saved):
+            layer.backend = backend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,24 +242,38 @@ def _from_windows(x: torch.Tensor, shape: torch.Size, window: int | None,
 class DeformableMultiHeadAttention(nn.Module):
     """Deformable Multi-Head Attention (DMHA).
 
-    Q comes from ``query_source``, K and V from ``x``, each through a 1x1 conv and a depthwise 3x3
-    deformable conv. Attention runs across channels, per head: ``softmax(q k^T * t) v`` with q and
-    k L2-normalised over the pixels and a learnable temperature t per head, so the attention map
-    is (C/h x C/h) and the cost is linear in H x W. With ``window`` set, the pixels are grouped
-    into non-overlapping ``window x window`` windows and each window attends on its own.
+    K and V come from ``x`` through a 1x1 conv and a 3x3 deformable conv (depthwise, or full as
+    in the authors' release); Q from ``query_source`` (``x`` when None) through the same kind of
+    projection, or as it is (``project_query=False``, the release). Attention runs across
+    channels, per head: ``softmax(q k^T * t) v`` with q and k L2-normalised over the pixels and a
+    learnable temperature t per head, so the attention map is (C/h x C/h) and the cost is linear
+    in H x W. With ``window`` set, the pixels are grouped into non-overlapping
+    ``window x window`` windows and each window attends on its own.
+
+    ``deformable=False`` (an ablation) replaces the deformable convs by plain 3x3 convs of the
+    same grouping (Restormer's MDTA).
     """
 
-    def __init__(self, channels: int, heads: int, window: int | None = None) -> None:
+    def __init__(self, channels: int, heads: int, window: int | None = None,
+                 backend: str = "torchvision", deformable: bool = True, depthwise: bool = True,
+                 modulated: bool = True, project_query: bool = True) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.heads = heads
         self.window = window
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.q = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False),
-                               DeformConv2d(channels, channels, groups=channels))
+
+        def spatial(c: int) -> nn.Module:
+            groups = c if depthwise else 1
+            if deformable:
+                return DeformConv2d(c, c, groups=groups, backend=backend, modulated=modulated)
+            return nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False)
+
+        self.q = (nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), spatial(channels))
+                  if project_query else nn.Identity())
         self.kv = nn.Sequential(nn.Conv2d(channels, 2 * channels, 1, bias=False),
-                                DeformConv2d(2 * channels, 2 * channels, groups=2 * channels))
+                                spatial(2 * channels))
         self.project = nn.Conv2d(channels, channels, 1, bias=False)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
@@ -251,12 +293,12 @@ class DeformableMultiHeadAttention(nn.Module):
 
 
 class GatedFeedForward(nn.Module):
-    """Gated Feed-Forward (GFF): 1x1 expand to two branches, depthwise 3x3 conv,
-    ``GELU(gate) * value``, 1x1 project back."""
+    """Gated Feed-Forward (GFF): 1x1 expand to two branches of ``int(channels * expansion)``,
+    depthwise 3x3 conv, ``GELU(gate) * value``, 1x1 project back."""
 
     def __init__(self, channels: int, expansion: float = 2.0) -> None:
         super().__init__()
-        hidden = int(round(channels * expansion))
+        hidden = int(channels * expansion)
         self.expand = nn.Conv2d(channels, 2 * hidden, 1, bias=False)
         self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden,
                                    bias=False)
@@ -270,29 +312,50 @@ class GatedFeedForward(nn.Module):
 class NDMHAL(nn.Module):
     """Nested Deformable Multi-Head Attention Layer (NDMHAL).
 
-    Two nested DMHAs, as in linear unified nested attention: the *pack* attention lets the
-    decoder features ``x`` be summarised under queries taken from the encoder features ``skip``
-    (inside ``window`` x ``window`` windows); the *unpack* attention then reads that packed
-    context back globally under the same queries. Pre-norm residuals:
-    ``packed = skip + DMHA_pack(norm(x), norm(skip))``,
-    ``x = x + DMHA_unpack(norm(packed), query)``, ``x = x + GFF(norm(x))``.
+    Two nested DMHAs, as in linear unified nested attention (the authors' code calls it Luna):
+    the *pack* attention summarises the decoder features ``x`` under queries taken from the
+    encoder features ``skip`` (inside ``window`` x ``window`` windows); the *unpack* attention
+    then reads that packed context back globally under the same queries; a GFF follows.
     Returns the updated decoder features and the packed context.
+
+    ``norm="pre"`` (our reading): ``packed = skip + pack(n(x), q=n(skip))``,
+    ``x = x + unpack(n(packed), q=n(skip))``, ``x = x + GFF(n(x))``.
+    ``norm="post"`` (the authors' release): ``a = pack(x, q=skip)``,
+    ``x = n(unpack(a, q=skip) + x)``, ``packed = n(a + skip)``, ``x = n(GFF(x) + x)``.
+    ``nested=False`` (an ablation) keeps one attention, ``x`` attending under the ``skip``
+    queries, and returns ``skip`` as the context. ``attention`` holds the DMHA options.
     """
 
     def __init__(self, channels: int, heads: int, expansion: float = 2.0,
-                 window: int | None = 8) -> None:
+                 window: int | None = 8, nested: bool = True, norm: str = "pre",
+                 **attention: object) -> None:
         super().__init__()
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        self.nested, self.norm = nested, norm
         self.norm_x = ChannelLayerNorm(channels)
-        self.norm_skip = ChannelLayerNorm(channels)
-        self.norm_packed = ChannelLayerNorm(channels)
+        if norm == "pre":
+            self.norm_skip = ChannelLayerNorm(channels)
         self.norm_ff = ChannelLayerNorm(channels)
-        self.pack = DeformableMultiHeadAttention(channels, heads, window)
-        self.unpack = DeformableMultiHeadAttention(channels, heads, None)
+        self.pack = DeformableMultiHeadAttention(channels, heads, window, **attention)
+        if nested:
+            self.norm_packed = ChannelLayerNorm(channels)
+            self.unpack = DeformableMultiHeadAttention(channels, heads, None, **attention)
         self.feed_forward = GatedFeedForward(channels, expansion)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.norm == "post":
+            attended = self.pack(x, query_source=skip)
+            if self.nested:
+                x = self.norm_x(self.unpack(attended, query_source=skip) + x)
+                packed = self.norm_packed(attended + skip)
+            else:
+                x, packed = self.norm_x(attended + x), skip
+            return self.norm_ff(self.feed_forward(x) + x), packed
         query = self.norm_skip(skip)
-        packed = skip + self.pack(self.norm_x(x), query_source=query)
-        x = x + self.unpack(self.norm_packed(packed), query_source=query)
-        x = x + self.feed_forward(self.norm_ff(x))
-        return x, packed
+        if self.nested:
+            packed = skip + self.pack(self.norm_x(x), query_source=query)
+            x = x + self.unpack(self.norm_packed(packed), query_source=query)
+        else:
+            x, packed = x + self.pack(self.norm_x(x), query_source=query), skip
+        return x + self.feed_forward(self.norm_ff(x)), packed

@@ -5,7 +5,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from ndmha.config import typed
+from ndmha.config import ExperimentError, resolve_experiments, typed
+from ndmha.provenance import sha256_json
 
 
 def config_error(key, message):
@@ -52,12 +53,19 @@ def check_config(cfg):
                              f"(looked in {Path(folder).resolve()})")
     elif "demo" not in cfg:
         config_error("demo", "required when data.source is 'demo'")
-    for model in cfg["models"]:
-        if model not in cfg["loss"]:
-            config_error(f"loss.{model}", f"no loss weights for model '{model}' listed in models")
+    try:
+        experiments = resolve_experiments(cfg)
+    except ExperimentError as err:
+        config_error(err.key, err.message)
+    for name, experiment in experiments.items():
+        train = {**cfg["train"], **experiment.train}
+        if "val" in train.get("train_splits", []) and split["scheme"] != "report":
+            config_error(f"experiments.{name}.train.train_splits",
+                         "only the 'report' split scheme has a val split to train on")
+    return experiments
 
 
-check_config(config)
+EXPERIMENTS = check_config(config)
 
 # Scripts import the ndmha package from this repository, whatever environment runs them.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -72,8 +80,11 @@ envvars:
 RESULTS = Path(config["results_dir"])
 DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "torchvision")
 LOGS = RESULTS / "logs"
-MODELS = config["models"]
+BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"
+LABELS = {name: e.label for name, e in EXPERIMENTS.items()}
+# the whole config's hash, for the provenance table (only the tables rule reads it)
+CONFIG_SHA256 = sha256_json(config)
 
 if config["data"]["source"] == "demo":
     SOURCE_IMAGES = RESULTS / "demo" / "images"
@@ -99,18 +110,22 @@ def rule_resources(stage):
     return {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
 
 
-def train_settings(model):
-    """The keyword arguments of ndmha.train.TrainSettings for one model."""
+def train_settings(name):
+    """The keyword arguments of ndmha.train.TrainSettings for one experiment: the shared train
+    settings, overridden by the experiment's own."""
+    experiment = EXPERIMENTS[name]
     shared = {k: v for k, v in config["train"].items() if k != "per_model"}
     return {
         **shared,
-        **config["train"].get("per_model", {}).get(model, {}),
-        "model": model,
-        "loss": config["loss"][model],
+        **experiment.train,
+        "experiment": name,
+        "architecture": experiment.architecture,
+        "options": experiment.options,
+        "loss": experiment.loss,
         "perceptual": config.get("perceptual", {}),
         "deform_backend": DEFORM_BACKEND,
     }
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
+    experiment="|".join(EXPERIMENTS),

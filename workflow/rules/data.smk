@@ -18,6 +18,8 @@ if config["data"]["source"] == "demo":
             **rule_resources("prepare"),
         log:
             LOGS / "demo_data.log",
+        benchmark:
+            BENCHMARKS / "demo_data.tsv"
         conda:
             ENV
         script:
@@ -38,6 +40,8 @@ rule convert:
         **rule_resources("prepare"),
     log:
         LOGS / "convert.log",
+    benchmark:
+        BENCHMARKS / "convert.tsv"
     conda:
         ENV
     script:
@@ -58,6 +62,8 @@ rule masks:
         **rule_resources("prepare"),
     log:
         LOGS / "masks.log",
+    benchmark:
+        BENCHMARKS / "masks.tsv"
     conda:
         ENV
     script:
@@ -76,6 +82,8 @@ rule overlay:
         **rule_resources("prepare"),
     log:
         LOGS / "overlay.log",
+    benchmark:
+        BENCHMARKS / "overlay.tsv"
     conda:
         ENV
     script:
@@ -96,6 +104,8 @@ rule split:
         **rule_resources("prepare"),
     log:
         LOGS / "split.log",
+    benchmark:
+        BENCHMARKS / "split.tsv"
     conda:
         ENV
     script:

@@ -6,7 +6,7 @@ rule predict:
         manifest=MANIFEST,
         model=rules.train.output.model,
     output:
-        directory(RESULTS / "predictions" / "{model}"),
+        directory(RESULTS / "predictions" / "{experiment}"),
     params:
         device=config["train"]["device"],
         deform_backend=DEFORM_BACKEND,
@@ -14,7 +14,9 @@ rule predict:
     resources:
         **rule_resources("evaluate"),
     log:
-        LOGS / "predict_{model}.log",
+        LOGS / "predict_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "predict_{experiment}.tsv"
     conda:
         ENV
     script:
@@ -26,9 +28,9 @@ rule metrics:
         manifest=MANIFEST,
         predictions=rules.predict.output,
     output:
-        per_image=RESULTS / "metrics" / "{model}" / "per_image.csv",
-        buckets=RESULTS / "metrics" / "{model}" / "buckets.csv",
-        summary=RESULTS / "metrics" / "{model}" / "summary.json",
+        per_image=RESULTS / "metrics" / "{experiment}" / "per_image.csv",
+        buckets=RESULTS / "metrics" / "{experiment}" / "buckets.csv",
+        summary=RESULTS / "metrics" / "{experiment}" / "summary.json",
     params:
         dataset=config["data"]["name"],
         lpips=config["evaluation"]["lpips"],
@@ -38,7 +40,9 @@ rule metrics:
     resources:
         **rule_resources("evaluate"),
     log:
-        LOGS / "metrics_{model}.log",
+        LOGS / "metrics_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "metrics_{experiment}.tsv"
     conda:
         ENV
     script:

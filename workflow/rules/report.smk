@@ -3,24 +3,40 @@
 FIGURES = RESULTS / "figures"
 TABLES = RESULTS / "tables"
 GRID_IMAGES = config["evaluation"]["grid_images"]
+RESOURCES = Path(workflow.basedir) / "workflow" / "resources"
 
 
 rule tables:
     input:
-        paper=Path(workflow.basedir) / "workflow" / "resources" / "paper_benchmark.csv",
-        seed_report=Path(workflow.basedir) / "workflow" / "resources" / "seed_report_results.csv",
-        summaries=expand(rules.metrics.output.summary, model=MODELS),
+        paper=RESOURCES / "paper_benchmark.csv",
+        seed_report=RESOURCES / "seed_report_results.csv",
+        summaries=expand(rules.metrics.output.summary, experiment=EXPERIMENTS),
     output:
         csv=report(TABLES / "benchmark.csv", caption="../report/benchmark.rst",
                    category="comparison", labels={"figure": "benchmark table"}),
         md=TABLES / "benchmark.md",
         test=report(TABLES / "test_metrics.csv", caption="../report/test_metrics.rst",
                     category="comparison", labels={"figure": "test metrics"}),
+        experiments=report(TABLES / "experiments.csv", caption="../report/experiments.rst",
+                           category="experiments", labels={"figure": "experiments table"}),
+        experiments_md=TABLES / "experiments.md",
+        seed=report(TABLES / "seed_report.csv", caption="../report/seed_report.rst",
+                    category="comparison", labels={"figure": "seed report protocol"}),
+        seed_md=TABLES / "seed_report.md",
+        provenance=report(TABLES / "provenance.csv", caption="../report/provenance.rst",
+                          category="provenance", labels={"figure": "provenance"}),
+    params:
+        labels=LABELS,
+        references={name: e.seed_report for name, e in EXPERIMENTS.items() if e.seed_report},
+        settings={name: {"loss": e.loss} for name, e in EXPERIMENTS.items()},
+        config_sha256=CONFIG_SHA256,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
     log:
         LOGS / "tables.log",
+    benchmark:
+        BENCHMARKS / "tables.tsv"
     conda:
         ENV
     script:
@@ -38,6 +54,8 @@ rule data_figure:
         **rule_resources("evaluate"),
     log:
         LOGS / "data_figure.log",
+    benchmark:
+        BENCHMARKS / "data_figure.tsv"
     conda:
         ENV
     script:
@@ -50,17 +68,21 @@ rule model_figures:
         manifest=MANIFEST,
         predictions=rules.predict.output,
     output:
-        curves=report(FIGURES / "{model}" / "curves.png", caption="../report/curves.rst",
-                      category="{model}", labels={"figure": "training curves"}),
-        grid=report(FIGURES / "{model}" / "predictions.png", caption="../report/predictions.rst",
-                    category="{model}", labels={"figure": "test predictions"}),
+        curves=report(FIGURES / "{experiment}" / "curves.png", caption="../report/curves.rst",
+                      category="{experiment}", labels={"figure": "training curves"}),
+        grid=report(FIGURES / "{experiment}" / "predictions.png",
+                    caption="../report/predictions.rst", category="{experiment}",
+                    labels={"figure": "test predictions"}),
     params:
         n_ids=GRID_IMAGES,
+        label=lambda wc: LABELS[wc.experiment],
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
     log:
-        LOGS / "model_figures_{model}.log",
+        LOGS / "model_figures_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "model_figures_{experiment}.tsv"
     conda:
         ENV
     script:
@@ -70,21 +92,27 @@ rule model_figures:
 rule comparison_figures:
     input:
         manifest=MANIFEST,
-        predictions=expand(rules.predict.output, model=MODELS),
-        buckets=expand(rules.metrics.output.buckets, model=MODELS),
+        predictions=expand(rules.predict.output, experiment=EXPERIMENTS),
+        buckets=expand(rules.metrics.output.buckets, experiment=EXPERIMENTS),
+        histories=expand(rules.train.output.history, experiment=EXPERIMENTS),
     output:
         grid=report(FIGURES / "comparison.png", caption="../report/comparison.rst",
                     category="comparison", labels={"figure": "side by side"}),
         buckets=report(FIGURES / "metrics_vs_hole.png", caption="../report/metrics_vs_hole.rst",
                        category="comparison", labels={"figure": "metrics vs hole ratio"}),
+        curves=report(FIGURES / "experiments_psnr.png",
+                      caption="../report/experiments_psnr.rst", category="experiments",
+                      labels={"figure": "PSNR against steps and wall time"}),
     params:
-        models=MODELS,
+        labels=list(LABELS.values()),
         n_ids=GRID_IMAGES,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
     log:
         LOGS / "comparison_figures.log",
+    benchmark:
+        BENCHMARKS / "comparison_figures.tsv"
     conda:
         ENV
     script:

@@ -1,21 +1,25 @@
-# Training: one loop for every model, resumable from results/checkpoints/{model}/last.pt.
+# Training: one loop for every experiment, resumable from results/checkpoints/{experiment}/last.pt.
 
 
 rule train:
     input:
         MANIFEST,
     output:
-        model=RESULTS / "models" / "{model}" / "model.pt",
-        history=RESULTS / "models" / "{model}" / "train_log.csv",
+        model=RESULTS / "models" / "{experiment}" / "model.pt",
+        history=RESULTS / "models" / "{experiment}" / "train_log.csv",
     params:
-        # The checkpoint is not an output, so Snakemake keeps it when the job fails or is killed.
-        checkpoint=lambda wc: RESULTS / "checkpoints" / wc.model / "last.pt",
-        settings=lambda wc: train_settings(wc.model),
+        # The checkpoint and the TensorBoard events are not outputs, so Snakemake keeps them when
+        # the job fails or is killed, and a resumed run continues both.
+        checkpoint=lambda wc: RESULTS / "checkpoints" / wc.experiment / "last.pt",
+        tensorboard=lambda wc: RESULTS / "tensorboard" / wc.experiment,
+        settings=lambda wc: train_settings(wc.experiment),
     threads: config["resources"]["train"]["threads"]
     resources:
         **rule_resources("train"),
     log:
-        LOGS / "train_{model}.log",
+        LOGS / "train_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "train_{experiment}.tsv"
     conda:
         ENV
     script:

@@ -1,8 +1,10 @@
-"""Snakemake adapter: the side-by-side grid and the metrics against the hole ratio."""
+"""Snakemake adapter: the side-by-side grid, the metrics against the hole ratio, and every
+experiment's PSNR against steps and wall time."""
 from ndmha.figures import comparison_figures
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-run(sm, comparison_figures, manifest=sm.input.manifest, models=list(sm.params.models),
+run(sm, comparison_figures, manifest=sm.input.manifest, labels=list(sm.params.labels),
     predictions=list(sm.input.predictions), buckets=list(sm.input.buckets),
-    grid_png=sm.output.grid, buckets_png=sm.output.buckets, n_ids=sm.params.n_ids)
+    histories=list(sm.input.histories), grid_png=sm.output.grid, buckets_png=sm.output.buckets,
+    curves_png=sm.output.curves, n_ids=sm.params.n_ids)

@@ -1,8 +1,12 @@
-"""Snakemake adapter: the benchmark table (paper, seed report, ours) and the test metrics."""
+"""Snakemake adapter: every table (benchmark, test metrics, experiments, seed report, provenance)."""
 from ndmha.table import write_tables
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, write_tables, paper_csv=sm.input.paper, seed_report_csv=sm.input.seed_report,
     summaries=list(sm.input.summaries), out_csv=sm.output.csv, out_md=sm.output.md,
-    test_csv=sm.output.test)
+    test_csv=sm.output.test, experiments_csv=sm.output.experiments,
+    experiments_md=sm.output.experiments_md, seed_csv=sm.output.seed, seed_md=sm.output.seed_md,
+    provenance_csv=sm.output.provenance, labels=dict(sm.params.labels),
+    references=dict(sm.params.references), settings=dict(sm.params.settings),
+    config_sha256=sm.params.config_sha256)

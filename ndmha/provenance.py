@@ -1,0 +1,90 @@
+"""Where a number came from: the code (git commit, dirty or not), the settings (their hash), the
+software (Python, torch, torchvision, CUDA, cuDNN), the device, and the data (dataset name, image
+count, a hash of the split manifest). Training records it in ``model.pt``, evaluation carries it
+into every ``summary.json``, the tables and the report show it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ndmha
+
+REPOSITORY = Path(ndmha.__file__).resolve().parents[1]
+
+
+def sha256_json(value: Any) -> str:
+    """SHA-256 of a JSON-able value, keys sorted (the same settings, the same hash)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_state(repository: Path = REPOSITORY) -> dict[str, Any]:
+    """The commit of the code that ran and whether tracked files differed from it (None for
+    both when the package does not run from a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repository), *args], capture_output=True,
+                                  text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of a device: the GPU's, or the CPU model and its threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} CPU ({torch.get_num_threads()} threads)"
+
+
+def software() -> dict[str, Any]:
+    import torchvision
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "cuda": torch.version.cuda,
+            "cudnn": cudnn, "platform": platform.platform(), "ndmha": ndmha.__version__,
+            "executable": sys.executable}
+
+
+def data_source(manifest: str | Path, dataset: str = "") -> dict[str, Any]:
+    """The dataset's name, its image count and the split manifest's hash (which pins every
+    file path, split and hole ratio)."""
+    lines = Path(manifest).read_text().splitlines()
+    return {"dataset": dataset, "images": max(len(lines) - 1, 0),
+            "manifest_sha256": sha256_file(manifest)}
+
+
+def collect(device: torch.device, settings: Any, manifest: str | Path,
+            dataset: str = "") -> dict[str, Any]:
+    """The provenance block of one job: code, settings hash, software, device and data."""
+    return {**git_state(), "settings_sha256": sha256_json(settings), **software(),
+            "device": device_name(device), **data_source(manifest, dataset)}
