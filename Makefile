@@ -13,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ndmha-installed
 
-.PHONY: install demo test dry-run cluster clean
+.PHONY: install demo test dry-run cluster mmcv clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ dry-run: install
 CLUSTER_CONFIG ?= configs/celebahq.yaml
 cluster: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/slurm --configfile $(CLUSTER_CONFIG) $(SNAKEMAKE_ARGS)
+
+# mmcv's compiled ops (ndmha.deform_backend: mmcv) built against the venv's torch (~10-20 min)
+mmcv: install
+	bash tools/build_mmcv.sh $(VENV)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

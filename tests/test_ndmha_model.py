@@ -89,3 +89,100 @@ def test_discriminator_patch_scores_and_spectral_norm(size: int) -> None:
     # converged (seeded, so the same 31 iterations everywhere): measured 1 + 1.2e-7, float32
     # rounding; 1e-4 leaves room for matmuls that round differently on another CPU
     assert sigma == pytest.approx(1.0, abs=1e-4)
+
+
+# --- the authors' released structure -----------------------------------------------------
+
+
+def test_released_structure_counts() -> None:
+    """The released network's figures, re-derived: 4,084,898 parameters that train, 4,123,850
+    with the modulation convs the release computes and never uses, 4,127,850 with its never-applied
+    BatchNorms (the paper's "4.1 M"); 4.5835 GMAC at 256 px as tools without a formula for the
+    deformable op count it (the unused modulation convs included), 5.4730 with the deformable convs
+    counted as convs (docs/architecture.md)."""
+    from ndmha.models.released import ReleasedNDMHA
+
+    model = build_model("ndmha_released", deform_backend="torch")
+    dead = ReleasedNDMHA.dead_branches(size=256)
+    assert count_parameters(model) == 4_084_898
+    assert count_parameters(model) + dead["modulation_parameters"] == 4_123_850
+    assert count_parameters(model) + sum(v for k, v in dead.items()
+                                         if k.endswith("parameters")) == 4_127_850
+    without = count_gmac(model, 256, deformable=False)
+    assert round(without + dead["modulation_gmac"], 2) == 4.58
+    assert count_gmac(model, 256) == 5.472954368  # integer FLOPs / 2e9: exact
+    # its structure: five scales of 8 ... 128 channels, 8 heads and GFF 2.33 at every scale
+    widths = [layer.out_channels // 2 for layer in
+              (model.coarse.encoder.stem.conv, *(d.conv for d in model.coarse.encoder.down))]
+    assert widths == [8, 16, 32, 64, 128]
+    assert {a.pack.heads for a in model.fine.attend} == {8}
+    assert [a.feed_forward.project.in_channels for a in model.fine.attend] == \
+        [int(w * 2.33) for w in (64, 32, 16, 8)]
+    assert model.coarse.encoder.stem.conv.in_channels == 6  # image and mask, 3 channels each
+
+
+def test_released_inputs_and_outputs_as_our_pipeline_feeds_them() -> None:
+    """RGB and mask in [0, 1] in, [0, 1] out (no output activation: not clipped); the release's
+    [-1, 1] mask is an option, and it changes what the fine stage sees outside the holes."""
+    torch.manual_seed(0)
+    unit = build_model("ndmha_released", deform_backend="torch").eval()
+    signed = build_model("ndmha_released", {"mask_range": "signed"}, "torch").eval()
+    signed.load_state_dict(unit.state_dict())
+    image, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    mask[..., 8:16, 8:16] = 1
+    with torch.no_grad():
+        coarse, fine = unit(image, mask, return_coarse=True)
+        assert coarse.shape == fine.shape == (1, 3, 32, 32)
+        assert not torch.equal(fine, signed(image, mask))
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"deformable": False}, {"nested": False}, {"window": None}, {"coarse_stage": False},
+    {"init": "kaiming"}, {"output": "linear"},
+])
+def test_each_ablation_switch_builds_and_trains_a_step(options: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model("ndmha", options, "torch")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    target = torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.6).float()
+    coarse, fine = model(target * (1 - mask), mask, return_coarse=True)
+    assert (coarse is None) == (options.get("coarse_stage") is False)
+    loss = (fine - target).abs().mean()  # and the coarse output's, as the objective does
+    loss = loss + ((coarse - target).abs().mean() if coarse is not None else 0)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []  # no dead branch
+    optimizer.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert torch.isfinite(loss)
+
+
+def test_ablations_remove_what_they_name() -> None:
+    from ndmha.models.layers import DeformConv2d
+
+    full = build_model("ndmha", deform_backend="torch")
+    count = lambda m, kind: sum(isinstance(x, kind) for x in m.modules())  # noqa: E731
+    assert count(build_model("ndmha", {"deformable": False}), DeformConv2d) == 0
+    assert count(full, DeformConv2d) == 2 * 2 * 5  # (q, kv) x (pack, unpack) x 5 NDMHALs
+    assert count(build_model("ndmha", {"nested": False}), DeformConv2d) == 2 * 5
+    assert build_model("ndmha", {"coarse_stage": False}).coarse is None
+    assert {a.pack.window for a in build_model("ndmha", {"window": None}).fine.attend} == {None}
+
+
+def test_schema_lists_every_architecture_and_its_options() -> None:
+    """The config schema (what Snakemake checks before any job) and the registry (what builds
+    the networks) name the same architectures and the same options."""
+    from pathlib import Path
+
+    import yaml
+
+    from ndmha.models import ARCHITECTURES, architecture_options
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas"
+                             / "config.schema.yaml").read_text())
+    assert schema["$defs"]["architecture"]["enum"] == list(ARCHITECTURES)
+    for name in ARCHITECTURES:
+        assert set(schema["$defs"][f"{name}_options"]["properties"]) == \
+            set(architecture_options(name)), name
+    assert set(schema["properties"]["loss"]["properties"]) == set(ARCHITECTURES)

@@ -134,9 +134,10 @@ def deform_backend_available(name: str) -> tuple[bool, str]:
     try:
         ops = importlib.import_module(module)
     except Exception as err:  # a broken compiled extension raises more than ImportError
-        return False, f"{module} does not import: {err}"
+        hint = " (build mmcv's ops for this torch: make mmcv, about 10 min)" if name == "mmcv" else ""
+        return False, f"{module} does not import: {err}{hint}"
     if name == "mmcv" and not hasattr(ops, "modulated_deform_conv2d"):
-        return False, "mmcv is installed without its compiled ops"
+        return False, "mmcv is installed without its compiled ops (build them: make mmcv)"
     return True, ""
 
 
