@@ -61,9 +61,9 @@ def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
     """Multiply-accumulates (10^9) of one forward pass at ``size`` x ``size``, from
     ``torch.utils.flop_counter`` (FLOPs / 2), as the paper's GMAC column.
 
-    Deformable convs run on the pure-torch backend for the count, where their grouped einsum is
-    counted as a convolution of the same shapes (the bilinear sampling is not counted).
-    ``deformable=False`` leaves that einsum out, as tools without a formula for a custom
+    A deformable conv is counted as a convolution of the same shapes (its offset conv is a conv
+    and counted as one; the bilinear sampling is not counted), whatever its backend computes.
+    ``deformable=False`` leaves the deformable convs out, as tools without a formula for a custom
     deformable op count (flop_counter on torchvision's ``deform_conv2d``, thop, fvcore): the
     likely reading of the paper's 15.01 (docs/architecture.md, "Counting GMAC").
     """
@@ -72,6 +72,13 @@ def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
 
     from ndmha.models.layers import DeformConv2d, use_deform_backend
 
+    deform_macs = []
+
+    def as_conv(module: DeformConv2d, inputs: tuple, output: torch.Tensor) -> None:
+        deform_macs.append(output.numel() * module.weight.shape[1] * module.taps)
+
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, DeformConv2d)}
+    hooks = [m.register_forward_hook(as_conv) for m in layers.values()]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -83,9 +90,11 @@ def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
             model(image, mask)
     finally:
         model.train(was_training)
-    flops = counter.get_total_flops()
-    if not deformable:  # the einsum of each DeformConv2d (its offset conv is a conv: kept)
-        by_module = counter.get_flop_counts()
-        flops -= sum(by_module.get(f"{type(model).__name__}.{name}", {}).get(torch.ops.aten.bmm, 0)
-                     for name, module in model.named_modules() if isinstance(module, DeformConv2d))
-    return flops / 2e9
+        for hook in hooks:
+            hook.remove()
+    # what the counter saw of the deformable convs' own products (not their offset convs)
+    by_module = counter.get_flop_counts()
+    inside = sum(by_module.get(f"{type(model).__name__}.{name}", {}).get(torch.ops.aten.bmm, 0)
+                 for name in layers)
+    macs = (counter.get_total_flops() - inside) / 2
+    return (macs + (sum(deform_macs) if deformable else 0)) / 1e9

@@ -37,13 +37,18 @@ class GatedConv2d(nn.Module):
         return self.activation(feature) * torch.sigmoid(gate)
 
 
-def kaiming_gated_init(model: nn.Module) -> None:
+def kaiming_gated_init(model: nn.Module, gate_bias: float = 0.0) -> None:
     """Kaiming-normal weights (fan-in, gain sqrt(2)) for every gated conv of ``model``, as the
     authors' release initialises them; PyTorch's default (kaiming-uniform with a = sqrt(5), a
-    gain of 1/sqrt(3)) shrinks a signal by about sqrt(6) per gated conv."""
+    gain of 1/sqrt(3)) shrinks a signal by about sqrt(6) per gated conv. ``gate_bias`` > 0 opens
+    the gates at the start (sigmoid(2) = 0.88): the gate of a fresh layer then passes its
+    feature instead of halving it, so the signal keeps its size through a stack of gated convs."""
     for module in model.modules():
         if isinstance(module, GatedConv2d):
             nn.init.kaiming_normal_(module.conv.weight)
+            if gate_bias:
+                with torch.no_grad():
+                    module.conv.bias[module.conv.out_channels // 2:].fill_(gate_bias)
 
 
 class GatedDeconv2d(nn.Module):
@@ -111,11 +116,17 @@ def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     sampled = F.grid_sample(x, grid.reshape(n, taps * h, w, 2), mode="bilinear",
                             padding_mode="zeros", align_corners=True)
     sampled = sampled.reshape(n, c, taps, h, w)
-    if mask is not None:
-        sampled = sampled * mask.reshape(n, 1, taps, h, w)
-    sampled = sampled.reshape(n, groups, group_in * taps, h, w)
-    kernel = weight.reshape(groups, out_channels // groups, group_in * taps)
-    out = torch.einsum("ngkhw,gok->ngohw", sampled, kernel).reshape(n, out_channels, h, w)
+    if group_in == 1 and out_channels == groups:  # depthwise: the taps weighed and summed
+        kernel = weight.reshape(1, c, taps, 1, 1)   # (2.5x faster on a CPU than the einsum's
+        if mask is not None:                         # batch of tiny matrix products)
+            kernel = kernel * mask.reshape(n, 1, taps, h, w)
+        out = (sampled * kernel).sum(2)
+    else:
+        if mask is not None:
+            sampled = sampled * mask.reshape(n, 1, taps, h, w)
+        sampled = sampled.reshape(n, groups, group_in * taps, h, w)
+        kernel = weight.reshape(groups, out_channels // groups, group_in * taps)
+        out = torch.einsum("ngkhw,gok->ngohw", sampled, kernel).reshape(n, out_channels, h, w)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 

@@ -108,8 +108,9 @@ class NDMHAGenerator(nn.Module):
     ``window`` (None: global), ``expansion`` (GFF); the ablations ``deformable`` (False: plain
     depthwise convs in the DMHA), ``nested`` (False: one attention per NDMHAL), ``coarse_stage``
     (False: the fine stage reads the input directly); ``init`` (``default``: PyTorch's,
-    ``kaiming``: kaiming-normal gated convs as released) and ``output`` (``sigmoid`` or
-    ``linear`` heads); ``deform_backend``, the deformable-conv implementation.
+    ``kaiming``: kaiming-normal gated convs as released), ``gate_bias`` (with kaiming: the gates'
+    initial bias, > 0 opens them) and ``output`` (``sigmoid`` or ``linear`` heads);
+    ``deform_backend``, the deformable-conv implementation.
     """
 
     size_multiple = 8  # three stride-2 stages
@@ -118,7 +119,8 @@ class NDMHAGenerator(nn.Module):
                  heads: Sequence[int] = HEADS, depth: int = FINE_BOTTLENECK,
                  window: int | None = 8, expansion: float = 2.0, deformable: bool = True,
                  nested: bool = True, coarse_stage: bool = True, init: str = "default",
-                 output: str = "sigmoid", deform_backend: str = "torchvision") -> None:
+                 gate_bias: float = 0.0, output: str = "sigmoid",
+                 deform_backend: str = "torchvision") -> None:
         super().__init__()
         if len(heads) != len(widths):
             raise ValueError(f"heads {list(heads)} must give one count per scale of widths "
@@ -131,7 +133,9 @@ class NDMHAGenerator(nn.Module):
         self.fine = FineStage(4, widths, heads, depth, output, expansion=expansion, window=window,
                               nested=nested, deformable=deformable, backend=deform_backend)
         if init == "kaiming":
-            kaiming_gated_init(self)
+            kaiming_gated_init(self, gate_bias)
+        elif gate_bias:
+            raise ValueError("gate_bias needs init: kaiming")
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, return_coarse: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
