@@ -247,14 +247,15 @@ class _Board:
     """TensorBoard event files of one run (rank 0): the loss terms, the discriminator's loss,
     the learning rate and the guard's counters every ``log_every`` steps; the per-epoch metrics;
     a grid of fixed monitored images (input | prediction | ground truth) every epoch. A resumed
-    run purges what a killed one logged after its checkpoint, so no step appears twice."""
+    run purges what a killed one logged after its checkpoint (the steps after ``step``, the
+    checkpoint's), so no step appears twice and the checkpointed epochs keep their points."""
 
     def __init__(self, log_dir: Path | None, settings: TrainSettings, step: int) -> None:
         self.writer = None
         if log_dir is not None and settings.tensorboard and distributed.Ranks.from_env().main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(log_dir), purge_step=step if step > 0 else None)
+            self.writer = SummaryWriter(str(log_dir), purge_step=step + 1 if step > 0 else None)
         self.every = max(1, settings.log_every)
 
     def step(self, step: int, losses: dict[str, torch.Tensor], lr: float, skipped: int,

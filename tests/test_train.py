@@ -6,6 +6,7 @@ import csv
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -129,3 +130,47 @@ def test_evaluation_leaves_the_discriminator_as_it_was(manifest: Path) -> None:
     after = objective.discriminator.state_dict()
     assert any(k.endswith("_u") for k in after)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _events(folder: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_curves_and_grids_and_a_resumed_run_repeats_no_step(manifest: Path,
+                                                                         tmp_path: Path) -> None:
+    """Every step's loss terms and lr (log_every 1), every epoch's metrics and prediction grid;
+    after a kill that lost an epoch's checkpoint but not its events, the resumed run's events
+    replace the lost epoch's instead of repeating its steps."""
+    board, ckpt = tmp_path / "tb", tmp_path / "ckpt.pt"
+
+    def run(epochs: int) -> None:  # 8 train images, batch 4: 2 steps per epoch
+        train(manifest, tmp_path / "model.pt", tmp_path / "log.csv", ckpt,
+              _settings(epochs, log_every=1, grid_images=3), tensorboard_dir=board)
+
+    run(1)
+    after_epoch_1 = ckpt.read_bytes()
+    run(2)  # steps 3 and 4 logged, then the epoch-2 checkpoint is "lost" to a kill:
+    ckpt.write_bytes(after_epoch_1)
+    run(2)  # resumes after step 2 and logs steps 3 and 4 again
+
+    events = _events(board)
+    for tag in ("train/loss", "train/loss_l1", "train/lr", "train/skipped_steps"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4], tag
+    assert [e.step for e in events.Scalars("epoch/val_psnr")] == [2, 4]
+    assert [e.step for e in events.Scalars("epoch/train_ssim")] == [2, 4]
+    final = pd.read_csv(tmp_path / "log.csv")
+    assert [e.value for e in events.Scalars("epoch/val_psnr")] == \
+        pytest.approx(list(final["val_psnr"]), rel=1e-6)  # float32 in the event file
+    grids = events.Images("predictions")
+    assert [g.step for g in grids] == [2, 4]
+    assert (grids[0].width, grids[0].height) == (3 * 32 + 4, 3 * 32 + 4)  # 3 x 3, padding 1
+
+
+def test_tensorboard_off(manifest: Path, tmp_path: Path) -> None:
+    train(manifest, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "c.pt",
+          _settings(1, tensorboard=False), tensorboard_dir=tmp_path / "tb")
+    assert not (tmp_path / "tb").exists()

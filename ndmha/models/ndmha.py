@@ -107,10 +107,12 @@ class NDMHAGenerator(nn.Module):
     Options: ``widths``, ``dilations``, ``heads``, ``depth`` (NDMHALs at the lowest fine scale),
     ``window`` (None: global), ``expansion`` (GFF); the ablations ``deformable`` (False: plain
     depthwise convs in the DMHA), ``nested`` (False: one attention per NDMHAL), ``coarse_stage``
-    (False: the fine stage reads the input directly); ``init`` (``default``: PyTorch's,
-    ``kaiming``: kaiming-normal gated convs as released), ``gate_bias`` (with kaiming: the gates'
-    initial bias, > 0 opens them) and ``output`` (``sigmoid`` or ``linear`` heads);
-    ``deform_backend``, the deformable-conv implementation.
+    (False: the fine stage reads the input directly); ``init`` (``kaiming``: kaiming-normal gated
+    convs as released, the default; ``default``: PyTorch's), ``gate_bias`` (with kaiming: the
+    gates' initial bias; the default 2 opens them, which is what lets the signal and its gradient
+    through the stacks of gated convs: docs/architecture.md, "Why NDMHA learned slower") and
+    ``output`` (``sigmoid`` or ``linear`` heads); ``deform_backend``, the deformable-conv
+    implementation.
     """
 
     size_multiple = 8  # three stride-2 stages
@@ -118,8 +120,8 @@ class NDMHAGenerator(nn.Module):
     def __init__(self, widths: Sequence[int] = WIDTHS, dilations: Sequence[int] = DILATIONS,
                  heads: Sequence[int] = HEADS, depth: int = FINE_BOTTLENECK,
                  window: int | None = 8, expansion: float = 2.0, deformable: bool = True,
-                 nested: bool = True, coarse_stage: bool = True, init: str = "default",
-                 gate_bias: float = 0.0, output: str = "sigmoid",
+                 nested: bool = True, coarse_stage: bool = True, init: str = "kaiming",
+                 gate_bias: float = 2.0, output: str = "sigmoid",
                  deform_backend: str = "torchvision") -> None:
         super().__init__()
         if len(heads) != len(widths):
