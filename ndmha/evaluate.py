@@ -106,9 +106,17 @@ def bucket_label(ratio: float, edges: tuple[float, ...] = BUCKET_EDGES) -> str:
     raise ValueError(f"hole ratio {ratio} is outside [{edges[0]}, {edges[-1]}]")
 
 
+#: images per metrics batch, for 256 px images: larger images take proportionally fewer, so
+#: memory stays bounded (about 0.7 GB for SSIM in float64) whatever the image size
+BATCH_PIXELS = 32 * 256 * 256
+
+
 def _per_image(frame: pd.DataFrame, composites: list[Path], lpips: LPIPSMetric | str,
                batch_size: int) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
+    if len(frame):
+        h, w = read_image(composites[0]).shape[:2]
+        batch_size = max(1, min(batch_size, BATCH_PIXELS // (h * w)))
     for start in range(0, len(frame), batch_size):
         chunk = frame.iloc[start:start + batch_size]
         pred = torch.stack([to_tensor(read_image(p)) for p in composites[start:start + batch_size]])
