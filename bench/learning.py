@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import defaultdict
 
 import numpy as np
 import torch

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from ndmha.data.demo import draw_face

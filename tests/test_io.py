@@ -40,7 +40,6 @@ def test_write_image_roundtrip_and_no_leftovers(tmp_path: Path) -> None:
 
 
 def _umask() -> int:
-    import os
     import subprocess
 
     return int(subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True).stdout, 8)
