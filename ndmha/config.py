@@ -1,9 +1,11 @@
 """Config handling shared by the Snakefile and the package, free of torch so that Snakemake's
-parse of the workflow stays fast: command-line overrides and experiments.
+parse of the workflow stays fast: command-line overrides, experiments, settings hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +14,11 @@ import yaml
 
 SCALARS = (bool, int, float, type(None))
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def sha256_json(value: Any) -> str:
+    """SHA-256 of a JSON-able value, keys sorted (the same settings, the same hash)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def typed(value: Any) -> Any:

@@ -7,7 +7,6 @@ into every ``summary.json``, the tables and the report show it.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import subprocess
 import sys
@@ -17,13 +16,9 @@ from typing import Any
 import torch
 
 import ndmha
+from ndmha.config import sha256_json
 
 REPOSITORY = Path(ndmha.__file__).resolve().parents[1]
-
-
-def sha256_json(value: Any) -> str:
-    """SHA-256 of a JSON-able value, keys sorted (the same settings, the same hash)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:

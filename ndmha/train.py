@@ -62,7 +62,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
                      "deform_backend", "nan_patience", "nan_lr_factor", "channels_last",
                      "cudnn_benchmark", "persistent_workers", "compile", "tensorboard",
-                     "log_every", "grid_images", "dataset")
+                     "log_every", "grid_images")
 
 
 @dataclass
@@ -102,7 +102,6 @@ class TrainSettings:
     tensorboard: bool = True          # event files for TensorBoard (rank 0)
     log_every: int = 10               # steps between TensorBoard scalars
     grid_images: int = 6              # fixed monitored images in TensorBoard's prediction grid
-    dataset: str = ""                 # the data's name, for the provenance
 
     def __post_init__(self) -> None:
         self.experiment = self.experiment or self.architecture
@@ -579,8 +578,8 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
                     "parameters": count_parameters(trainer.model), "epochs": trainer.epoch,
                     "budget": trainer.budget(len(train_set)), "test_loss": test_loss,
                     "warnings": trainer.objective.warnings,
-                    "provenance": provenance.collect(trainer.device, asdict(settings), manifest,
-                                                     settings.dataset)}, model_out)
+                    "provenance": provenance.collect(trainer.device, asdict(settings),
+                                                     manifest)}, model_out)
         write_history(trainer.history, log_csv)
     distributed.barrier()
     return trainer.history

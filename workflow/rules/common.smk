@@ -5,8 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from ndmha.config import ExperimentError, resolve_experiments, typed
-from ndmha.provenance import sha256_json
+from ndmha.config import ExperimentError, resolve_experiments, sha256_json, typed
 
 
 def config_error(key, message):
