@@ -8,6 +8,7 @@ wall time and device) and its provenance (code commit, settings and data hashes,
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -88,10 +89,17 @@ def _commit(summary: dict) -> str:
 
 
 def _gmacs(summary: dict, size: int) -> dict[str, float]:
-    model = build_model(summary["architecture"], summary.get("options"), "torch")
-    return {"gmac": count_gmac(model, GMAC_SIZE),
-            "gmac_without_deformable": count_gmac(model, GMAC_SIZE, deformable=False),
-            "gmac_at_size": count_gmac(model, size)}
+    return dict(_count(summary["architecture"], json.dumps(summary.get("options") or {},
+                                                           sort_keys=True), size))
+
+
+@functools.lru_cache(maxsize=None)
+def _count(architecture: str, options: str, size: int) -> tuple[tuple[str, float], ...]:
+    """GMAC of an architecture with its options (JSON), once per table rule for every table."""
+    model = build_model(architecture, json.loads(options), "torch")
+    return (("gmac", count_gmac(model, GMAC_SIZE)),
+            ("gmac_without_deformable", count_gmac(model, GMAC_SIZE, deformable=False)),
+            ("gmac_at_size", count_gmac(model, size)))
 
 
 def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
