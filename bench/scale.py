@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -112,7 +113,10 @@ def size_of(paths: list[Path]) -> tuple[int, int]:
 
 
 def rehearse(folder: Path, n: int, args: argparse.Namespace) -> list[dict]:
-    """Run the workflow at N; one row per job: seconds, peak RSS, files and bytes written."""
+    """Run the workflow at N from scratch (a previous run's results are removed); one row per
+    job: seconds, peak RSS, files and bytes written."""
+    for previous in (folder / "results", folder / ".snakemake"):
+        shutil.rmtree(previous, ignore_errors=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config(folder, n, args)))
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
                  str(folder), "--configfile", str(folder / "config.yaml")]
@@ -202,6 +206,9 @@ def main() -> None:
                         help="where the data and the runs go (tens of GB for 30k)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs",
                         help="where scale.csv, scale_growth.csv and scale.png go")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of other sizes already in OUT/scale.csv (rerun some "
+                             "sizes, e.g. after a disturbed measurement, and refit all of them)")
     args = parser.parse_args()
     faces, masks = draw_pool(args.workdir / "pool", args.pool_faces, args.pool_masks,
                              args.face_size, args.mask_size, args.threads)
@@ -212,12 +219,18 @@ def main() -> None:
         rows += rehearse(folder, n, args)
         print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
+    previous = args.out / "scale.csv"
+    if args.merge and previous.exists():
+        kept = pd.read_csv(previous)
+        table = pd.concat([kept[~kept["n"].isin(args.sizes)], table], ignore_index=True)
+        table = table.sort_values("n", kind="stable", ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "scale.csv", index=False, float_format="%.4g")
     fits = growth(table)
     fits.to_csv(args.out / "scale_growth.csv", index=False, float_format="%.4g")
     plot(table, args.out / "scale.png")
-    print(f"\nScale rehearsal on {machine(__import__('torch').device('cpu'))}, sizes {args.sizes}")
+    print(f"\nScale rehearsal on {machine(__import__('torch').device('cpu'))}, sizes "
+          f"{sorted(table['n'].unique())}")
     print(table.to_markdown(index=False, floatfmt=".4g"))
     print()
     print(fits.to_markdown(index=False, floatfmt=".3g"))
