@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
@@ -21,6 +22,8 @@ from ndmha.errors import DataError, DiskFullError
 log = logging.getLogger("ndmha")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: items submitted ahead per thread by map_parallel
+WINDOW_PER_THREAD = 4
 
 
 #: the errors of a write that ran out of room: no space left, disk quota exceeded
@@ -210,16 +213,30 @@ def map_parallel(fn: Callable[[Any], Any], items: list[Any], threads: int, desc:
 
     OpenCV releases the GIL while it decodes, resizes and encodes, so threads scale; its own
     thread pool is turned off for this process (``cv2.setNumThreads(1)``) so that the two do not
-    compete for the cores.
+    compete for the cores. At most ``WINDOW_PER_THREAD`` items per thread are submitted ahead of
+    the first unfinished one: memory stays flat in the number of items (submitting all 30,000 at
+    once held a future for each, +65 MB at 30,000 in the scale rehearsal).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm import tqdm
 
     cv2.setNumThreads(1)
-    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    threads = max(1, threads)
+    pool = ThreadPoolExecutor(max_workers=threads)
+    pending: collections.deque[Future] = collections.deque()
+    results = []
     try:
-        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, mininterval=2.0,
-                         unit="img", file=sys.stderr))
+        with tqdm(total=len(items), desc=desc, mininterval=2.0, unit="img",
+                  file=sys.stderr) as bar:
+            for item in items:
+                if len(pending) >= WINDOW_PER_THREAD * threads:
+                    results.append(pending.popleft().result())
+                    bar.update()
+                pending.append(pool.submit(fn, item))
+            while pending:
+                results.append(pending.popleft().result())
+                bar.update()
     finally:
         pool.shutdown(cancel_futures=True)
+    return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -9,7 +11,16 @@ import numpy as np
 import pytest
 
 from ndmha.errors import DataError
-from ndmha.io import atomic_open, list_images, read_image, staged_dir, take_first, write_image
+from ndmha.io import (
+    WINDOW_PER_THREAD,
+    atomic_open,
+    list_images,
+    map_parallel,
+    read_image,
+    staged_dir,
+    take_first,
+    write_image,
+)
 
 
 def test_atomic_open_keeps_old_file_when_interrupted(tmp_path: Path) -> None:
@@ -96,3 +107,29 @@ def test_staged_dir_resumes_same_fingerprint_and_restarts_another(tmp_path: Path
             raise RuntimeError("interrupted")
     with staged_dir(tmp_path / "other", {"size": 2}) as stage:
         assert not (stage / "old.txt").exists()
+
+
+def test_map_parallel_keeps_order_and_takes_up_a_bounded_window_of_items() -> None:
+    """While the first item is unfinished, at most WINDOW_PER_THREAD x threads items are taken up,
+    however many there are (all were submitted at once before: a future held for each of 30,000
+    images). Item 0 waits until more than a window has started (what the unbounded pool did at
+    once) or 2 s have passed; either way the count it saw must not exceed the window."""
+    threads, n = 2, 1000
+    window = WINDOW_PER_THREAD * threads
+    lock = threading.Lock()
+    started: list[int] = []
+    seen_by_first: list[int] = []
+
+    def square(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 0:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and len(started) <= window:
+                time.sleep(0.01)
+            seen_by_first.append(len(started))
+        return i * i
+
+    assert map_parallel(square, list(range(n)), threads, "test") == [i * i for i in range(n)]
+    assert seen_by_first[0] <= window
+    assert sorted(started) == list(range(n))
