@@ -215,7 +215,7 @@ def map_parallel(fn: Callable[[Any], Any], items: list[Any], threads: int, desc:
     thread pool is turned off for this process (``cv2.setNumThreads(1)``) so that the two do not
     compete for the cores. At most ``WINDOW_PER_THREAD`` items per thread are submitted ahead of
     the first unfinished one: memory stays flat in the number of items (submitting all 30,000 at
-    once held a future for each, +65 MB at 30,000 in the scale rehearsal).
+    once held a future for each: +54.6 MB on 30,000 items, +5.2 MB with the window).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
