@@ -61,6 +61,7 @@ def slurm_run(slurm: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return workdir, result.stdout + result.stderr
 
 
+@pytest.mark.long
 def test_every_rule_ran_as_a_slurm_job(slurm_run: tuple[Path, str]) -> None:
     workdir, output = slurm_run
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)", output)
@@ -92,6 +93,7 @@ def test_outputs_equal_a_local_run(slurm_run: tuple[Path, str], tmp_path: Path) 
     assert summary_a["psnr"] == summary_b["psnr"] and summary_a["ssim"] == summary_b["ssim"]
 
 
+@pytest.mark.long
 def test_scancelled_training_resumes_from_its_checkpoint(slurm_run: tuple[Path, str],
                                                         tmp_path: Path) -> None:
     """scancel the training job: the profile's retries submit it again, and it resumes."""

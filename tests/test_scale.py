@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"convert", "masks", "overlay", "split", "train_baseline", "predict_baseline",
@@ -15,6 +16,7 @@ JOBS = {"convert", "masks", "overlay", "split", "train_baseline", "predict_basel
         "comparison_figures", "report", "workflow (wall)"}
 
 
+@pytest.mark.long
 def test_scale_rehearsal_at_ci_size(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--sizes", "60",

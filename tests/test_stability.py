@@ -34,6 +34,7 @@ def manifest64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "manifest.csv"
 
 
+@pytest.mark.long
 def test_200_ndmha_steps_with_every_term_stay_finite_and_lower_l1(manifest64: Path,
                                                                   tmp_path: Path) -> None:
     settings = TrainSettings(architecture="ndmha", epochs=4, batch_size=1, loss=FULL_LOSS, seed=0,

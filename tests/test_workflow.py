@@ -73,6 +73,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir / TINY["results_dir"]
 
 
+@pytest.mark.long
 def test_every_output_is_written(tiny_run: Path) -> None:
     assert len(list((tiny_run / "demo" / "images").glob("*.png"))) == 12
     assert len(list((tiny_run / "data" / "images").glob("*.jpg"))) == 12
@@ -288,6 +289,7 @@ def test_source_folders_with_spaces(tmp_path: Path) -> None:
     assert len(manifest) == 12 and "demo" not in result.stdout + result.stderr
 
 
+@pytest.mark.long
 def test_seed_report_protocol_on_demo_data(tmp_path: Path) -> None:
     """configs/seed_report.yaml, switched to the demo data with --config as its header says
     (smaller here): the 60/20/20 split, the baseline validated on val, the baseline retrained on

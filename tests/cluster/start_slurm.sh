@@ -73,5 +73,5 @@ for _ in $(seq 60); do
     sleep 1
 done
 say "the node did not become idle within 60 s: $(sinfo 2>&1 | tail -2 | tr '\n' ' ')"
-tail -5 "$state/log/slurmctld.log" "$state/log/slurmd.log" >&2 || true
+tail -n 5 "$state/log/slurmctld.log" "$state/log/slurmd.log" >&2 || true
 exit 1
