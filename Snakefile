@@ -30,6 +30,7 @@ rule all:
     input:
         rules.tables.output,
         rules.data_figure.output,
-        expand(rules.model_figures.output, experiment=EXPERIMENTS),
+        expand(rules.training_curves.output, experiment=TRAINED),
+        expand(rules.prediction_grid.output, experiment=EXPERIMENTS),
         rules.comparison_figures.output,
     default_target: True

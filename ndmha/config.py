@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ndmha.classical import TRAINING_FREE
+
 SCALARS = (bool, int, float, type(None))
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -48,7 +50,17 @@ def typed(value: Any) -> Any:
 
 #: how the tables and figures name each architecture (an experiment may set its own label)
 ARCHITECTURE_LABELS = {"baseline": "baseline U-Net", "ndmha": "NDMHA",
-                       "ndmha_released": "NDMHA (released structure)"}
+                       "ndmha_released": "NDMHA (released structure)",
+                       "telea": "OpenCV Telea", "navier_stokes": "OpenCV Navier-Stokes",
+                       "biharmonic": "scikit-image biharmonic"}
+#: what produced an experiment's predictions: a network trained here, or a method that learns
+#: nothing (the floor); the checkpoint issue adds imported weights and external predictions
+KINDS = ("trained", "training-free")
+
+
+def kind_of(architecture: str) -> str:
+    """An architecture's kind: ``training-free`` for the methods of :mod:`ndmha.classical`."""
+    return "training-free" if architecture in TRAINING_FREE else "trained"
 
 
 class ExperimentError(ValueError):
@@ -61,8 +73,9 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class Experiment:
-    """One trained and evaluated network: an architecture of the registry with its options,
-    its loss weights and its training settings (``train`` overrides the shared ``train``)."""
+    """One evaluated method: an architecture of the registry with its options, its loss weights
+    and its training settings (``train`` overrides the shared ``train``), or a training-free
+    method (``kind`` training-free: no loss, no training)."""
 
     name: str
     architecture: str
@@ -71,6 +84,11 @@ class Experiment:
     train: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     seed_report: str = ""  # the seed report's method this experiment reruns (its table row)
+    kind: str = "trained"  # one of KINDS
+
+    @property
+    def trained(self) -> bool:
+        return self.kind == "trained"
 
 
 def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
@@ -80,6 +98,7 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     ``loss.<a>`` and ``train.per_model.<a>``. ``experiments: {name: {architecture, options,
     loss, train, label, seed_report}}`` names them freely; an experiment without ``loss`` takes
     ``loss.<architecture>``, and ``train.per_model.<name>`` still applies beneath its ``train``.
+    A training-free architecture (telea, navier_stokes, biharmonic) needs no loss and trains not.
     """
     if "models" in cfg and "experiments" in cfg:
         raise ExperimentError("experiments", "give either models (one experiment per "
@@ -97,8 +116,13 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     experiments = {}
     for name, entry in entries.items():
         architecture = entry["architecture"]
-        loss = entry.get("loss") or losses.get(architecture)
-        if not loss:
+        kind = kind_of(architecture)
+        loss = entry.get("loss") or losses.get(architecture) or {}
+        if kind == "training-free" and (entry.get("loss") or entry.get("train")):
+            raise ExperimentError(f"experiments.{name}",
+                                  f"'{architecture}' is training-free: it takes no loss or train "
+                                  "settings (only options)")
+        if kind == "trained" and not loss:
             raise ExperimentError(key.format(name=name),
                                   f"no loss weights for experiment '{name}' (give them there "
                                   f"or under loss.{architecture})")
@@ -106,7 +130,8 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
         experiments[name] = Experiment(
             name=name, architecture=architecture, options=dict(entry.get("options", {})),
             loss=dict(loss), train={**per_model.get(name, {}), **entry.get("train", {})},
-            label=entry.get("label", default_label), seed_report=entry.get("seed_report", ""))
+            label=entry.get("label", default_label), seed_report=entry.get("seed_report", ""),
+            kind=kind)
     for name in per_model:  # an architecture not trained in this run may keep its settings
         if name not in experiments and name not in ARCHITECTURE_LABELS:
             raise ExperimentError("train.per_model", f"'{name}' is neither an experiment "

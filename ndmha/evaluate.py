@@ -3,6 +3,7 @@
 :func:`predict` writes, per test image, the raw network output (``raw/<id>.png``) and the composite
 (``composite/<id>.png``: prediction inside the holes, the input elsewhere), plus ``predict.json``
 with the inference time per image (batch 1, after warm-up, synchronised on GPU, median).
+:func:`predict_training_free` writes the same for a method that learns nothing (the floor).
 :func:`score` reads those PNGs back and compares the composites with the ground-truth JPGs.
 """
 
@@ -17,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ndmha import classical
 from ndmha.data.dataset import InpaintingDataset, to_image, to_tensor
 from ndmha.data.split import read_manifest
 from ndmha.fidelity import (
@@ -75,6 +78,7 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
         info = {
             "experiment": meta["experiment"],
             "architecture": meta["architecture"],
+            "kind": "trained",
             "options": meta.get("options", {}),
             "split": split,
             "images": len(dataset),
@@ -91,6 +95,78 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
     log.info("predicted %d %s images in %s (median %.4f s/image on %s)", len(dataset), split,
              out_dir, info["inference_s_per_image"], info["device"])
     return info
+
+
+def predict_training_free(manifest: str | Path, experiment: str, architecture: str,
+                          options: dict[str, Any], out_dir: str | Path,
+                          split: str = "test") -> dict[str, Any]:
+    """Inpaint every image of ``split`` with a training-free method of :mod:`ndmha.classical`:
+    the same files as :func:`predict` (``raw/`` the method's output, ``composite/`` its pixels
+    in the holes only), timed per image on the CPU; the budget is empty (nothing is trained)."""
+    began_all = time.perf_counter()
+    frame = read_manifest(manifest, split)
+    if len(frame) == 0:
+        raise ValueError(f"{manifest}: the {split} split is empty")
+    timings: list[float] = []
+    settings = {"experiment": experiment, "architecture": architecture, "options": options}
+    with staged_dir(out_dir, {**settings, "split": split}) as stage:
+        for row in tqdm(frame.itertuples(), total=len(frame), desc=f"predict ({architecture})",
+                        mininterval=5.0, file=sys.stderr):
+            corrupted = read_image(row.corrupted)
+            holes = read_image(row.mask, cv2.IMREAD_GRAYSCALE)
+            began = time.perf_counter()
+            filled = classical.fill(architecture, corrupted, holes, options)
+            timings.append(time.perf_counter() - began)
+            write_image(stage / "raw" / f"{row.id}.png", filled)
+            write_image(stage / "composite" / f"{row.id}.png",
+                        classical.composite(filled, corrupted, holes))
+        info = {
+            "experiment": experiment,
+            "architecture": architecture,
+            "kind": "training-free",
+            "options": options,
+            "split": split,
+            "images": len(frame),
+            "parameters": 0,
+            "inference_s_per_image": statistics.median(timings),
+            "device": device_name(torch.device("cpu")),
+            "warnings": [],
+            "budget": {},
+            "test_loss": None,
+            "train_provenance": collect(torch.device("cpu"), settings, manifest),
+            "predict_seconds": round(time.perf_counter() - began_all, 3),
+        }
+        write_json(stage / "predict.json", info)
+    log.info("%s (%s, training-free) filled %d %s images in %s (median %.4f s/image)",
+             experiment, architecture, len(frame), split, out_dir,
+             info["inference_s_per_image"])
+    return info
+
+
+def floor_psnr(manifest: str | Path, split: str, architecture: str,
+               options: dict[str, Any] | None = None) -> float:
+    """The mean PSNR of a training-free method's composites on ``split`` (the floor on a split
+    the workflow does not predict, e.g. the validation split the curves monitor)."""
+    frame = read_manifest(manifest, split)
+    values = []
+    for row in frame.itertuples():
+        corrupted, holes = read_image(row.corrupted), read_image(row.mask, cv2.IMREAD_GRAYSCALE)
+        filled = classical.composite(classical.fill(architecture, corrupted, holes, options),
+                                     corrupted, holes)
+        values.append(float(image_metrics(to_tensor(filled)[None],
+                                          to_tensor(read_image(row.image))[None])["psnr"][0]))
+    return statistics.fmean(values)
+
+
+def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: str, kind: str,
+                       architecture: str, options: dict[str, Any], model_path: str | None = None,
+                       device: str = "auto", deform_backend: str = "torchvision"
+                       ) -> dict[str, Any]:
+    """The predict rule: a trained model's file through :func:`predict`, a training-free method
+    through :func:`predict_training_free`."""
+    if kind == "training-free":
+        return predict_training_free(manifest, experiment, architecture, options, out_dir)
+    return predict(manifest, model_path, out_dir, device=device, deform_backend=deform_backend)
 
 
 #: hole-area buckets (fractions) as LaMa and MAT report them; the last one takes the rest

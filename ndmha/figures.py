@@ -4,6 +4,7 @@ experiment's validation PSNR against optimizer steps and against training wall t
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -71,12 +72,12 @@ def training_curves(history_csv: str | Path, out: str | Path, label: str) -> Non
     log_ = pd.read_csv(history_csv)
     val_split = log_["val_split"].iloc[-1] if "val_split" in log_ else "val"
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
-    for ax, (key, label) in zip(axes.flat, CURVES):
+    for ax, (key, axis_label) in zip(axes.flat, CURVES):
         for prefix, style in (("train", "o-"), ("val", "s--")):
             ax.plot(log_["epoch"], log_[f"{prefix}_{key}"], style,
                     label="training" if prefix == "train" else f"validation ({val_split} split)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
@@ -131,15 +132,26 @@ def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
     _save(fig, out)
 
 
-def experiment_curves(histories: dict[str, str | Path], out: str | Path) -> None:
-    """Validation PSNR of every experiment against optimizer steps and against training wall
-    time, on one figure (``histories``: label -> train_log.csv)."""
+def experiment_curves(histories: dict[str, str | Path], out: str | Path,
+                      floors: dict[str, float] | None = None, split: str | None = None) -> None:
+    """Validation PSNR of every trained experiment against optimizer steps and against training
+    wall time, on one figure (``histories``: label -> train_log.csv), the training-free methods
+    as horizontal lines (``floors``: label -> PSNR on the same ``split``)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for label_, path in histories.items():
         log_ = pd.read_csv(path)
         for ax, x in zip(axes, ("steps", "wall_seconds")):
             ax.plot(log_[x], log_["val_psnr"], "o-", ms=3, label=label_)
-    split = pd.read_csv(next(iter(histories.values())))["val_split"].iloc[-1]
+    for (label_, value), style in zip((floors or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
+        for ax in axes:
+            ax.axhline(value, color="0.35", ls=style, lw=1.2,
+                       label=f"{label_} (training-free): {value:.2f} dB")
+    if split is None:
+        split = (pd.read_csv(next(iter(histories.values())))["val_split"].iloc[-1]
+                 if histories else "test")
+    if not histories:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no trained experiment", ha="center", transform=ax.transAxes)
     axes[0].set_xlabel("optimizer steps")
     axes[1].set_xlabel("training wall time (s)")
     axes[0].set_ylabel(f"PSNR (dB), composite, {split} split")
@@ -151,19 +163,30 @@ def experiment_curves(histories: dict[str, str | Path], out: str | Path) -> None
     _save(fig, out)
 
 
-def model_figures(history_csv: str | Path, manifest: str | Path, predictions: str | Path,
-                  curves_png: str | Path, grid_png: str | Path, label: str, n_ids: int) -> None:
-    """One experiment's figures: its training curves and its prediction grid."""
-    training_curves(history_csv, curves_png, label)
-    prediction_grid(manifest, predictions, grid_png, label, fixed_ids(manifest, n_ids))
+def experiment_grid(manifest: str | Path, predictions: str | Path, out: str | Path, label: str,
+                    n_ids: int) -> None:
+    """One experiment's prediction grid on the first ``n_ids`` test ids."""
+    prediction_grid(manifest, predictions, out, label, fixed_ids(manifest, n_ids))
 
 
 def comparison_figures(manifest: str | Path, labels: list[str], predictions: list[str | Path],
                        buckets: list[str | Path], histories: list[str | Path],
                        grid_png: str | Path, buckets_png: str | Path, curves_png: str | Path,
-                       n_ids: int) -> None:
+                       n_ids: int, trained_labels: list[str] | None = None,
+                       floors: list[str | Path] = (), floor_labels: list[str] = (),
+                       floor_methods: list[dict] = ()) -> None:
     """The figures across experiments: the side-by-side grid, the metrics against the hole
-    ratio, and PSNR against steps and wall time."""
+    ratio, and PSNR against steps and wall time with the training-free floor on the split the
+    histories monitored (its test score when that is the test split, else measured there)."""
+    from ndmha.evaluate import floor_psnr
+
     comparison_grid(manifest, dict(zip(labels, predictions)), grid_png, fixed_ids(manifest, n_ids))
     metrics_vs_hole(dict(zip(labels, buckets)), buckets_png)
-    experiment_curves(dict(zip(labels, histories)), curves_png)
+    trained_labels = list(labels if trained_labels is None else trained_labels)
+    split = pd.read_csv(histories[0])["val_split"].iloc[-1] if histories else "test"
+    floor_values = {}
+    for label_, summary, method in zip(floor_labels, floors, floor_methods):
+        floor_values[label_] = (json.loads(Path(summary).read_text())["psnr"] if split == "test"
+                                else floor_psnr(manifest, split, method["architecture"],
+                                                method["options"]))
+    experiment_curves(dict(zip(trained_labels, histories)), curves_png, floor_values, split)

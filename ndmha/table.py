@@ -22,13 +22,13 @@ from ndmha.models import build_model, count_gmac
 log = logging.getLogger("ndmha")
 
 BUDGET = ["epochs", "steps", "images_seen", "batch", "train_time_s", "train_device"]
-COLUMNS = ["method", "source", "psnr_db", "ssim", "l1", "lpips", "fid", "kid", "params_m",
-           "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET, "device",
-           "dataset", "git_commit"]
+COLUMNS = ["method", "source", "kind", "psnr_db", "ssim", "l1", "lpips", "fid", "kid",
+           "params_m", "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET,
+           "device", "dataset", "git_commit"]
 TEST_COLUMNS = ["experiment", "images", "image_size", "loss", "l1", "psnr", "ssim", "lpips",
                 "fid", "kid", "kid_std", "parameters", "inference_s_per_image", "device", *BUDGET]
-EXPERIMENT_COLUMNS = ["experiment", "label", "architecture", "options", "loss_weights", "psnr",
-                      "ssim", "l1", "lpips", "fid", "kid", "params_m", "gmac",
+EXPERIMENT_COLUMNS = ["experiment", "label", "kind", "architecture", "options", "loss_weights",
+                      "psnr", "ssim", "l1", "lpips", "fid", "kid", "params_m", "gmac",
                       "gmac_without_deformable", *BUDGET, "test_images"]
 PROVENANCE_COLUMNS = ["experiment", "git_commit", "git_dirty", "config_sha256",
                       "train_settings_sha256", "python", "torch", "torchvision", "cuda", "cudnn",
@@ -59,7 +59,18 @@ def label_of(summary: dict, labels: dict[str, str] | None = None) -> str:
     return (labels or {}).get(summary["experiment"], summary["experiment"])
 
 
+def kind_of(summary: dict) -> str:
+    """``trained`` or ``training-free`` (summaries written before kinds existed: trained)."""
+    return summary.get("kind", "trained")
+
+
+def is_trained(summary: dict) -> bool:
+    return kind_of(summary) == "trained"
+
+
 def method_name(summary: dict, labels: dict[str, str] | None = None) -> str:
+    if not is_trained(summary):
+        return f"{label_of(summary, labels)} (training-free, measured here)"
     return f"{label_of(summary, labels)} (ours)"
 
 
@@ -70,8 +81,15 @@ def caveats(summary: dict, labels: dict[str, str] | None = None) -> list[str]:
     return [f"{method_name(summary, labels)}: {n}" for n in notes + summary.get("warnings", [])]
 
 
+#: the budget cell of a method that learns nothing
+NO_TRAINING = "none: training-free"
+
+
 def budget_of(summary: dict) -> dict[str, Any]:
-    """The budget columns of a measured row."""
+    """The budget columns of a measured row (a training-free row: no training, 0 steps)."""
+    if not is_trained(summary):
+        return {"epochs": 0, "steps": 0, "images_seen": 0, "batch": None, "train_time_s": 0,
+                "train_device": NO_TRAINING}
     budget = summary.get("budget", {})
     return {"epochs": budget.get("epochs"), "steps": budget.get("steps"),
             "images_seen": budget.get("images_seen"),
@@ -88,7 +106,9 @@ def _commit(summary: dict) -> str:
     return commit[:10] + (" (dirty)" if training.get("git_dirty") else "")
 
 
-def _gmacs(summary: dict, size: int) -> dict[str, float]:
+def _gmacs(summary: dict, size: int) -> dict[str, float | None]:
+    if not is_trained(summary):  # not a network: no multiply-accumulates to count
+        return {"gmac": None, "gmac_without_deformable": None, "gmac_at_size": None}
     return dict(_count(summary["architecture"], json.dumps(summary.get("options") or {},
                                                            sort_keys=True), size))
 
@@ -107,6 +127,7 @@ def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
     return {
         "method": method_name(summary, labels),
         "source": "measured",
+        "kind": kind_of(summary),
         "psnr_db": summary["psnr"],
         "ssim": summary["ssim"],
         "l1": summary["l1"],
@@ -123,20 +144,72 @@ def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
 
 
 def budget_note(summaries: list[dict], labels: dict[str, str] | None = None) -> str:
-    """Whether the measured rows were trained at an equal budget, and which differ."""
+    """Whether the trained rows were trained at an equal budget, and which differ (training-free
+    rows have no budget and are left out)."""
+    summaries = [s for s in summaries if is_trained(s)]
     if not summaries:
         return ""
     keys = ("epochs", "steps", "images_seen", "batch")
     budgets = {label_of(s, labels): tuple(budget_of(s)[k] for k in keys) for s in summaries}
     if len(set(budgets.values())) == 1:
         epochs, steps, images, batch = next(iter(budgets.values()))
-        return (f"Equal budget: every measured row trained {epochs} epochs, {steps} optimizer "
+        return (f"Equal budget: every trained row took {epochs} epochs, {steps} optimizer "
                 f"steps, {images} images seen, batch {batch} (wall time and device differ by "
                 "model: see train_time_s).")
     listed = "; ".join(f"{name}: {e} epochs, {s} steps, {i} images, batch {b}"
                        for name, (e, s, i, b) in budgets.items())
-    return ("Budgets differ: compare the measured rows only with their budgets in view. "
+    return ("Budgets differ: compare the trained rows only with their budgets in view. "
             + listed + ".")
+
+
+#: "clears the floor": the mean test PSNR above the best training-free method's by more than this,
+#: from one seed each (until seeds give an interval: a change of seed moved the demo's ablation
+#: rows by up to ~0.3 dB, docs/architecture.md)
+FLOOR_MARGIN_DB = 0.5
+FLOOR_COLUMNS = ["experiment", "label", "psnr", "ssim", "l1", "floor", "floor_psnr",
+                 "floor_ssim", "floor_l1", "psnr_margin_db", "clears_floor", "verdict",
+                 "steps", "train_time_s", "test_images"]
+
+
+def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
+                ) -> tuple[pd.DataFrame, str]:
+    """Every trained row against the training-free floor (the training-free row with the highest
+    mean test PSNR), and one sentence saying whether the trained rows clear it."""
+    free = [s for s in summaries if not is_trained(s)]
+    trained = [s for s in summaries if is_trained(s)]
+    if not free:
+        return (pd.DataFrame(columns=FLOOR_COLUMNS),
+                "No training-free floor in this run (add an experiment with architecture telea "
+                "or navier_stokes): nothing says whether training beat a method that learns "
+                "nothing.")
+    floor = max(free, key=lambda s: s["psnr"])
+    rows = [{"experiment": s["experiment"], "label": label_of(s, labels), "psnr": s["psnr"],
+             "ssim": s["ssim"], "l1": s["l1"], "floor": label_of(floor, labels),
+             "floor_psnr": floor["psnr"], "floor_ssim": floor["ssim"], "floor_l1": floor["l1"],
+             "psnr_margin_db": s["psnr"] - floor["psnr"],
+             "clears_floor": "yes" if s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB else "no",
+             "verdict": (f"{label_of(s, labels)} "
+                         + ("clears" if s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB
+                            else "does not clear")
+                         + f" the training-free floor ({label_of(floor, labels)}, "
+                           f"{floor['psnr']:.2f} dB) at {budget_of(s)['steps']} steps: "
+                           f"{s['psnr']:.2f} dB ({s['psnr'] - floor['psnr']:+.2f})"),
+             "steps": budget_of(s)["steps"], "train_time_s": budget_of(s)["train_time_s"],
+             "test_images": s["images"]} for s in trained]
+    table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
+    where = (f"the training-free floor ({label_of(floor, labels)}, {floor['psnr']:.2f} dB, SSIM "
+             f"{floor['ssim']:.4f}, on the same {floor['images']} test images)")
+    if not trained:
+        return table, f"Only training-free rows in this run; the floor is {where}."
+    cleared = [r for r in rows if r["clears_floor"] == "yes"]
+    listed = "; ".join(f"{r['label']} {r['psnr']:.2f} dB ({r['psnr_margin_db']:+.2f})"
+                       for r in rows)
+    verdict = ("every trained model clears" if len(cleared) == len(rows) else
+               "no trained model clears" if not cleared else
+               f"{len(cleared)} of {len(rows)} trained models clear")
+    return table, (f"At this budget {verdict} {where}: {listed}. Clearing it means a mean test "
+                   f"PSNR more than {FLOOR_MARGIN_DB} dB above the floor's, one seed each (no "
+                   "interval yet); SSIM and L1 are in the table whichever side they fall.")
 
 
 def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
@@ -144,6 +217,7 @@ def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
                  test_csv: str | Path, experiments_csv: str | Path | None = None,
                  experiments_md: str | Path | None = None, seed_csv: str | Path | None = None,
                  seed_md: str | Path | None = None, provenance_csv: str | Path | None = None,
+                 floor_csv: str | Path | None = None, floor_md: str | Path | None = None,
                  labels: dict[str, str] | None = None,
                  references: dict[str, str] | None = None,
                  settings: dict[str, dict] | None = None,
@@ -165,6 +239,10 @@ def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
         seed_report_table(seed_report_csv, loaded, seed_csv, seed_md, references or {}, labels)
     if provenance_csv is not None:
         provenance_table(loaded, provenance_csv, config_sha256)
+    if floor_csv is not None:
+        floor, verdict = floor_table(loaded, labels)
+        _write_csv(floor, floor_csv)
+        _write_md(floor, floor_md, "\n" + verdict + "\n")
     return table
 
 
@@ -207,8 +285,10 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
             "global batch, training wall time and device; the paper's and the seed report's are "
             "quoted where they state them. Paper and seed-report rows are quoted, not measured. "
             "Rows measured on the embedded demo dataset (procedural faces) are a smoke test of "
-            "the pipeline and are not comparable with CelebA-HQ numbers.\n\n"
-            + budget_note(summaries, labels) + "\n")
+            "the pipeline and are not comparable with CelebA-HQ numbers. Training-free rows "
+            "(kind training-free) learn nothing: the floor a trained row must clear; they have "
+            "no budget, parameters or GMAC.\n\n"
+            + floor_table(summaries, labels)[1] + "\n\n" + budget_note(summaries, labels) + "\n")
     _write_md(table, out_md, note, [c for summary in summaries for c in caveats(summary, labels)])
     log.info("benchmark table with %d rows written to %s and %s", len(table), out_csv, out_md)
     return table
@@ -226,10 +306,11 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
     rows = []
     for s in summaries:
         gmacs = _gmacs(s, s["image_size"])
+        loss = (settings or {}).get(s["experiment"], {}).get("loss", {})
         rows.append({"experiment": s["experiment"], "label": label_of(s, labels),
-                     "architecture": s["architecture"], "options": _compact(s.get("options", {})),
-                     "loss_weights": _compact((settings or {}).get(s["experiment"], {})
-                                              .get("loss", {})),
+                     "kind": kind_of(s), "architecture": s["architecture"],
+                     "options": _compact(s.get("options", {})),
+                     "loss_weights": _compact(loss) if is_trained(s) else NO_TRAINING,
                      "psnr": s["psnr"], "ssim": s["ssim"], "l1": s["l1"],
                      **{k: _short(s[k]) for k in ("lpips", "fid", "kid")},
                      "params_m": s["parameters"] / 1e6, "gmac": gmacs["gmac"],
@@ -237,7 +318,8 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
                      **budget_of(s), "test_images": s["images"]})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
     _write_csv(table, out_csv)
-    _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + budget_note(summaries, labels) + "\n",
+    _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + floor_table(summaries, labels)[1]
+              + "\n\n" + budget_note(summaries, labels) + "\n",
               [c for s in summaries for c in caveats(s, labels)])
     return table
 
@@ -323,7 +405,9 @@ def to_markdown(table: pd.DataFrame, note: str = "", notes: list[str] = ()) -> s
                "runtime_s": "{:.4f}", "gmac": "{:.2f}", "gmac_without_deformable": "{:.2f}",
                "gmac_at_size": "{:.3f}", "train_time_s": "{:.0f}", "epochs": "{:.0f}",
                "steps": "{:.0f}", "images_seen": "{:.0f}", "batch": "{:.0f}",
-               "seed_report": "{:.4g}", "ours": "{:.4g}"}
+               "seed_report": "{:.4g}", "ours": "{:.4g}", "floor_psnr": "{:.2f}",
+               "floor_ssim": "{:.4f}", "floor_l1": "{:.4f}", "psnr_margin_db": "{:+.2f}",
+               "test_images": "{:.0f}"}
 
     def cell(column: str, value: object) -> str:
         if value is None or (not isinstance(value, str) and pd.isna(value)):

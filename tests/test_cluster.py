@@ -68,9 +68,10 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run: tuple[Path, str]) -> None:
     rules = {Path(log).relative_to(workdir / ".snakemake" / "slurm_logs").parts[0]
              for _, log in submitted}
     expected = {"demo_data", "convert", "masks", "overlay", "split", "data_figure", "train",
-                "predict", "metrics", "model_figures", "comparison_figures", "tables"}
+                "predict", "metrics", "training_curves", "prediction_grid", "comparison_figures",
+                "tables"}
     assert rules == {f"rule_{r}" for r in expected}
-    assert len({job for job, _ in submitted}) == len(submitted) == 12
+    assert len({job for job, _ in submitted}) == len(submitted) == 13
     for _, log in submitted:  # each job ran Snakemake's SLURM job step on the node
         assert "--executor slurm-jobstep" in Path(log).read_text()
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from ndmha.data.split import read_manifest
-from ndmha.evaluate import bucket_label, predict, score
-from ndmha.figures import comparison_figures, data_samples, model_figures
+from ndmha.evaluate import bucket_label, floor_psnr, predict, predict_training_free, score
+from ndmha.figures import comparison_figures, data_samples, experiment_grid, training_curves
 from ndmha.io import read_image, write_image
 from ndmha.table import write_tables
 from ndmha.train import TrainSettings, train
@@ -150,7 +150,7 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     assert md.count("\n|") == 14 and "not comparable" in md
     assert "Caveat: baseline U-Net (ours): LPIPS n/a (weights not found" in md
     assert "SSIM as Wang et al. define it" in md
-    assert "Equal budget: every measured row trained 1 epochs, 2 optimizer steps" in md
+    assert "Equal budget: every trained row took 1 epochs, 2 optimizer steps" in md
     test = pd.read_csv(tmp_path / "test.csv", keep_default_na=False)  # "n/a" stays text
     assert test.iloc[0]["experiment"] == "baseline" and test.iloc[0]["lpips"] == "n/a"
     assert float(test.iloc[0]["loss"]) > 0  # the objective on the test split
@@ -171,12 +171,13 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
 
 def test_figures_are_written(evaluated: Path, manifest: Path, tmp_path: Path) -> None:
     data_samples(manifest, tmp_path / "data.png", n=3)
-    model_figures(evaluated / "log.csv", manifest, evaluated / "pred", tmp_path / "curves.png",
-                  tmp_path / "grid.png", "baseline", n_ids=3)
+    training_curves(evaluated / "log.csv", tmp_path / "curves.png", "baseline")
+    experiment_grid(manifest, evaluated / "pred", tmp_path / "grid.png", "baseline", n_ids=3)
     comparison_figures(manifest, ["baseline", "copy"], [evaluated / "pred"] * 2,
                        [evaluated / "buckets.csv"] * 2, [evaluated / "log.csv"] * 2,
                        tmp_path / "cmp.png", tmp_path / "holes.png", tmp_path / "psnr.png",
-                       n_ids=2)
+                       n_ids=2, floors=[evaluated / "summary.json"], floor_labels=["a floor"],
+                       floor_methods=[{"architecture": "telea", "options": {}}])
     shapes = {}
     for name in ("data", "curves", "grid", "cmp", "holes", "psnr"):
         image = read_image(tmp_path / f"{name}.png")
@@ -225,3 +226,109 @@ def test_cli_help_lists_the_commands(capsys: pytest.CaptureFixture) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
     assert all(command in out for command in ("stats", "inpaint", "train"))
+
+
+def test_curves_figure_is_titled_with_the_experiment(evaluated: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suptitle names the experiment (the axis labels once shadowed it: 'L1: ...')."""
+    import ndmha.figures
+
+    titles = []
+    save = ndmha.figures._save
+    monkeypatch.setattr(ndmha.figures, "_save",
+                        lambda fig, path: (titles.append(fig._suptitle.get_text()),
+                                           save(fig, path)))
+    training_curves(evaluated / "log.csv", tmp_path / "curves.png", "my experiment")
+    assert titles == ["my experiment: training curves"]
+
+
+@pytest.fixture(scope="module")
+def floor_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenCV's Telea (radius 5) on the test split, scored like a network."""
+    out = tmp_path_factory.mktemp("floor")
+    predict_training_free(manifest, "floor", "telea", {"radius": 5}, out / "pred")
+    score(manifest, out / "pred", out / "per_image.csv", out / "buckets.csv",
+          out / "summary.json", dataset="demo test", device="cpu")
+    return out
+
+
+@pytest.mark.parametrize("method, flag", [("telea", cv2.INPAINT_TELEA),
+                                          ("navier_stokes", cv2.INPAINT_NS)])
+def test_training_free_is_cv2_inpaint_in_the_holes(method: str, flag: int, manifest: Path,
+                                                   tmp_path: Path) -> None:
+    """raw/ is cv2.inpaint's output; composite/ is the input outside the hole and cv2.inpaint's
+    output inside it, byte for byte."""
+    info = predict_training_free(manifest, "x", method, {"radius": 4}, tmp_path / "pred")
+    test = read_manifest(manifest, "test")
+    for _, row in test.iterrows():
+        corrupted = read_image(row["corrupted"])
+        holes = read_image(row["mask"], cv2.IMREAD_GRAYSCALE)
+        expected = cv2.inpaint(corrupted, holes, 4, flag)
+        raw = read_image(tmp_path / "pred" / "raw" / f"{row['id']}.png")
+        comp = read_image(tmp_path / "pred" / "composite" / f"{row['id']}.png")
+        inside = holes > 127
+        assert inside.any() and (~inside).any()
+        np.testing.assert_array_equal(raw, expected)
+        np.testing.assert_array_equal(comp[inside], expected[inside])
+        np.testing.assert_array_equal(comp[~inside], corrupted[~inside])
+    assert info["kind"] == "training-free" and info["budget"] == {}
+    assert info["parameters"] == 0 and info["images"] == len(test)
+    assert info["options"] == {"radius": 4} and info["experiment"] == "x"
+
+
+def test_biharmonic_fills_only_the_holes(manifest: Path, tmp_path: Path) -> None:
+    predict_training_free(manifest, "b", "biharmonic", {}, tmp_path / "pred")
+    row = read_manifest(manifest, "test").iloc[0]
+    corrupted = read_image(row["corrupted"])
+    holes = read_image(row["mask"], cv2.IMREAD_GRAYSCALE) > 127
+    comp = read_image(tmp_path / "pred" / "composite" / f"{row['id']}.png")
+    np.testing.assert_array_equal(comp[~holes], corrupted[~holes])
+    assert comp[holes].mean() > 10  # the holes (0 in the input) are filled from their borders
+
+
+def test_floor_psnr_equals_the_scored_composites(floor_run: Path, manifest: Path) -> None:
+    """The floor the curves figure draws on another split is computed as the metrics rule
+    scores (the same uint8 composites, the same float64 PSNR): on the test split, equal."""
+    summary = json.loads((floor_run / "summary.json").read_text())
+    assert floor_psnr(manifest, "test", "telea", {"radius": 5}) == pytest.approx(
+        summary["psnr"], rel=1e-12)  # the same values, summed in another order
+
+
+def test_tables_carry_the_floor(evaluated: Path, floor_run: Path, tmp_path: Path) -> None:
+    summaries = [evaluated / "summary.json", floor_run / "summary.json"]
+    trained = json.loads(summaries[0].read_text())
+    floor = json.loads(summaries[1].read_text())
+    out = {k: tmp_path / k for k in ("t.csv", "t.md", "test.csv", "e.csv", "e.md", "f.csv",
+                                     "f.md")}
+    table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
+                         summaries, out["t.csv"], out["t.md"], out["test.csv"], out["e.csv"],
+                         out["e.md"], floor_csv=out["f.csv"], floor_md=out["f.md"],
+                         labels={"baseline": "baseline U-Net", "floor": "OpenCV Telea"},
+                         settings={"baseline": {"loss": {"l1": 1.0}}})
+    row = table[table["kind"] == "training-free"].iloc[0]
+    assert row["method"] == "OpenCV Telea (training-free, measured here)"
+    assert row["train_device"] == "none: training-free" and row["steps"] == 0
+    assert row["params_m"] == 0 and pd.isna(row["gmac"])
+    assert row["psnr_db"] == floor["psnr"]
+    md = out["t.md"].read_text()
+    # the budget note is over the trained row only: one row, so an equal budget
+    assert "Equal budget: every trained row took 1 epochs" in md
+    margin = trained["psnr"] - floor["psnr"]
+    verdict = "every trained model clears" if margin > 0.5 else "no trained model clears"
+    sentence = f"At this budget {verdict} the training-free floor (OpenCV Telea, "
+    for path in (out["t.md"], out["e.md"], out["f.md"]):
+        assert sentence in path.read_text(), path
+    floor_table = pd.read_csv(out["f.csv"])
+    assert list(floor_table["experiment"]) == ["baseline"]
+    assert floor_table.iloc[0]["psnr_margin_db"] == pytest.approx(margin, rel=5e-6)  # %.6g
+    assert floor_table.iloc[0]["clears_floor"] == ("yes" if margin > 0.5 else "no")
+    experiments = pd.read_csv(out["e.csv"])
+    assert list(experiments["kind"]) == ["trained", "training-free"]
+    assert experiments.iloc[1]["loss_weights"] == "none: training-free"
+
+
+def test_floor_sentence_without_a_floor(evaluated: Path) -> None:
+    from ndmha.table import floor_table
+
+    table, sentence = floor_table([json.loads((evaluated / "summary.json").read_text())])
+    assert table.empty and sentence.startswith("No training-free floor in this run")

@@ -172,17 +172,22 @@ def test_ablations_remove_what_they_name() -> None:
 
 def test_schema_lists_every_architecture_and_its_options() -> None:
     """The config schema (what Snakemake checks before any job) and the registry (what builds
-    the networks) name the same architectures and the same options."""
+    the networks, and the training-free methods) name the same architectures and the same
+    options; only the networks take loss weights."""
     from pathlib import Path
 
     import yaml
 
+    from ndmha.classical import TRAINING_FREE, method_options
     from ndmha.models import ARCHITECTURES, architecture_options
 
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas"
                              / "config.schema.yaml").read_text())
-    assert schema["$defs"]["architecture"]["enum"] == list(ARCHITECTURES)
+    assert schema["$defs"]["architecture"]["enum"] == [*ARCHITECTURES, *TRAINING_FREE]
     for name in ARCHITECTURES:
         assert set(schema["$defs"][f"{name}_options"]["properties"]) == \
             set(architecture_options(name)), name
+    for name in TRAINING_FREE:
+        assert set(schema["$defs"][f"{name}_options"]["properties"]) == \
+            set(method_options(name)), name
     assert set(schema["properties"]["loss"]["properties"]) == set(ARCHITECTURES)

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"convert", "masks", "overlay", "split", "train_baseline", "predict_baseline",
-        "metrics_baseline", "tables", "data_figure", "model_figures_baseline",
+        "metrics_baseline", "tables", "data_figure", "training_curves_baseline",
+        "prediction_grid_baseline",
         "comparison_figures", "report", "workflow (wall)"}
 
 

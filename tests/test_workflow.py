@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ TINY = {
              "jpg_quality": 90, "mask_hole": "white"},
     "demo": {"image_size": 48, "mask_size": 48, "hole_ratio": [0.05, 0.6], "seed": 1},
     "split": {"scheme": "paper", "test": 4, "seed": 0},
-    "models": ["baseline", "ndmha"],
+    "models": ["baseline", "ndmha", "telea"],
     "train": {"epochs": 1, "batch_size": 4, "lr": 2.0e-4, "betas": [0.5, 0.99], "seed": 0,
               "device": "cpu", "num_workers": 0, "per_model": {"ndmha": {"batch_size": 2}}},
     "loss": {"baseline": {"l1": 1.0},
@@ -31,7 +32,8 @@ TINY = {
     "resources": {"prepare": {"threads": 2}, "train": {"threads": 2, "mem_mb": 1000},
                   "evaluate": {"threads": 1}},
 }
-MODELS = ("baseline", "ndmha")
+MODELS = ("baseline", "ndmha")  # the trained experiments
+FLOORS = ("telea",)             # the training-free ones
 
 
 def snakemake_command(workdir: Path, config: dict | Path, *args: str) -> list[str]:
@@ -65,6 +67,16 @@ def _with(**changes: dict) -> dict:
     return config
 
 
+def report_files(html: str) -> dict[str, str]:
+    """The text files a Snakemake report embeds (``data:...;filename=<name>;base64,...``)."""
+    import base64
+    import re
+
+    return {m[1]: base64.b64decode(m[2]).decode("utf-8", "replace")
+            for m in re.finditer(r"data:text/[a-z]+;charset=utf8;filename=([^;]+);base64,"
+                                 r"([A-Za-z0-9+/=]+)", html)}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("workflow")
@@ -94,9 +106,21 @@ def test_every_output_is_written(tiny_run: Path) -> None:
         assert buckets["images"].sum() == 4
         for figure in ("curves", "predictions"):
             assert (tiny_run / "figures" / model / f"{figure}.png").stat().st_size > 1000
+    for floor in FLOORS:  # predicted and scored like a network, never trained
+        assert not (tiny_run / "models" / floor).exists()
+        assert not (tiny_run / "checkpoints" / floor).exists()
+        assert not (tiny_run / "figures" / floor / "curves.png").exists()
+        assert (tiny_run / "figures" / floor / "predictions.png").stat().st_size > 1000
+        for kind in ("raw", "composite"):
+            assert len(list((tiny_run / "predictions" / floor / kind).glob("*.png"))) == 4
+        assert len(pd.read_csv(tiny_run / "metrics" / floor / "per_image.csv")) == 4
+    per_experiment = [f"{step}_{m}" for step in ("train", "predict", "metrics",
+                                                 "training_curves", "prediction_grid")
+                      for m in MODELS] + [f"{step}_{m}" for step in ("predict", "metrics",
+                                                                     "prediction_grid")
+                                          for m in FLOORS]
     for job in ("demo_data", "convert", "masks", "overlay", "split", "tables", "data_figure",
-                "comparison_figures", *(f"{step}_{m}" for step in ("train", "predict", "metrics",
-                                                                   "model_figures") for m in MODELS)):
+                "comparison_figures", *per_experiment):
         benchmark = pd.read_csv(tiny_run / "benchmarks" / f"{job}.tsv", sep="\t")
         assert {"s", "max_rss"} <= set(benchmark.columns), job  # Snakemake's benchmark: record
     for model in MODELS:  # TensorBoard event files, outside the outputs
@@ -111,9 +135,7 @@ def test_every_output_is_written(tiny_run: Path) -> None:
     for figure in ("data_samples", "comparison", "metrics_vs_hole"):
         assert (tiny_run / "figures" / f"{figure}.png").stat().st_size > 1000
     for rule in ("demo_data", "convert", "masks", "overlay", "split", "tables", "data_figure",
-                 "comparison_figures",
-                 *(f"{step}_{m}" for step in ("train", "predict", "metrics", "model_figures")
-                   for m in MODELS)):
+                 "comparison_figures", *per_experiment):
         assert (tiny_run / "logs" / f"{rule}.log").stat().st_size > 0, rule
     assert "PNG -> JPG: 100%" in (tiny_run / "logs" / "convert.log").read_text()
     assert not list(tiny_run.rglob("*.partial"))  # no staging folder left behind
@@ -121,10 +143,16 @@ def test_every_output_is_written(tiny_run: Path) -> None:
 
 def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     table = pd.read_csv(tiny_run / "tables" / "benchmark.csv")
-    assert len(table) == 14
+    assert len(table) == 15
     assert table["method"].iloc[:10].tolist()[-1] == "NDMHA (paper)"
-    ours = table[table["source"] == "measured"].reset_index(drop=True)
-    assert ours["method"].tolist() == ["baseline U-Net (ours)", "NDMHA (ours)"]
+    measured = table[table["source"] == "measured"].reset_index(drop=True)
+    assert measured["method"].tolist() == ["baseline U-Net (ours)", "NDMHA (ours)",
+                                           "OpenCV Telea (training-free, measured here)"]
+    assert measured["kind"].tolist() == ["trained", "trained", "training-free"]
+    floor = measured.iloc[2]
+    assert floor["train_device"] == "none: training-free" and floor["params_m"] == 0
+    assert floor["dataset"] == "tiny demo, 4 test images, 32px"  # the same test images
+    ours = measured.iloc[:2]
     for i, model in enumerate(MODELS):
         summary = json.loads((tiny_run / "metrics" / model / "summary.json").read_text())
         # benchmark.csv keeps 6 significant digits (%.6g): rounding error < 5e-6 relative
@@ -138,15 +166,18 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     assert "| baseline U-Net (ours) | measured |" in md and "| NDMHA (ours) | measured |" in md
     assert "Caveat: NDMHA (ours): perceptual loss used random VGG19 weights" in md
     assert "Caveat: NDMHA (ours): LPIPS n/a (weights not found" in md
+    assert "the training-free floor (OpenCV Telea, " in md
+    floors = pd.read_csv(tiny_run / "tables" / "floor.csv")
+    assert list(floors["experiment"]) == list(MODELS) and set(floors["floor"]) == {"OpenCV Telea"}
     test = pd.read_csv(tiny_run / "tables" / "test_metrics.csv", keep_default_na=False)
-    assert list(test["experiment"]) == list(MODELS) and set(test["fid"]) == {"n/a"}
+    assert list(test["experiment"]) == [*MODELS, *FLOORS] and set(test["fid"]) == {"n/a"}
     # the shorthand `models:` trains each model as an experiment named after it, with the
     # tiny config's budgets: baseline 1 epoch of 2 batches of 4, ndmha 4 batches of 2
     assert list(ours["epochs"]) == [1, 1] and list(ours["steps"]) == [2, 4]
     assert list(ours["images_seen"]) == [8, 8] and list(ours["batch"]) == [4, 2]
     assert "Budgets differ" in md
     experiments = pd.read_csv(tiny_run / "tables" / "experiments.csv")
-    assert list(experiments["label"]) == ["baseline U-Net", "NDMHA"]
+    assert list(experiments["label"]) == ["baseline U-Net", "NDMHA", "OpenCV Telea"]
 
 
 def test_report_has_every_section(tiny_run: Path) -> None:
@@ -159,8 +190,12 @@ def test_report_has_every_section(tiny_run: Path) -> None:
                  "data_samples.png", "curves.png", "predictions.png", "comparison.png",
                  "metrics_vs_hole.png", "experiments_psnr.png", "benchmark.csv",
                  "test_metrics.csv", "experiments.csv", "seed_report.csv", "provenance.csv",
-                 "tiny demo"):
+                 "floor.csv", "telea", "tiny demo"):
         assert text in html, text
+    embedded = report_files(html)  # the tables travel inside the HTML as data URIs
+    assert "OpenCV Telea (training-free, measured here)" in embedded["benchmark.csv"]
+    assert "NDMHA does not clear the training-free floor (OpenCV Telea, " in embedded["floor.csv"] \
+        or "NDMHA clears the training-free floor (OpenCV Telea, " in embedded["floor.csv"]
 
 
 def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
@@ -177,11 +212,16 @@ def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
     ({"data": {"image_size": 40}}, "config key data.image_size: 40 is not a multiple of 16"),
     ({"split": {"test": 12}}, "config key split.test: 12 test images leave none to train on"),
     ({"train": {"per_model": {"unet3": {"epochs": 2}}}},
-     "config key train.per_model: 'unet3' is neither an experiment (['baseline', 'ndmha']) "
-     "nor an architecture"),
+     "config key train.per_model: 'unet3' is neither an experiment (['baseline', 'ndmha', "
+     "'telea']) nor an architecture"),
     ({"models": None, "experiments": {"a": {"architecture": "unet9"}}},
      "config key experiments.a.architecture: 'unet9' is not one of "
-     "['baseline', 'ndmha', 'ndmha_released']"),
+     "['baseline', 'ndmha', 'ndmha_released', 'telea', 'navier_stokes', 'biharmonic']"),
+    ({"models": None, "experiments": {"a": {"architecture": "telea", "loss": {"l1": 1.0}}}},
+     "config key experiments.a: 'telea' is training-free: it takes no loss or train settings"),
+    ({"models": None, "experiments": {"a": {"architecture": "telea",
+                                            "options": {"radius": 0}}}},
+     "config key experiments.a.options.radius: 0 is less than or equal to the minimum of 0"),
     ({"models": None, "experiments": {"a": {"architecture": "ndmha",
                                             "options": {"wdiths": [8, 16]}}}},
      "config key experiments.a.options: Additional properties are not allowed "
@@ -221,7 +261,8 @@ def test_full_reproduction_dry_run(tmp_path: Path) -> None:
     present = snakemake(tmp_path, ROOT / "configs" / "celebahq.yaml", "-n")
     assert present.returncode == 0, present.stderr
     for rule in ("convert", "masks", "overlay", "split", "train", "predict", "metrics",
-                 "tables", "data_figure", "model_figures", "comparison_figures"):
+                 "tables", "data_figure", "training_curves", "prediction_grid",
+                 "comparison_figures"):
         assert f"rule {rule}:" in present.stdout
     assert "demo_data" not in present.stdout
 
@@ -334,5 +375,29 @@ def test_ablation_config_is_valid_and_builds_its_dag(tmp_path: Path) -> None:
     experiments = ndmha.config.resolve_experiments(config)
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "ablation.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    for step in ("train", "predict", "metrics"):
-        assert result.stdout.count(f"rule {step}:") == len(experiments) >= 10
+    trained = sum(e.trained for e in experiments.values())
+    assert len(experiments) - trained == 3  # the floor: telea, navier_stokes, biharmonic
+    for step, jobs in (("train", trained), ("predict", len(experiments)),
+                       ("metrics", len(experiments))):
+        assert result.stdout.count(f"rule {step}:") == jobs and trained >= 10
+
+
+def test_training_free_jobs_ask_for_no_gpu(tmp_path: Path) -> None:
+    """With GPUs asked for every evaluation job, the training-free experiments' predict and
+    metrics jobs still ask for none (and have no train job); the networks' keep theirs."""
+    config = _with(resources={"evaluate": {"threads": 1, "gpu": 1},
+                              "train": {"threads": 2, "gpu": 1}})
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = {}
+    for block in result.stdout.split("\n\n"):
+        rule = re.search(r"rule (\w+):", block)
+        wildcard = re.search(r"wildcards: experiment=(\S+)", block)
+        resources = re.search(r"resources: (.*)", block)
+        if rule and wildcard and resources:
+            jobs[rule[1], wildcard[1]] = resources[1]
+    for step in ("predict", "metrics"):
+        assert "gpu=0" in jobs[step, "telea"], jobs[step, "telea"]
+        for model in MODELS:
+            assert "gpu=1" in jobs[step, model], jobs[step, model]
+    assert ("train", "telea") not in jobs and "gpu=1" in jobs["train", "ndmha"]

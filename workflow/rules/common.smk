@@ -1,5 +1,6 @@
 # Config validation and the paths every rule shares.
 import os
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -82,6 +83,9 @@ LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"
 LABELS = {name: e.label for name, e in EXPERIMENTS.items()}
+# experiments by kind: only trained ones have train jobs, curves and loss weights
+TRAINED = [name for name, e in EXPERIMENTS.items() if e.trained]
+TRAINING_FREE = [name for name, e in EXPERIMENTS.items() if e.kind == "training-free"]
 # the whole config's hash, for the provenance table (only the tables rule reads it)
 CONFIG_SHA256 = sha256_json(config)
 
@@ -99,14 +103,25 @@ PAIRS = RESULTS / "data" / "pairs.csv"
 MANIFEST = RESULTS / "data" / "manifest.csv"
 
 
-def rule_resources(stage):
+def rule_resources(stage, gpu_by_kind=False):
     """Snakemake resources of a stage's rules from config: cluster.partition / cluster.account
     as slurm_partition / slurm_account, then resources.<stage> (mem_mb, runtime, gpu, gpu_model,
-    slurm_partition, ...); empty values and gpu 0 are left out."""
+    slurm_partition, ...); empty values and gpu 0 are left out. ``gpu_by_kind``: the rule runs
+    per experiment, and a training-free experiment's job asks for no GPU."""
     cluster = config.get("cluster", {})
     merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
               **config["resources"][stage]}
-    return {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
+    resources = {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
+    if gpu_by_kind and "gpu" in resources:
+        gpus = resources["gpu"]
+        # gpu 0: the SLURM executor then ignores gpu_model too
+        resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].trained else 0
+    return resources
+
+
+def one_of(names):
+    """A wildcard regex matching exactly these names (none: matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def train_settings(name):
@@ -126,5 +141,19 @@ def train_settings(name):
     }
 
 
+def method_params(name):
+    """What the predict rule needs to know of an experiment besides its model file."""
+    e = EXPERIMENTS[name]
+    return {"experiment": name, "kind": e.kind, "architecture": e.architecture,
+            "options": e.options}
+
+
+def predict_input(wildcards):
+    """A trained experiment's model file; a training-free method needs only the data."""
+    if EXPERIMENTS[wildcards.experiment].trained:
+        return {"model": expand(rules.train.output.model, experiment=wildcards.experiment)[0]}
+    return {}
+
+
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
+    experiment=one_of(EXPERIMENTS),

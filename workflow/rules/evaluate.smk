@@ -1,18 +1,19 @@
-# Test inference and per-image metrics.
+# Test inference and per-image metrics, for every experiment whatever its kind.
 
 
 rule predict:
     input:
+        unpack(predict_input),
         manifest=MANIFEST,
-        model=rules.train.output.model,
     output:
         directory(RESULTS / "predictions" / "{experiment}"),
     params:
         device=config["train"]["device"],
         deform_backend=DEFORM_BACKEND,
+        method=lambda wc: method_params(wc.experiment),
     threads: config["resources"]["evaluate"]["threads"]
     resources:
-        **rule_resources("evaluate"),
+        **rule_resources("evaluate", gpu_by_kind=True),
     log:
         LOGS / "predict_{experiment}.log",
     benchmark:
@@ -38,7 +39,7 @@ rule metrics:
         device=config["train"]["device"],
     threads: config["resources"]["evaluate"]["threads"]
     resources:
-        **rule_resources("evaluate"),
+        **rule_resources("evaluate", gpu_by_kind=True),
     log:
         LOGS / "metrics_{experiment}.log",
     benchmark:

@@ -25,10 +25,13 @@ rule tables:
         seed_md=TABLES / "seed_report.md",
         provenance=report(TABLES / "provenance.csv", caption="../report/provenance.rst",
                           category="provenance", labels={"figure": "provenance"}),
+        floor=report(TABLES / "floor.csv", caption="../report/floor.rst",
+                     category="experiments", labels={"figure": "the training-free floor"}),
+        floor_md=TABLES / "floor.md",
     params:
         labels=LABELS,
         references={name: e.seed_report for name, e in EXPERIMENTS.items() if e.seed_report},
-        settings={name: {"loss": e.loss} for name, e in EXPERIMENTS.items()},
+        settings={name: {"loss": e.loss} for name, e in EXPERIMENTS.items() if e.trained},
         config_sha256=CONFIG_SHA256,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
@@ -62,17 +65,37 @@ rule data_figure:
         "../scripts/data_figure.py"
 
 
-rule model_figures:
+rule training_curves:
     input:
-        history=rules.train.output.history,
+        rules.train.output.history,
+    output:
+        report(FIGURES / "{experiment}" / "curves.png", caption="../report/curves.rst",
+               category="{experiment}", labels={"figure": "training curves"}),
+    wildcard_constraints:
+        experiment=one_of(TRAINED),
+    params:
+        label=lambda wc: LABELS[wc.experiment],
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
+    log:
+        LOGS / "training_curves_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "training_curves_{experiment}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/training_curves.py"
+
+
+rule prediction_grid:
+    input:
         manifest=MANIFEST,
         predictions=rules.predict.output,
     output:
-        curves=report(FIGURES / "{experiment}" / "curves.png", caption="../report/curves.rst",
-                      category="{experiment}", labels={"figure": "training curves"}),
-        grid=report(FIGURES / "{experiment}" / "predictions.png",
-                    caption="../report/predictions.rst", category="{experiment}",
-                    labels={"figure": "test predictions"}),
+        report(FIGURES / "{experiment}" / "predictions.png",
+               caption="../report/predictions.rst", category="{experiment}",
+               labels={"figure": "test predictions"}),
     params:
         n_ids=GRID_IMAGES,
         label=lambda wc: LABELS[wc.experiment],
@@ -80,13 +103,13 @@ rule model_figures:
     resources:
         **rule_resources("evaluate"),
     log:
-        LOGS / "model_figures_{experiment}.log",
+        LOGS / "prediction_grid_{experiment}.log",
     benchmark:
-        BENCHMARKS / "model_figures_{experiment}.tsv"
+        BENCHMARKS / "prediction_grid_{experiment}.tsv"
     conda:
         ENV
     script:
-        "../scripts/model_figures.py"
+        "../scripts/prediction_grid.py"
 
 
 rule comparison_figures:
@@ -94,7 +117,8 @@ rule comparison_figures:
         manifest=MANIFEST,
         predictions=expand(rules.predict.output, experiment=EXPERIMENTS),
         buckets=expand(rules.metrics.output.buckets, experiment=EXPERIMENTS),
-        histories=expand(rules.train.output.history, experiment=EXPERIMENTS),
+        histories=expand(rules.train.output.history, experiment=TRAINED),
+        floors=expand(rules.metrics.output.summary, experiment=TRAINING_FREE),
     output:
         grid=report(FIGURES / "comparison.png", caption="../report/comparison.rst",
                     category="comparison", labels={"figure": "side by side"}),
@@ -105,6 +129,9 @@ rule comparison_figures:
                       labels={"figure": "PSNR against steps and wall time"}),
     params:
         labels=list(LABELS.values()),
+        trained_labels=[LABELS[name] for name in TRAINED],
+        floor_labels=[LABELS[name] for name in TRAINING_FREE],
+        floor_methods=[method_params(name) for name in TRAINING_FREE],
         n_ids=GRID_IMAGES,
     threads: config["resources"]["evaluate"]["threads"]
     resources:

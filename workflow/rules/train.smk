@@ -1,4 +1,5 @@
-# Training: one loop for every experiment, resumable from results/checkpoints/{experiment}/last.pt.
+# Training: one loop for every trained experiment, resumable from
+# results/checkpoints/{experiment}/last.pt. Training-free experiments have no train job.
 
 
 rule train:
@@ -13,6 +14,8 @@ rule train:
         checkpoint=lambda wc: RESULTS / "checkpoints" / wc.experiment / "last.pt",
         tensorboard=lambda wc: RESULTS / "tensorboard" / wc.experiment,
         settings=lambda wc: train_settings(wc.experiment),
+    wildcard_constraints:
+        experiment=one_of(TRAINED),
     threads: config["resources"]["train"]["threads"]
     resources:
         **rule_resources("train"),

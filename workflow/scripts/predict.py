@@ -1,7 +1,8 @@
-"""Snakemake adapter: inpaint the test split."""
-from ndmha.evaluate import predict
+"""Snakemake adapter: inpaint the test split (a trained model, or a training-free method)."""
+from ndmha.evaluate import predict_experiment
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-run(sm, predict, manifest=sm.input.manifest, model_path=sm.input.model, out_dir=sm.output[0],
-    device=sm.params.device, deform_backend=sm.params.deform_backend)
+run(sm, predict_experiment, manifest=sm.input.manifest, out_dir=sm.output[0],
+    model_path=sm.input.get("model"), device=sm.params.device,
+    deform_backend=sm.params.deform_backend, **sm.params.method)

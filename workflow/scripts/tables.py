@@ -7,6 +7,7 @@ run(sm, write_tables, paper_csv=sm.input.paper, seed_report_csv=sm.input.seed_re
     summaries=list(sm.input.summaries), out_csv=sm.output.csv, out_md=sm.output.md,
     test_csv=sm.output.test, experiments_csv=sm.output.experiments,
     experiments_md=sm.output.experiments_md, seed_csv=sm.output.seed, seed_md=sm.output.seed_md,
-    provenance_csv=sm.output.provenance, labels=dict(sm.params.labels),
+    provenance_csv=sm.output.provenance, floor_csv=sm.output.floor,
+    floor_md=sm.output.floor_md, labels=dict(sm.params.labels),
     references=dict(sm.params.references), settings=dict(sm.params.settings),
     config_sha256=sm.params.config_sha256)
