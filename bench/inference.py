@@ -16,6 +16,7 @@ import torch
 from _common import machine, peak_mib, print_table, reset_peak, time_fn
 
 from ndmha.models import ARCHITECTURES, build_model
+from ndmha.models.layers import AUTO, resolve_backend
 
 
 def variants(device: torch.device, compile_: bool) -> list[tuple[str, dict]]:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    backend = args.deform_backend or ("torchvision" if device.type == "cuda" else "torch")
+    backend = resolve_backend(args.deform_backend or AUTO, device)
     rows = []
     for name in args.models:
         for label, opts in variants(device, not args.no_compile):

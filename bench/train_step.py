@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from _common import machine, peak_mib, print_table, reset_peak, time_fn
 
+from ndmha.models.layers import AUTO, resolve_backend
 from ndmha.train import TrainSettings, _Trainer
 
 FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    backend = args.deform_backend or ("torchvision" if device.type == "cuda" else "torch")
+    backend = resolve_backend(args.deform_backend or AUTO, device)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "manifest.csv"
         manifest.write_text("bench\n")

@@ -16,7 +16,7 @@ import sys
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
-from ndmha.models.layers import DEFORM_BACKENDS
+from ndmha.models.layers import AUTO, DEFORM_BACKENDS
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None,
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
-    p.add_argument("--deform-backend", default="torchvision",
-                   choices=sorted(DEFORM_BACKENDS), help="NDMHA's deformable conv")
+    p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+                   help="NDMHA's deformable conv (auto: torch on a CPU, torchvision on a GPU)")
     p.set_defaults(func=inpaint)
     p = commands.add_parser("train", help="train one model on a split manifest")
     p.add_argument("--manifest", required=True)

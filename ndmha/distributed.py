@@ -46,10 +46,11 @@ def init(device: str) -> tuple[Ranks, torch.device | None]:
     if not ranks.distributed:
         return ranks, None
     gpu = torch.cuda.is_available() and device != "cpu"
+    if gpu:  # before the process group: NCCL binds each rank's communicator to this device
+        torch.cuda.set_device(ranks.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if gpu else "gloo")
     if gpu:
-        torch.cuda.set_device(ranks.local_rank)
         return ranks, torch.device("cuda", ranks.local_rank)
     return ranks, torch.device("cpu")
 

@@ -37,6 +37,7 @@ from ndmha.fidelity import (
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
+from ndmha.models.layers import AUTO
 from ndmha.provenance import collect, device_name
 from ndmha.train import load_model, resolve_device
 
@@ -47,7 +48,7 @@ WARMUP = 2
 
 @torch.inference_mode()
 def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
-            split: str = "test", device: str = "auto", deform_backend: str = "torchvision"
+            split: str = "test", device: str = "auto", deform_backend: str = AUTO
             ) -> dict[str, Any]:
     """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json`` (the
     inference time, and what the model file says of its experiment, budget and provenance)."""
@@ -160,7 +161,7 @@ def floor_psnr(manifest: str | Path, split: str, architecture: str,
 
 def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: str, kind: str,
                        architecture: str, options: dict[str, Any], model_path: str | None = None,
-                       device: str = "auto", deform_backend: str = "torchvision"
+                       device: str = "auto", deform_backend: str = AUTO
                        ) -> dict[str, Any]:
     """The predict rule: a trained model's file through :func:`predict`, a training-free method
     through :func:`predict_training_free`."""

@@ -21,6 +21,7 @@ from ndmha.data.dataset import to_image, to_tensor
 from ndmha.data.prepare import overlay, to_holes
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
+from ndmha.models.layers import AUTO
 from ndmha.train import load_model, resolve_device
 
 log = logging.getLogger("ndmha")
@@ -66,7 +67,7 @@ def inpaint_image(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray,
 
 def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, out: str | Path,
                  hole: str = "white", size: int | None = None, device: str = "auto",
-                 deform_backend: str = "torchvision") -> Path:
+                 deform_backend: str = AUTO) -> Path:
     """Read ``image`` and ``mask``, inpaint, write ``out`` (format from its extension)."""
     dev = resolve_device(device)
     meta, model = load_model(checkpoint, dev, deform_backend)

@@ -51,6 +51,7 @@ from ndmha.io import atomic_open, write_bytes
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import build_model, count_parameters
+from ndmha.models.layers import AUTO
 
 log = logging.getLogger("ndmha")
 
@@ -85,7 +86,7 @@ class TrainSettings:
     grad_clip: float = 1.0            # max gradient norm; 0 turns clipping off
     nan_patience: int = 3             # non-finite steps in a row before restoring
     nan_lr_factor: float = 0.5        # learning-rate factor applied at each restore
-    deform_backend: str = "torchvision"
+    deform_backend: str = AUTO
     perceptual: dict[str, Any] = field(default_factory=dict)
     channels_last: str = "auto"       # auto: on GPU only; on; off
     cudnn_benchmark: bool = True      # let cuDNN pick the fastest conv algorithms (GPU)
@@ -125,9 +126,19 @@ class TrainSettings:
                                                      and device.type == "cuda")
         return torch.channels_last if on else torch.contiguous_format
 
-    def fingerprint(self, manifest: Path) -> str:
-        """Hash of the settings a checkpoint must share to be resumed (``epochs`` excluded)."""
+    def precision(self, device: torch.device) -> str:
+        """The precision ``amp`` resolves to on ``device``: ``bf16`` (autocast) or ``off``."""
+        on = self.amp == "bf16" or (self.amp == "auto" and device.type == "cuda"
+                                    and self.dtype == "float32")
+        return "bf16" if on else "off"
+
+    def fingerprint(self, manifest: Path, device: torch.device | None = None) -> str:
+        """Hash of the settings a checkpoint must share to be resumed (``epochs`` excluded), with
+        ``amp`` as it resolves on ``device`` (``auto`` is bf16 on a GPU and off on a CPU: a CPU
+        checkpoint must not resume under bf16 unnoticed)."""
         shaping = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        if device is not None:
+            shaping["amp"] = self.precision(device)
         digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
         digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
@@ -143,7 +154,7 @@ def resolve_device(name: str) -> torch.device:
 def autocast(device: torch.device, amp: str, dtype: torch.dtype = torch.float32
              ) -> contextlib.AbstractContextManager:
     """bf16 autocast when ``amp`` asks for it (``auto``: on GPU only, and never for a float64
-    run)."""
+    run; :meth:`TrainSettings.precision` says the same for the fingerprint)."""
     if amp == "bf16" or (amp == "auto" and device.type == "cuda" and dtype == torch.float32):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -171,17 +182,23 @@ def forward_stages(model: nn.Module, image: torch.Tensor, mask: torch.Tensor
     return None, model(image, mask)
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The CPU generator's state and, on a GPU, the state of this process's own device only (not
+    every visible GPU's): rank 0 writes the checkpoint, so it holds rank 0's states, and a run
+    resumed on another number of GPUs gives each rank these same states. No random draw of the
+    training depends on a rank's CUDA generator (masks and data order come from the seed, the
+    epoch and the index), so sharing it loses nothing."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and isinstance(cuda, torch.Tensor):
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device,
@@ -206,7 +223,9 @@ class _Means:
             image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> None:
         for name, value in losses.items():
             self.sums[name] += float(value) * n
-        for name, values in image_metrics(composite(pred, image, mask), target).items():
+        # clamped as the test metrics' 8-bit images are, so logged and test metrics compare
+        for name, values in image_metrics(composite(pred.clamp(0, 1), image, mask),
+                                          target).items():
             self.sums[name] += float(values.sum())
         self.count += n
 
@@ -291,7 +310,7 @@ class _Trainer:
         self.checkpoint = checkpoint
         self.ranks, device = distributed.init(settings.device)
         self.device = device or resolve_device(settings.device)
-        self.fingerprint = settings.fingerprint(manifest)
+        self.fingerprint = settings.fingerprint(manifest, self.device)
         torch.manual_seed(settings.seed)
         self.memory_format = settings.memory_format(self.device)
         self.dtype = settings.torch_dtype
@@ -363,11 +382,14 @@ class _Trainer:
         state = self._saved_state()
         if state is None:
             if self.checkpoint.exists():
-                log.warning("%s was written with other settings or data; starting afresh",
-                            self.checkpoint)
+                saved = load_torch(self.checkpoint).get("precision", "not recorded")
+                precision = self.settings.precision(self.device)
+                log.warning("%s was written with other settings or data (its precision: %s, "
+                            "this run's: %s on %s); starting afresh", self.checkpoint, saved,
+                            precision, self.device.type)
             return
         self._load_networks(state)
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"], self.device)
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
         log.info("resuming %s from %s after epoch %d (%d steps)", self.settings.experiment,
@@ -377,7 +399,8 @@ class _Trainer:
         """The checkpoint, written by rank 0 while the others wait."""
         if self.ranks.main:
             save_torch({**self._networks(), "epoch": self.epoch, "history": self.history,
-                        "rng": _rng_state(), "fingerprint": self.fingerprint}, self.checkpoint)
+                        "rng": _rng_state(self.device), "fingerprint": self.fingerprint,
+                        "precision": self.settings.precision(self.device)}, self.checkpoint)
         distributed.barrier()
 
     def _set_lr(self, step: int) -> float:

@@ -140,6 +140,22 @@ def test_split_sizes() -> None:
         split_sizes(10, "paper", 10)
     with pytest.raises(ConfigError, match="split.scheme"):
         split_sizes(10, "other")
+    assert split_sizes(2200, "paper", 200, val=200) == {"train": 1800, "val": 200, "test": 200}
+    with pytest.raises(ConfigError, match="split.val: 5 validation and 5 test images leave none"):
+        split_sizes(10, "paper", 5, val=5)
+
+
+def test_a_validation_split_leaves_the_test_split_alone(manifest: Path, tmp_path: Path) -> None:
+    """split.val under the paper scheme takes its images from the training images only: the test
+    images are the same with and without it (a budget chosen on val never saw them)."""
+    pairs = manifest.parent / "pairs.csv"
+    plain = make_split(pairs, tmp_path / "m0.csv", scheme="paper", seed=3, test=4)
+    held = make_split(pairs, tmp_path / "m1.csv", scheme="paper", seed=3, test=4, val=3)
+    assert held["split"].value_counts().to_dict() == {"train": 5, "val": 3, "test": 4}
+    test_ids = set(plain.loc[plain["split"] == "test", "id"])
+    assert set(held.loc[held["split"] == "test", "id"]) == test_ids
+    assert set(held.loc[held["split"] == "val", "id"]) <= set(plain.loc[plain["split"] == "train",
+                                                                          "id"])
 
 
 def test_split_is_seeded_and_deterministic(manifest: Path, tmp_path: Path) -> None:

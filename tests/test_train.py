@@ -174,3 +174,79 @@ def test_tensorboard_off(manifest: Path, tmp_path: Path) -> None:
     train(manifest, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "c.pt",
           _settings(1, tensorboard=False), tensorboard_dir=tmp_path / "tb")
     assert not (tmp_path / "tb").exists()
+
+
+def test_fingerprint_hashes_the_resolved_precision(manifest: Path) -> None:
+    """amp: auto is bf16 on a GPU and off on a CPU: a CPU checkpoint's fingerprint differs from
+    the same settings' on a GPU (no silent resume under bf16); explicit settings agree."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # only the device's type is read
+    auto = TrainSettings(architecture="baseline", epochs=1, amp="auto")
+    assert (auto.precision(cpu), auto.precision(gpu)) == ("off", "bf16")
+    assert auto.fingerprint(manifest, cpu) != auto.fingerprint(manifest, gpu)
+    assert auto.fingerprint(manifest, cpu) == \
+        TrainSettings(architecture="baseline", epochs=1, amp="off").fingerprint(manifest, cpu)
+    bf16 = TrainSettings(architecture="baseline", epochs=1, amp="bf16")
+    assert bf16.fingerprint(manifest, cpu) == bf16.fingerprint(manifest, gpu)
+    wide = TrainSettings(architecture="baseline", epochs=1, amp="auto", dtype="float64")
+    assert wide.precision(gpu) == "off"  # float64 runs never autocast
+
+
+def test_a_checkpoint_of_another_precision_says_so(manifest: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    _run(manifest, tmp_path / "a", epochs=1, ckpt=ckpt)
+    assert load_torch(ckpt)["precision"] == "off"
+    with caplog.at_level(logging.INFO, logger="ndmha"):
+        _run(manifest, tmp_path / "b", epochs=1, ckpt=ckpt, amp="bf16")
+    assert "its precision: off, this run's: bf16 on cpu); starting afresh" in caplog.text
+
+
+def test_rng_state_holds_this_device_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the checkpoint keeps the CUDA generator of this process's device, not every
+    visible GPU's, and restores it onto whatever device the resumed rank has."""
+    import ndmha.train as train_module
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state",
+                        lambda device: calls.append(("get", device)) or torch.tensor([7]))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all",
+                        lambda: pytest.fail("every visible GPU's state saved"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device: calls.append(("set", device, int(state[0]))))
+    saved = train_module._rng_state(torch.device("cuda", 3))
+    assert saved["cuda"].tolist() == [7] and calls == [("get", torch.device("cuda", 3))]
+    train_module._set_rng_state(saved, torch.device("cuda", 0))  # resumed with fewer GPUs
+    assert calls[-1] == ("set", torch.device("cuda", 0), 7)
+    assert "cuda" not in train_module._rng_state(torch.device("cpu"))
+
+
+def test_logged_metrics_use_clamped_predictions() -> None:
+    """The per-epoch metrics score the composite of the clamped prediction, as the test metrics
+    score its 8-bit image: a prediction beyond [0, 1] counts as its clamp."""
+    from ndmha.train import _Means
+
+    target = torch.full((1, 3, 16, 16), 0.9)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    image = target * (1 - mask)
+    wild, clamped = _Means(), _Means()
+    wild.add(1, {}, torch.full_like(target, 1.7), image, mask, target)
+    clamped.add(1, {}, torch.ones_like(target), image, mask, target)
+    assert wild.result("val") == clamped.result("val")
+
+
+def test_set_device_comes_before_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ndmha.distributed as distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend: calls.append(("init", backend)))
+    ranks, device = distributed.init("auto")
+    assert calls == [("set_device", 1), ("init", "nccl")]
+    assert device == torch.device("cuda", 1) and ranks.rank == 1

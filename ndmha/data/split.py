@@ -18,17 +18,24 @@ SPLITS = ("train", "val", "test")
 REPORT_FRACTIONS = (0.6, 0.2, 0.2)
 
 
-def split_sizes(n_images: int, scheme: str, test: int | None = None) -> dict[str, int]:
+def split_sizes(n_images: int, scheme: str, test: int | None = None,
+                val: int = 0) -> dict[str, int]:
     """Image counts per split.
 
-    ``paper``: ``test`` images held out, the rest train, no validation (27,000 / 3,000 on CelebA-HQ).
+    ``paper``: ``test`` images held out, the rest train (27,000 / 3,000 on CelebA-HQ); ``val``
+    more held out of the training images for validation (0: none, the paper's protocol; then the
+    training curves monitor the test split). The test images are the same whatever ``val`` is
+    (:func:`assign_splits` cuts test first).
     ``report``: the seed report's 60 / 20 / 20 train / val / test.
     """
     if scheme == "paper":
         if test is None or not 0 < test < n_images:
             raise ConfigError(f"split.test: must be between 1 and data.n_images - 1 "
                               f"({n_images - 1}), got {test}")
-        return {"train": n_images - test, "val": 0, "test": test}
+        if not 0 <= val < n_images - test:
+            raise ConfigError(f"split.val: {val} validation and {test} test images leave none "
+                              f"to train on (data.n_images is {n_images})")
+        return {"train": n_images - test - val, "val": val, "test": test}
     if scheme == "report":
         val = int(round(n_images * REPORT_FRACTIONS[1]))
         test_n = int(round(n_images * REPORT_FRACTIONS[2]))
@@ -54,13 +61,13 @@ def assign_splits(ids: list[str], sizes: dict[str, int], seed: int) -> list[str]
 
 
 def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, seed: int,
-               test: int | None = None) -> pd.DataFrame:
+               test: int | None = None, val: int = 0) -> pd.DataFrame:
     """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted, split)."""
     pairs = pd.read_csv(pairs_csv, dtype={"id": str})
     if pairs.empty:
         raise DataError(f"{pairs_csv}: no image/mask pairs")
     pairs = pairs.sort_values("id", kind="stable").reset_index(drop=True)
-    sizes = split_sizes(len(pairs), scheme, test)
+    sizes = split_sizes(len(pairs), scheme, test, val)
     pairs["split"] = assign_splits(pairs["id"].tolist(), sizes, seed)
     manifest = pairs[MANIFEST_COLUMNS].copy()
     # Paths in the pairs CSV are relative to its folder; rebase them onto the manifest's folder.

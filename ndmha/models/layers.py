@@ -6,6 +6,7 @@ Attention (DMHA), Gated Feed-Forward (GFF) and the Nested Deformable Multi-Head 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 from typing import Callable, Iterator
@@ -69,6 +70,25 @@ class GatedDeconv2d(nn.Module):
 DeformFn = Callable[..., torch.Tensor]
 
 
+def _in_float32(fn: DeformFn) -> DeformFn:
+    """A compiled deformable conv run in float32 (at least), autocast off, whatever the
+    activations' dtype, its output cast back: torchvision's CPU kernel has no bf16 version
+    ("not implemented for BFloat16" under CPU autocast), and mmcv's op has no autocast wrapper
+    (it would get bf16 activations beside float32 weights)."""
+
+    @functools.wraps(fn)
+    def wrapped(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
+                weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                dilation: int) -> torch.Tensor:
+        wide = torch.promote_types(x.dtype, torch.float32)
+        cast = [t if t is None else t.to(wide) for t in (x, offset, mask, weight, bias)]
+        with torch.autocast(x.device.type, enabled=False):
+            return fn(*cast[:3], cast[3], cast[4], padding, dilation).to(x.dtype)
+
+    return wrapped
+
+
+@_in_float32
 def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                         weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                         dilation: int) -> torch.Tensor:
@@ -78,6 +98,7 @@ def _torchvision_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tenso
                          dilation=(dilation, dilation), mask=mask)
 
 
+@_in_float32
 def _mmcv_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
                  weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                  dilation: int) -> torch.Tensor:
@@ -104,18 +125,23 @@ def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     out_channels, group_in, kh, kw = weight.shape
     groups = c // group_in
     taps = kh * kw
-    ys = torch.arange(h, device=x.device, dtype=x.dtype)
-    xs = torch.arange(w, device=x.device, dtype=x.dtype)
-    ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype),
-                            torch.arange(kw, device=x.device, dtype=x.dtype), indexing="ij")
-    offset = offset.reshape(n, taps, 2, h, w)
+    # Sampling positions and the bilinear sampling itself in float32 at least, whatever the
+    # activations' dtype: in bf16 a coordinate near 200 has a step of 1 px (a 0.3 px offset
+    # vanishes) and a normalised grid value near +-1 a step of 0.0039 (half a pixel at 256 px).
+    # Only the sampled values are rounded back to the activations' dtype.
+    pos = torch.promote_types(x.dtype, torch.float32)
+    ys = torch.arange(h, device=x.device, dtype=pos)
+    xs = torch.arange(w, device=x.device, dtype=pos)
+    ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=pos),
+                            torch.arange(kw, device=x.device, dtype=pos), indexing="ij")
+    offset = offset.reshape(n, taps, 2, h, w).to(pos)
     py = ys.reshape(1, 1, h, 1) - padding + dilation * ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
     px = xs.reshape(1, 1, 1, w) - padding + dilation * kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
     # grid_sample wants x, y in [-1, 1] with align_corners=True: -1 -> pixel 0, 1 -> pixel size-1
     grid = torch.stack([2 * px / max(w - 1, 1) - 1, 2 * py / max(h - 1, 1) - 1], dim=-1)
-    sampled = F.grid_sample(x, grid.reshape(n, taps * h, w, 2), mode="bilinear",
+    sampled = F.grid_sample(x.to(pos), grid.reshape(n, taps * h, w, 2), mode="bilinear",
                             padding_mode="zeros", align_corners=True)
-    sampled = sampled.reshape(n, c, taps, h, w)
+    sampled = sampled.reshape(n, c, taps, h, w).to(x.dtype)
     if group_in == 1 and out_channels == groups:  # depthwise: the taps weighed and summed
         kernel = weight.reshape(1, c, taps, 1, 1)   # (2.5x faster on a CPU than the einsum's
         if mask is not None:                         # batch of tiny matrix products)
@@ -137,10 +163,26 @@ DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
 }
 
 
+#: resolved on the device a layer runs on (:func:`resolve_backend`): the default everywhere
+AUTO = "auto"
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """``auto`` -> the pure-torch backend on a CPU (the fastest there: docs/performance.md),
+    torchvision's on a GPU (until a GPU measurement says otherwise); other names as they are."""
+    if name != AUTO:
+        return name
+    return "torchvision" if device.type == "cuda" else "torch"
+
+
 def deform_backend_available(name: str) -> tuple[bool, str]:
-    """Whether a backend imports here, and why not."""
+    """Whether a backend imports here, and why not (``auto`` needs the pure-torch backend and
+    torchvision's: both ship with the dependencies)."""
+    if name == AUTO:
+        return True, ""
     if name not in DEFORM_BACKENDS:
-        return False, f"unknown deformable-conv backend {name!r} (choose from {sorted(DEFORM_BACKENDS)})"
+        return False, (f"unknown deformable-conv backend {name!r} (choose from "
+                       f"{sorted([AUTO, *DEFORM_BACKENDS])})")
     module = DEFORM_BACKENDS[name][0]
     try:
         ops = importlib.import_module(module)
@@ -165,13 +207,14 @@ class DeformConv2d(nn.Module):
 
     Offsets (and the modulation) come from a zero-initialised 3x3 conv on the input, the
     modulation is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1,
-    so training starts from a plain convolution. ``backend`` (a :data:`DEFORM_BACKENDS` name) is
-    the layer's own implementation; :func:`use_deform_backend` changes it for a whole model.
+    so training starts from a plain convolution. ``backend`` (a :data:`DEFORM_BACKENDS` name, or
+    ``auto``: chosen by the device of each call) is the layer's own implementation;
+    :func:`use_deform_backend` changes it for a whole model.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  groups: int = 1, dilation: int = 1, bias: bool = False,
-                 backend: str = "torchvision", modulated: bool = True) -> None:
+                 backend: str = AUTO, modulated: bool = True) -> None:
         super().__init__()
         self.padding = dilation * (kernel_size - 1) // 2
         self.dilation = dilation
@@ -193,8 +236,9 @@ class DeformConv2d(nn.Module):
             modulation = 2 * torch.sigmoid(modulation)
         else:  # DCNv1: every tap weighs 1
             dy_dx, modulation = offsets, None
-        return DEFORM_BACKENDS[self.backend][1](x, dy_dx.contiguous(), modulation, self.weight,
-                                                self.bias, self.padding, self.dilation)
+        deform = DEFORM_BACKENDS[resolve_backend(self.backend, x.device)][1]
+        return deform(x, dy_dx.contiguous(), modulation, self.weight, self.bias, self.padding,
+                      self.dilation)
 
 
 @contextlib.contextmanager
@@ -267,7 +311,7 @@ class DeformableMultiHeadAttention(nn.Module):
     """
 
     def __init__(self, channels: int, heads: int, window: int | None = None,
-                 backend: str = "torchvision", deformable: bool = True, depthwise: bool = True,
+                 backend: str = AUTO, deformable: bool = True, depthwise: bool = True,
                  modulated: bool = True, project_query: bool = True) -> None:
         super().__init__()
         if channels % heads:

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ndmha.models.layers import NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
+from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
 
 WIDTHS = (16, 32, 64, 144)       # channels at 1, 1/2, 1/4, 1/8 of the input size
 DILATIONS = (2, 4, 8, 16)        # coarse bottleneck (the receptive field covers a 256 px face)
@@ -122,7 +122,7 @@ class NDMHAGenerator(nn.Module):
                  window: int | None = 8, expansion: float = 2.0, deformable: bool = True,
                  nested: bool = True, coarse_stage: bool = True, init: str = "kaiming",
                  gate_bias: float = 2.0, output: str = "sigmoid",
-                 deform_backend: str = "torchvision") -> None:
+                 deform_backend: str = AUTO) -> None:
         super().__init__()
         if len(heads) != len(widths):
             raise ValueError(f"heads {list(heads)} must give one count per scale of widths "

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ndmha.models.layers import NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
+from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
 from ndmha.models.ndmha import GatedEncoder
 
 BASE_WIDTHS = (64, 128, 256, 512, 1024)
@@ -80,7 +80,7 @@ class ReleasedNDMHA(nn.Module):
     coarse_to_fine = True
 
     def __init__(self, factor: int = 8, heads: int = 8, expansion: float = 2.33,
-                 mask_range: str = "unit", deform_backend: str = "torchvision") -> None:
+                 mask_range: str = "unit", deform_backend: str = AUTO) -> None:
         super().__init__()
         if mask_range not in ("unit", "signed"):
             raise ValueError(f"mask_range must be 'unit' or 'signed', got {mask_range!r}")

@@ -41,6 +41,9 @@ def check_config(cfg):
         if split["test"] >= n:
             config_error("split.test", f"{split['test']} test images leave none to train on "
                          f"(data.n_images is {n})")
+        if split["test"] + split.get("val", 0) >= n:
+            config_error("split.val", f"{split['val']} validation and {split['test']} test "
+                         f"images leave none to train on (data.n_images is {n})")
     elif n < 5:
         config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
     if data["source"] == "folders":
@@ -59,9 +62,10 @@ def check_config(cfg):
         config_error(err.key, err.message)
     for name, experiment in experiments.items():
         train = {**cfg["train"], **experiment.train}
-        if "val" in train.get("train_splits", []) and split["scheme"] != "report":
+        if "val" in train.get("train_splits", []) and split["scheme"] != "report" \
+                and not split.get("val"):
             config_error(f"experiments.{name}.train.train_splits",
-                         "only the 'report' split scheme has a val split to train on")
+                         "no val split to train on (split.scheme 'report', or split.val > 0)")
     return experiments
 
 
@@ -78,7 +82,8 @@ envvars:
 
 
 RESULTS = Path(config["results_dir"])
-DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "torchvision")
+# "auto": each job resolves it on its own device (ndmha.models.layers.resolve_backend)
+DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "auto")
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"

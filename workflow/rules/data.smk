@@ -98,6 +98,7 @@ rule split:
     params:
         scheme=config["split"]["scheme"],
         test=config["split"].get("test"),
+        val=config["split"].get("val", 0),
         seed=config["split"]["seed"],
     threads: config["resources"]["prepare"]["threads"]
     resources:
