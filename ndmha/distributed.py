@@ -55,13 +55,14 @@ def init(device: str) -> tuple[Ranks, torch.device | None]:
     return ranks, torch.device("cpu")
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every rank (so that all ranks skip a step together)."""
+def all_true(flag: torch.Tensor) -> torch.Tensor:
+    """Whether ``flag`` (a bool tensor on this rank's device) holds on every rank, as a bool
+    tensor on the same device, so that all ranks skip a step together; no host sync."""
     if not dist.is_initialized():
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    value = flag.to(torch.float32)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item() == 1.0)
+    return value > 0.5
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

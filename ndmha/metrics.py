@@ -8,6 +8,8 @@ implementations to rounding (scikit-image's SSIM, tested) on every machine.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
@@ -23,10 +25,11 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                                    dim=(1, 2, 3))
 
 
-def _gaussian(dtype: torch.dtype) -> list[float]:
-    x = torch.arange(SSIM_WINDOW, dtype=torch.float64) - SSIM_RADIUS
-    g = torch.exp(-x ** 2 / (2 * SSIM_SIGMA ** 2))
-    return (g / g.sum()).tolist()
+def _gaussian() -> list[float]:
+    """The normalised 1-D Gaussian window as Python floats (the weights of the shifted slices;
+    computed on the host, so that scoring on a GPU never reads a tensor back)."""
+    g = [math.exp(-(i - SSIM_RADIUS) ** 2 / (2 * SSIM_SIGMA ** 2)) for i in range(SSIM_WINDOW)]
+    return [v / math.fsum(g) for v in g]
 
 
 def _valid_blur(x: torch.Tensor, g: list[float]) -> torch.Tensor:
@@ -58,7 +61,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     of a 64 px image), and its full map in float64 unfolds every 11x11 window on a CPU (330 MB per
     256 px image). This separable form costs a few copies of the image, on any device.
     """
-    g = _gaussian(pred.dtype)
+    g = _gaussian()
     mp, mt, pp, tt, pt = _valid_blur(torch.stack([pred, target, pred * pred, target * target,
                                                   pred * target]), g)
     c1, c2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
@@ -78,8 +81,11 @@ def composite(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> to
     return mask * pred + (1 - mask) * image
 
 
-def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """PSNR, SSIM and L1 per image, computed in float64, on the CPU."""
-    pred, target = pred.detach().double(), target.detach().double()
-    return {name: fn(pred, target).cpu()
+def image_metrics(pred: torch.Tensor, target: torch.Tensor, dtype: torch.dtype = torch.float64,
+                  to_cpu: bool = True) -> dict[str, torch.Tensor]:
+    """PSNR, SSIM and L1 per image, computed in ``dtype`` (float64: the reference values, what
+    the test metrics use) on the inputs' device, returned on the CPU unless ``to_cpu`` is off
+    (the training loop's running means stay on the device: no host sync per step)."""
+    pred, target = pred.detach().to(dtype), target.detach().to(dtype)
+    return {name: fn(pred, target).cpu() if to_cpu else fn(pred, target)
             for name, fn in (("psnr", psnr), ("ssim", ssim), ("l1", l1))}

@@ -33,7 +33,6 @@ import logging
 import math
 import sys
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -208,29 +207,48 @@ def _to_device(batch: dict[str, Any], device: torch.device,
                  for k in ("image", "mask", "target"))
 
 
-def _finite(*values: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in values)
+def _finite(*values: torch.Tensor) -> torch.Tensor:
+    """Whether every value is finite: a bool tensor on their device (no host sync)."""
+    return torch.stack([torch.isfinite(v).all() for v in values]).all()
 
 
 class _Means:
-    """Running per-image means of the loss, its terms and the composite's metrics."""
+    """Running per-image means of the loss, its terms and the composite's metrics, summed on the
+    device (float64 on a CPU, float32 metrics on a GPU) and read once, by :meth:`result`."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count: torch.Tensor | float = 0.0
 
     def add(self, n: int, losses: dict[str, torch.Tensor], pred: torch.Tensor,
-            image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> None:
-        for name, value in losses.items():
-            self.sums[name] += float(value) * n
+            image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+            ok: torch.Tensor | None = None) -> None:
+        """Add one batch of ``n`` images; a step that ``ok`` (a bool tensor) marks as skipped
+        adds nothing (its values may be NaN)."""
+        dtype = torch.float64 if pred.device.type == "cpu" else torch.float32
+        ok = torch.ones((), dtype=torch.bool, device=pred.device) if ok is None else ok
+        zero = torch.zeros((), dtype=torch.float64, device=pred.device)
+        values = {name: value.detach().to(torch.float64) * n for name, value in losses.items()}
         # clamped as the test metrics' 8-bit images are, so logged and test metrics compare
-        for name, values in image_metrics(composite(pred.clamp(0, 1), image, mask),
-                                          target).items():
-            self.sums[name] += float(values.sum())
-        self.count += n
+        metrics = image_metrics(composite(pred.clamp(0, 1), image, mask), target, dtype,
+                                to_cpu=False)
+        values.update({name: v.sum().to(torch.float64) for name, v in metrics.items()})
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, zero) + torch.where(ok, value, zero)
+        self.count = self.count + ok.to(torch.float64) * n
 
-    def result(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": v / max(self.count, 1) for k, v in self.sums.items()}
+    def totals(self) -> tuple[list[str], list[float]]:
+        """The sums' names and values, then the image count last: one host sync."""
+        keys = sorted(self.sums)
+        count = torch.as_tensor(self.count, dtype=torch.float64)
+        values = [*(self.sums[k].cpu() for k in keys), count.cpu()]
+        return keys, torch.stack(values).tolist() if values else []
+
+    def result(self, prefix: str, totals: tuple[list[str], list[float]] | None = None
+               ) -> dict[str, float]:
+        keys, values = totals or self.totals()
+        *sums, count = values
+        return {f"{prefix}_{k}": v / max(count, 1) for k, v in zip(keys, sums)}
 
 
 def _progress(loader: Iterable, desc: str) -> Iterable:
@@ -261,6 +279,34 @@ def evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device:
     return means.result(prefix)
 
 
+class _Guard:
+    """The non-finite guard's counters, kept on the device: steps skipped, the current run of
+    skipped steps in a row and the longest run since the host last looked (:meth:`read`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        zero = torch.zeros((), dtype=torch.long, device=device)
+        self.pending, self.run, self.longest = zero.clone(), zero.clone(), zero.clone()
+        self.skipped = 0  # read so far, on the host
+
+    def add(self, ok: torch.Tensor) -> None:
+        bad = (~ok).long()
+        self.pending += bad
+        self.run = (self.run + 1) * bad
+        self.longest = torch.maximum(self.longest, self.run)
+
+    def read(self) -> tuple[int, int, int]:
+        """(skipped since the last read, the longest run in it, the run now): one host sync."""
+        skipped, longest, now = torch.stack([self.pending, self.longest, self.run]).tolist()
+        self.skipped += skipped
+        self.pending.zero_()
+        self.longest.copy_(self.run)
+        return skipped, longest, now
+
+    def reset_run(self) -> None:
+        self.run.zero_()
+        self.longest.zero_()
+
+
 class _Board:
     """TensorBoard event files of one run (rank 0): the loss terms, the discriminator's loss,
     the learning rate and the guard's counters every ``log_every`` steps; the per-epoch metrics;
@@ -277,11 +323,14 @@ class _Board:
         self.every = max(1, settings.log_every)
 
     def step(self, step: int, losses: dict[str, torch.Tensor], lr: float, skipped: int,
-             restores: int) -> None:
+             restores: int, ok: torch.Tensor | bool = True) -> None:
+        """The scalars of this step (called every ``log_every`` steps, when the host reads the
+        device anyway); a skipped step's losses are not logged."""
         if self.writer is None or step % self.every:
             return
-        for name, value in losses.items():
-            self.writer.add_scalar(f"train/{name}", float(value), step)
+        if bool(ok):
+            for name, value in losses.items():
+                self.writer.add_scalar(f"train/{name}", float(value), step)
         self.writer.add_scalar("train/lr", lr, step)
         self.writer.add_scalar("train/skipped_steps", skipped, step)
         self.writer.add_scalar("train/restores", restores, step)
@@ -333,9 +382,12 @@ class _Trainer:
                                    ).to(self.device, self.dtype)
         betas = tuple(settings.betas)
         self.lr = settings.effective_lr()  # the base rate (lowered by restores), before warm-up
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=betas)
+        # fused Adam: its kernel takes the step's found_inf flag and skips the whole update on
+        # the device where it is set, as torch.amp.GradScaler uses it (see _step)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=betas,
+                                          fused=True)
         self.d_optimizer = (torch.optim.Adam(self.objective.discriminator.parameters(),
-                                             lr=self.lr, betas=betas)
+                                             lr=self.lr, betas=betas, fused=True)
                             if self.objective.discriminator is not None else None)
         self.train_discriminator = (self._ddp(self.objective.discriminator)
                                     if self.objective.discriminator is not None else None)
@@ -412,6 +464,24 @@ class _Trainer:
                 group["lr"] = lr
         return lr
 
+    def _check(self, guard: "_Guard", step: int) -> int:
+        """The non-finite guard, read on the host (one sync): say what was skipped since the last
+        look, and restore the last good state (returns 1) when ``nan_patience`` steps in a row
+        were skipped. The skipped steps changed nothing, so a restore that comes up to
+        ``log_every - 1`` steps after the run of bad steps only loses the good steps between."""
+        skipped, longest, now = guard.read()
+        if not skipped:
+            return 0
+        self.bad_in_a_row = longest
+        log.warning("non-finite loss or gradients at epoch %d: %d of the steps up to step %d "
+                    "skipped; the longest run: step skipped (%d in a row)", self.epoch + 1,
+                    skipped, step, longest)
+        if longest < self.settings.nan_patience:
+            return 0
+        self._restore_last_good()
+        guard.reset_run()
+        return 1
+
     def _restore_last_good(self) -> None:
         """After too many non-finite steps: back to the last checkpoint, lower learning rate."""
         lr = self.lr * self.settings.nan_lr_factor
@@ -424,29 +494,30 @@ class _Trainer:
         self.bad_in_a_row = 0
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-              params: Iterator[nn.Parameter]) -> bool:
-        """Backward, clip, step; skipped (returns False) when loss or gradients are not finite."""
+              params: Iterator[nn.Parameter]) -> torch.Tensor:
+        """Backward, clip, step, decided on the device: whether the loss and the gradient norm
+        are finite on every rank is a bool tensor (returned), handed to fused Adam as its
+        ``found_inf`` (1: skip), so a non-finite step changes no weight, no moment and no step
+        count, and nothing waits for the host."""
         optimizer.zero_grad(set_to_none=True)
-        if not distributed.all_true(_finite(loss), self.device):  # every rank skips together
-            return False
         loss.backward()
         params = [p for p in params if p.grad is not None]
         clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if not _finite(norm):
-            optimizer.zero_grad(set_to_none=True)
-            return False
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)  # NaN when a gradient is
+        ok = distributed.all_true(_finite(loss, norm))      # every rank skips together
+        optimizer.found_inf = (~ok).to(torch.float32)
         optimizer.step()
-        return True
+        return ok
 
     def train_batch(self, image: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
-                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
-        """One generator (and discriminator) update; returns losses, prediction, success."""
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One generator (and discriminator) update; returns losses, prediction and whether it
+        was applied (a bool tensor on the device)."""
         amp = (self.device, self.settings.amp, self.dtype)
         with autocast(*amp):
             coarse, pred = self.stages(image, mask)
         losses: dict[str, torch.Tensor] = {}
-        ok = True
+        ok = torch.ones((), dtype=torch.bool, device=pred.device)
         discriminator = self.objective.discriminator
         if discriminator is not None:
             # (requires_grad stays on: toggling it would drop DDP's gradient hooks; the grads the
@@ -458,7 +529,7 @@ class _Trainer:
             losses["d_loss"] = d_loss.detach()
         with autocast(*amp):
             total, parts = self.objective(pred, target, mask, image, coarse)
-        ok = self._step(self.optimizer, total, self.model.parameters()) and ok
+        ok = self._step(self.optimizer, total, self.model.parameters()) & ok
         return {**_loss_parts(total, parts), **losses}, pred.detach().float(), ok
 
     def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
@@ -468,7 +539,8 @@ class _Trainer:
         self.model.train()
         self.objective.train()
         means = _Means()
-        skipped = restores = 0
+        guard = _Guard(self.device)
+        restores = 0
         step, images = self.step, self.history[-1]["images"] if self.history else 0
         for batch in _progress(loader, f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"):
             if s.max_steps is not None and step >= s.max_steps:
@@ -478,27 +550,21 @@ class _Trainer:
             losses, pred, ok = self.train_batch(image, mask, target)
             step += 1
             images += len(image) * self.ranks.world
-            if ok:
-                self.bad_in_a_row = 0
-                means.add(len(image), losses, pred, image, mask, target)
-                board.step(step, losses, lr, skipped, restores)
-                continue
-            skipped += 1
-            self.bad_in_a_row += 1
-            log.warning("non-finite loss or gradients at epoch %d: step skipped (%d in a row)",
-                        self.epoch + 1, self.bad_in_a_row)
-            if self.bad_in_a_row >= s.nan_patience:
-                self._restore_last_good()
-                restores += 1
+            means.add(len(image), losses, pred, image, mask, target, ok)
+            guard.add(ok)
+            if step % board.every == 0:  # the host looks once per log_every steps
+                restores += self._check(guard, step)
+                board.step(step, losses, lr, guard.skipped, restores, ok)
+        restores += self._check(guard, step)
         self.epoch += 1
-        keys = sorted(means.sums)  # the same on every rank: steps are skipped by all or none
-        *sums, means.count = distributed.all_sum([means.sums[k] for k in keys] + [means.count],
-                                                 self.device)
-        means.sums.update(zip(keys, sums))
+        # the same keys on every rank: steps are skipped by all or none
+        keys, totals = means.totals()
+        means_row = means.result("train", (keys, distributed.all_sum(totals, self.device)))
+        skipped = guard.skipped
         seconds = time.perf_counter() - began
         wall = (self.history[-1]["wall_seconds"] if self.history else 0.0) + seconds
         row = {"epoch": self.epoch, "steps": step, "images": images,
-               "wall_seconds": round(wall, 3), **means.result("train"),
+               "wall_seconds": round(wall, 3), **means_row,
                **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp,
                           self.dtype),
                "val_split": val_split, "skipped_steps": skipped, "restores": restores,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -100,3 +101,68 @@ def test_bf16_autocast_trains_on_cpu(manifest: Path, tmp_path: Path) -> None:
     settings = TrainSettings(architecture="baseline", epochs=1, batch_size=4, device="cpu", amp="bf16")
     history = train(manifest, tmp_path / "m.pt", tmp_path / "l.csv", tmp_path / "c.pt", settings)
     assert math.isfinite(history[0]["train_loss"]) and history[0]["skipped_steps"] == 0
+
+
+def _trainer(manifest: Path, architecture: str, loss: dict) -> "train_module._Trainer":
+    settings = TrainSettings(architecture=architecture, epochs=1, batch_size=2, device="cpu",
+                             loss=loss, perceptual={"allow_random_perceptual": True})
+    trainer = train_module._Trainer(settings, manifest, manifest.parent / "unused.pt")
+    trainer.model.train()
+    trainer.objective.train()
+    return trainer
+
+
+FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
+
+
+def test_a_skipped_step_changes_no_weight_moment_or_step_count(manifest: Path) -> None:
+    """A non-finite loss: the generator's and the discriminator's weights, Adam's moments and
+    step counts all stay as they were (fused Adam's found_inf), and the step reports it."""
+    trainer = _trainer(manifest, "ndmha", FULL)
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 16, 16, generator=g)
+    mask = (torch.rand(2, 1, 16, 16, generator=g) > 0.6).float()
+    _, _, ok = trainer.train_batch(target * (1 - mask), mask, target)  # one good step: moments
+    assert bool(ok)
+    # the weights: parameters (the spectral norm's power-iteration vectors are buffers that move
+    # on every training forward of the discriminator, skipped step or not, as they always did)
+    nets = {"model": trainer.model, "discriminator": trainer.objective.discriminator}
+    weights = {part: {k: v.detach().clone() for k, v in net.named_parameters()}
+               for part, net in nets.items()}
+    before = copy.deepcopy(trainer._networks())
+    _, _, ok = trainer.train_batch(target * (1 - mask), mask, target * float("nan"))
+    assert not bool(ok)
+    after = trainer._networks()
+    for part, net in nets.items():
+        for key, value in net.named_parameters():
+            assert torch.equal(value, weights[part][key]), (part, key)
+    for part in ("optimizer", "d_optimizer"):
+        for index, state in before[part]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, after[part]["state"][index][key]), (part, key)
+
+
+def test_training_steps_never_wait_for_the_host(manifest: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way a tensor reaches the host (bool, item, tolist, float, int) raises inside the
+    training step, good or skipped, with the full objective and the running means: the step
+    and its bookkeeping queue on the device only (on a GPU, a sync once per log_every)."""
+    trainer = _trainer(manifest, "ndmha", FULL)
+    means, guard = train_module._Means(), train_module._Guard(trainer.device)
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 16, 16, generator=g)
+    mask = (torch.rand(2, 1, 16, 16, generator=g) > 0.6).float()
+    image = target * (1 - mask)
+
+    def no_sync(*args, **kwargs):
+        raise AssertionError("a host sync inside the training step")
+
+    for name in ("__bool__", "item", "tolist", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, no_sync)
+    for batch_target in (target, target * float("nan")):
+        losses, pred, ok = trainer.train_batch(image, mask, batch_target)
+        means.add(2, losses, pred, image, mask, batch_target, ok)
+        guard.add(ok)
+    monkeypatch.undo()
+    assert guard.read() == (1, 1, 1)  # the NaN step: skipped, a run of one
+    assert means.result("train")["train_l1"] > 0  # the good step alone was counted
