@@ -26,7 +26,7 @@ def _rules() -> dict[str, str]:
 
 def test_every_rule_names_the_conda_env_and_its_resources() -> None:
     rules = _rules()
-    assert len(rules) == 12  # and `all`, in the Snakefile, which runs nothing
+    assert len(rules) == 13  # and `all`, in the Snakefile, which runs nothing
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     env = re.search(r'^ENV = "(.+)"', common, re.M).group(1)
     assert (ROOT / "workflow" / "rules" / env).resolve() == ROOT / "envs" / "ndmha.yaml"
@@ -34,7 +34,9 @@ def test_every_rule_names_the_conda_env_and_its_resources() -> None:
         assert "conda:\n" in body and "ENV" in body, name
         stage = re.search(r'threads: config\["resources"\]\["(\w+)"\]\["threads"\]', body)
         assert stage, f"{name}: threads not read from config"
-        assert f'**rule_resources("{stage.group(1)}")' in body, name
+        # per-experiment evaluation rules ask for no GPU for a training-free experiment
+        assert re.search(rf'\*\*rule_resources\("{stage.group(1)}"(, gpu_by_kind=True)?\)',
+                         body), name
 
 
 def test_conda_env_lists_the_package_dependencies() -> None:
