@@ -242,7 +242,7 @@ class _Means:
         keys = sorted(self.sums)
         count = torch.as_tensor(self.count, dtype=torch.float64)
         values = [*(self.sums[k].cpu() for k in keys), count.cpu()]
-        return keys, torch.stack(values).tolist() if values else []
+        return keys, torch.stack(values).tolist()
 
     def result(self, prefix: str, totals: tuple[list[str], list[float]] | None = None
                ) -> dict[str, float]:
@@ -469,7 +469,7 @@ class _Trainer:
         look, and restore the last good state (returns 1) when ``nan_patience`` steps in a row
         were skipped. The skipped steps changed nothing, so a restore that comes up to
         ``log_every - 1`` steps after the run of bad steps only loses the good steps between."""
-        skipped, longest, now = guard.read()
+        skipped, longest, _ = guard.read()
         if not skipped:
             return 0
         self.bad_in_a_row = longest

@@ -83,7 +83,7 @@ def _in_float32(fn: DeformFn) -> DeformFn:
         wide = torch.promote_types(x.dtype, torch.float32)
         cast = [t if t is None else t.to(wide) for t in (x, offset, mask, weight, bias)]
         with torch.autocast(x.device.type, enabled=False):
-            return fn(*cast[:3], cast[3], cast[4], padding, dilation).to(x.dtype)
+            return fn(*cast, padding, dilation).to(x.dtype)
 
     return wrapped
 
