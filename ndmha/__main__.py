@@ -5,6 +5,8 @@ Commands:
   inpaint   inpaint your own image with a trained model (results/models/<model>/model.pt)
   train     train one model on a split manifest (what the workflow's train rule runs; under
             torchrun --nproc-per-node N it trains on N GPUs with DistributedDataParallel)
+  import-released  the authors' released checkpoint as a model.pt (read as data, never run)
+  export-test      the test split's images and masks in another codebase's layout
 
 The workflow itself runs with ``snakemake`` (see README.md).
 """
@@ -66,6 +68,32 @@ def train_command(args: argparse.Namespace) -> None:
         distributed.shutdown()
 
 
+def import_command(args: argparse.Namespace) -> None:
+    """The authors' checkpoint as a model.pt of ndmha_released."""
+    from ndmha.checkpoints import import_released
+    from ndmha.io import setup_logging
+
+    setup_logging()
+    meta = import_released(args.src, args.out, hole_fill=args.hole_fill,
+                           channel_order=args.channel_order, experiment=args.experiment,
+                           image_size=args.image_size)
+    for warning in meta["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.out}: ndmha_released {meta['options']}, {meta['parameters']} parameters, "
+          f"from {meta['provenance']['source_file']} (sha256 "
+          f"{meta['provenance']['source_sha256'][:12]}...), {meta['provenance']['imported']}")
+
+
+def export_command(args: argparse.Namespace) -> None:
+    """The test split in LaMa's or the release's folder layout."""
+    from ndmha.evaluate import export_test
+    from ndmha.io import setup_logging
+
+    setup_logging()
+    count = export_test(args.manifest, args.out, args.layout, args.split)
+    print(f"{args.out}: {count} {args.split} images in the {args.layout} layout")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,11 +127,45 @@ def main(argv: list[str] | None = None) -> int:
                    help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
     p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
     p.set_defaults(func=train_command)
+    p = commands.add_parser("import-released", help="the authors' checkpoint as a model.pt",
+                            description="Read the authors' netG_model.pth (a whole pickled "
+                            "Luna_Net, or a state dict) as data, never running it, and write a "
+                            "model.pt of ndmha_released that predicts like a trained one.")
+    p.add_argument("src", help="the authors' checkpoint (e.g. checkpoints/netG_model.pth)")
+    p.add_argument("out", help="the model.pt to write")
+    p.add_argument("--hole-fill", choices=["black", "white", "as_given"], default="black",
+                   help="what the network's input holds in the holes (default black: "
+                        "docs/architecture.md)")
+    p.add_argument("--channel-order", choices=["bgr", "rgb"], default="bgr",
+                   help="the order the checkpoint was trained in (the release: bgr, permuted "
+                        "away so the model takes RGB)")
+    p.add_argument("--experiment", default="ndmha_released_imported",
+                   help="the name stored in the file (a workflow experiment's name wins)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="the size it will be scored at (a warning when not 256)")
+    p.set_defaults(func=import_command)
+    p = commands.add_parser("export-test", help="the test split in another codebase's layout",
+                            description="Write the split's images and masks so that another "
+                            "method runs on exactly our masks; score its outputs with an "
+                            "experiment's predictions: entry.")
+    p.add_argument("out", help="the folder to write (must not exist or be empty)")
+    p.add_argument("--manifest", default="results/data/manifest.csv",
+                   help="the workflow's split manifest (default results/data/manifest.csv)")
+    p.add_argument("--layout", choices=["lama", "release"], default="lama",
+                   help="lama: <id>.png beside <id>_mask.png; release: input/, mask/, target/")
+    p.add_argument("--split", default="test", help="the split to export (default test)")
+    p.set_defaults(func=export_command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    args.func(args)
+    from ndmha.errors import ConfigError
+
+    try:
+        args.func(args)
+    except ConfigError as error:  # bad input: one line naming the file or key, no traceback
+        print(f"ndmha {args.command}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -53,14 +53,40 @@ ARCHITECTURE_LABELS = {"baseline": "baseline U-Net", "ndmha": "NDMHA",
                        "ndmha_released": "NDMHA (released structure)",
                        "telea": "OpenCV Telea", "navier_stokes": "OpenCV Navier-Stokes",
                        "biharmonic": "scikit-image biharmonic"}
-#: what produced an experiment's predictions: a network trained here, or a method that learns
-#: nothing (the floor); the checkpoint issue adds imported weights and external predictions
-KINDS = ("trained", "training-free")
+#: what produced an experiment's predictions: a network trained here (``trained``, also when
+#: fine-tuned from ``init_from``), a method that learns nothing (``training-free``: the floor),
+#: a network whose weights come from a file (``imported``: ``weights``), or another codebase's
+#: outputs on our test masks (``external``: ``predictions``)
+KINDS = ("trained", "training-free", "imported", "external")
+#: the kinds whose experiments run a network (and ask for a GPU on a cluster)
+NETWORK_KINDS = ("trained", "imported")
 
 
 def kind_of(architecture: str) -> str:
     """An architecture's kind: ``training-free`` for the methods of :mod:`ndmha.classical`."""
     return "training-free" if architecture in TRAINING_FREE else "trained"
+
+
+def _kind(name: str, entry: dict[str, Any]) -> tuple[str, str]:
+    """(kind, architecture) of one experiments entry: ``predictions`` makes it external (its
+    architecture ``external``), ``weights`` imported; otherwise the architecture decides."""
+    given = [k for k in ("weights", "init_from", "predictions") if k in entry]
+    if len(given) > 1:
+        raise ExperimentError(f"experiments.{name}", f"give one of weights, init_from and "
+                                                     f"predictions, not {' and '.join(given)}")
+    if "predictions" in entry:
+        if entry.get("architecture", "external") != "external" or entry.get("options"):
+            raise ExperimentError(f"experiments.{name}.predictions",
+                                  "another method's outputs take no architecture or options")
+        return "external", "external"
+    if "architecture" not in entry:
+        raise ExperimentError(f"experiments.{name}", "give an architecture (or predictions)")
+    architecture = entry["architecture"]
+    kind = kind_of(architecture)
+    if given and kind == "training-free":
+        raise ExperimentError(f"experiments.{name}.{given[0]}",
+                              f"'{architecture}' is training-free: it has no weights")
+    return ("imported" if "weights" in entry else kind), architecture
 
 
 class ExperimentError(ValueError):
@@ -85,10 +111,22 @@ class Experiment:
     label: str = ""
     seed_report: str = ""  # the seed report's method this experiment reruns (its table row)
     kind: str = "trained"  # one of KINDS
+    weights: str = ""      # imported: a model.pt, or the authors' checkpoint (ndmha_released)
+    init_from: str = ""    # trained: fine-tune from these weights
+    predictions: dict[str, Any] = field(default_factory=dict)  # external: {dir, pattern, ...}
 
     @property
     def trained(self) -> bool:
         return self.kind == "trained"
+
+    @property
+    def network(self) -> bool:
+        """A network runs at test time (trained here or imported): a GPU helps."""
+        return self.kind in NETWORK_KINDS
+
+
+#: an external experiment's predictions entry, with its defaults
+PREDICTION_DEFAULTS = {"pattern": "{id}.png", "composited": False, "interpolation": "bicubic"}
 
 
 def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
@@ -115,13 +153,13 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
         raise ExperimentError("(top level)", "give models or experiments")
     experiments = {}
     for name, entry in entries.items():
-        architecture = entry["architecture"]
-        kind = kind_of(architecture)
+        kind, architecture = _kind(name, entry)
         loss = entry.get("loss") or losses.get(architecture) or {}
-        if kind == "training-free" and (entry.get("loss") or entry.get("train")):
+        if kind != "trained" and (entry.get("loss") or entry.get("train")):
+            what = (f"'{architecture}' is training-free" if kind == "training-free" else
+                    f"experiment '{name}' is {kind} (not trained here)")
             raise ExperimentError(f"experiments.{name}",
-                                  f"'{architecture}' is training-free: it takes no loss or train "
-                                  "settings (only options)")
+                                  f"{what}: it takes no loss or train settings")
         if kind == "trained" and not loss:
             raise ExperimentError(key.format(name=name),
                                   f"no loss weights for experiment '{name}' (give them there "
@@ -131,7 +169,9 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
             name=name, architecture=architecture, options=dict(entry.get("options", {})),
             loss=dict(loss), train={**per_model.get(name, {}), **entry.get("train", {})},
             label=entry.get("label", default_label), seed_report=entry.get("seed_report", ""),
-            kind=kind)
+            kind=kind, weights=entry.get("weights", ""), init_from=entry.get("init_from", ""),
+            predictions=({**PREDICTION_DEFAULTS, **entry["predictions"]}
+                         if "predictions" in entry else {}))
     for name in per_model:  # an architecture not trained in this run may keep its settings
         if name not in experiments and name not in ARCHITECTURE_LABELS:
             raise ExperimentError("train.per_model", f"'{name}' is neither an experiment "

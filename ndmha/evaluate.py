@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -34,6 +35,7 @@ from ndmha.fidelity import (
     not_available,
     weights_missing,
 )
+from ndmha.errors import ConfigError, DataError
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
@@ -48,10 +50,11 @@ WARMUP = 2
 
 @torch.inference_mode()
 def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
-            split: str = "test", device: str = "auto", deform_backend: str = AUTO
-            ) -> dict[str, Any]:
+            split: str = "test", device: str = "auto", deform_backend: str = AUTO,
+            experiment: str | None = None) -> dict[str, Any]:
     """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json`` (the
-    inference time, and what the model file says of its experiment, budget and provenance)."""
+    inference time, and what the model file says of its kind, budget and provenance; the
+    experiment's name is ``experiment``'s when given, the workflow's, else the file's)."""
     began_all = time.perf_counter()
     dev = resolve_device(device)
     meta, model = load_model(model_path, dev, deform_backend)
@@ -77,9 +80,9 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             write_image(stage / "composite" / f"{item['id']}.png",
                         to_image(composite(pred, image, mask)[0]))
         info = {
-            "experiment": meta["experiment"],
+            "experiment": experiment or meta["experiment"],
             "architecture": meta["architecture"],
-            "kind": "trained",
+            "kind": meta.get("kind", "trained"),
             "options": meta.get("options", {}),
             "split": split,
             "images": len(dataset),
@@ -92,6 +95,8 @@ def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
             "train_provenance": meta.get("provenance", {}),
             "predict_seconds": round(time.perf_counter() - began_all, 3),
         }
+        if "source_budget" in meta:  # an imported model.pt: what it had been trained for
+            info["source_budget"] = meta["source_budget"]
         write_json(stage / "predict.json", info)
     log.info("predicted %d %s images in %s (median %.4f s/image on %s)", len(dataset), split,
              out_dir, info["inference_s_per_image"], info["device"])
@@ -159,15 +164,105 @@ def floor_psnr(manifest: str | Path, split: str, architecture: str,
     return statistics.fmean(values)
 
 
+#: ``predictions.interpolation`` -> OpenCV's flag, for another method's outputs of another size
+INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
+                  "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+                  "lanczos": cv2.INTER_LANCZOS4}
+
+
+def predict_external(manifest: str | Path, out_dir: str | Path, experiment: str,
+                     predictions: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    """Another method's outputs on our test split (``predictions``: ``dir``, ``pattern`` with
+    ``{id}``, ``composited``, ``interpolation``) as the same files as :func:`predict`: ``raw/``
+    the method's image (resized to our image size when it differs, with a warning counting
+    them), ``composite/`` its pixels in our holes and the input elsewhere, or the image itself
+    when ``composited`` says it already is. A missing id is one error naming it and the count."""
+    began = time.perf_counter()
+    frame = read_manifest(manifest, split)
+    folder, pattern = Path(predictions["dir"]), predictions["pattern"]
+    key = f"experiments.{experiment}.predictions"
+    files = [folder / pattern.format(id=i) for i in frame["id"]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{key}: no prediction for test id {missing[0].name} in {folder} "
+                        f"({len(missing)} of the {len(files)} {split} ids missing)")
+    interpolation = INTERPOLATIONS[predictions["interpolation"]]
+    resized = 0
+    with staged_dir(out_dir, {"experiment": experiment, "split": split,
+                              "predictions": predictions}) as stage:
+        for row, path in zip(frame.itertuples(), tqdm(files, desc=f"import ({experiment})",
+                                                      mininterval=5.0, file=sys.stderr)):
+            corrupted = read_image(row.corrupted)
+            holes = read_image(row.mask, cv2.IMREAD_GRAYSCALE)
+            image = read_image(path)
+            if image.shape[:2] != corrupted.shape[:2]:
+                resized += 1
+                image = cv2.resize(image, corrupted.shape[1::-1], interpolation=interpolation)
+            write_image(stage / "raw" / f"{row.id}.png", image)
+            write_image(stage / "composite" / f"{row.id}.png",
+                        image if predictions["composited"]
+                        else classical.composite(image, corrupted, holes))
+        warnings = ([f"{resized} of {len(files)} predictions resized to "
+                     f"{corrupted.shape[1]}x{corrupted.shape[0]} ({predictions['interpolation']})"]
+                    if resized else [])
+        for warning in warnings:
+            log.warning("%s: %s", experiment, warning)
+        settings = {"experiment": experiment, "predictions": predictions}
+        info = {"experiment": experiment, "architecture": "external", "kind": "external",
+                "options": {}, "split": split, "images": len(frame), "parameters": 0,
+                "inference_s_per_image": None, "device": "not measured here",
+                "warnings": warnings, "budget": {}, "test_loss": None,
+                "train_provenance": collect(torch.device("cpu"), settings, manifest),
+                "predict_seconds": round(time.perf_counter() - began, 3)}
+        write_json(stage / "predict.json", info)
+    return info
+
+
+def export_test(manifest: str | Path, out: str | Path, layout: str = "lama",
+                split: str = "test") -> int:
+    """The split's images and masks (255 = hole) where another codebase reads them, so that it
+    runs on exactly our masks: ``lama`` writes ``<id>.png`` (the corrupted image: holes black)
+    beside ``<id>_mask.png``; ``release`` writes ``input/``, ``mask/`` and ``target/`` (the
+    ground truth) with one ``<id>.png`` each, as the authors' test code reads them. Written
+    through a staging folder: an interrupted export leaves no half-written ``out``."""
+    if layout not in ("lama", "release"):
+        raise ConfigError(f"--layout: 'lama' or 'release', got {layout!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not empty (give a new folder)")
+    frame = read_manifest(manifest, split)
+    if len(frame) == 0:
+        raise DataError(f"{manifest}: the {split} split is empty")
+    with staged_dir(out, {"manifest": str(Path(manifest).resolve()), "layout": layout}) as stage:
+        for row in tqdm(frame.itertuples(), total=len(frame), desc=f"export ({layout})",
+                        mininterval=5.0, file=sys.stderr):
+            holes = read_image(row.mask, cv2.IMREAD_GRAYSCALE)
+            holes = np.where(holes > 127, 255, 0).astype(np.uint8)
+            corrupted = read_image(row.corrupted)
+            if layout == "lama":
+                write_image(stage / f"{row.id}.png", corrupted)
+                write_image(stage / f"{row.id}_mask.png", holes)
+            else:
+                write_image(stage / "input" / f"{row.id}.png", corrupted)
+                write_image(stage / "mask" / f"{row.id}.png", holes)
+                write_image(stage / "target" / f"{row.id}.png", read_image(row.image))
+    log.info("exported %d %s images to %s (%s layout)", len(frame), split, out, layout)
+    return len(frame)
+
+
 def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: str, kind: str,
                        architecture: str, options: dict[str, Any], model_path: str | None = None,
-                       device: str = "auto", deform_backend: str = AUTO
-                       ) -> dict[str, Any]:
-    """The predict rule: a trained model's file through :func:`predict`, a training-free method
-    through :func:`predict_training_free`."""
+                       device: str = "auto", deform_backend: str = AUTO,
+                       predictions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The predict rule: a model file (trained or imported) through :func:`predict`, a
+    training-free method through :func:`predict_training_free`, another method's outputs
+    through :func:`predict_external`."""
     if kind == "training-free":
         return predict_training_free(manifest, experiment, architecture, options, out_dir)
-    return predict(manifest, model_path, out_dir, device=device, deform_backend=deform_backend)
+    if kind == "external":
+        return predict_external(manifest, out_dir, experiment, predictions or {})
+    return predict(manifest, model_path, out_dir, device=device, deform_backend=deform_backend,
+                   experiment=experiment)
 
 
 #: hole-area buckets (fractions) as LaMa and MAT report them; the last one takes the rest

@@ -60,18 +60,27 @@ def label_of(summary: dict, labels: dict[str, str] | None = None) -> str:
 
 
 def kind_of(summary: dict) -> str:
-    """``trained`` or ``training-free`` (summaries written before kinds existed: trained)."""
+    """A row's kind (``ndmha.config.KINDS``; summaries written before kinds existed: trained)."""
     return summary.get("kind", "trained")
 
 
 def is_trained(summary: dict) -> bool:
+    """Trained here: the rows with a budget of our own."""
     return kind_of(summary) == "trained"
 
 
+def is_floor(summary: dict) -> bool:
+    return kind_of(summary) == "training-free"
+
+
+#: how the benchmark names a measured row of each kind
+KIND_NAMES = {"trained": "ours", "training-free": "training-free, measured here",
+              "imported": "imported weights, measured here",
+              "external": "external predictions, measured here"}
+
+
 def method_name(summary: dict, labels: dict[str, str] | None = None) -> str:
-    if not is_trained(summary):
-        return f"{label_of(summary, labels)} (training-free, measured here)"
-    return f"{label_of(summary, labels)} (ours)"
+    return f"{label_of(summary, labels)} ({KIND_NAMES[kind_of(summary)]})"
 
 
 def caveats(summary: dict, labels: dict[str, str] | None = None) -> list[str]:
@@ -83,19 +92,30 @@ def caveats(summary: dict, labels: dict[str, str] | None = None) -> list[str]:
 
 #: the budget cell of a method that learns nothing
 NO_TRAINING = "none: training-free"
+#: the budget cells of rows not trained here (their training, if any, is someone else's)
+NOT_TRAINED_HERE = {"training-free": NO_TRAINING,
+                    "imported": "not trained here: imported weights",
+                    "external": "not trained here: external predictions"}
 
 
 def budget_of(summary: dict) -> dict[str, Any]:
-    """The budget columns of a measured row (a training-free row: no training, 0 steps)."""
-    if not is_trained(summary):
+    """The budget columns of a measured row: a row not trained here has none of ours (0 steps),
+    a fine-tuned row counts only the steps done here (``init_from`` says from what)."""
+    kind = kind_of(summary)
+    if kind != "trained":
         return {"epochs": 0, "steps": 0, "images_seen": 0, "batch": None, "train_time_s": 0,
-                "train_device": NO_TRAINING}
+                "train_device": NOT_TRAINED_HERE[kind]}
     budget = summary.get("budget", {})
+    device = budget.get("train_device")
+    start = budget.get("init_from")
+    if start:
+        before = start.get("steps_before")
+        device = (f"{device}; fine-tuned from {start['file']} ({start['was']}"
+                  + (f", {before} steps before" if before is not None else "") + ")")
     return {"epochs": budget.get("epochs"), "steps": budget.get("steps"),
             "images_seen": budget.get("images_seen"),
             "batch": budget.get("batch_size", 0) * budget.get("processes", 1) or None,
-            "train_time_s": budget.get("train_seconds"),
-            "train_device": budget.get("train_device")}
+            "train_time_s": budget.get("train_seconds"), "train_device": device}
 
 
 def _commit(summary: dict) -> str:
@@ -107,7 +127,7 @@ def _commit(summary: dict) -> str:
 
 
 def _gmacs(summary: dict, size: int) -> dict[str, float | None]:
-    if not is_trained(summary):  # not a network: no multiply-accumulates to count
+    if kind_of(summary) not in ("trained", "imported"):  # not a network of ours: none to count
         return {"gmac": None, "gmac_without_deformable": None, "gmac_at_size": None}
     return dict(_count(summary["architecture"], json.dumps(summary.get("options") or {},
                                                            sort_keys=True), size))
@@ -171,12 +191,35 @@ FLOOR_COLUMNS = ["experiment", "label", "psnr", "ssim", "l1", "floor", "floor_ps
                  "steps", "train_time_s", "test_images"]
 
 
+def _at(summary: dict) -> str:
+    """Where a row stands: its budget of ours, or that it was not trained here."""
+    if is_trained(summary):
+        return f"at {budget_of(summary)['steps']} steps"
+    return f"({NOT_TRAINED_HERE[kind_of(summary)]})"
+
+
+def kinds_note(summaries: list[dict]) -> str:
+    """What a reader must know of the rows not trained here, when there are any."""
+    kinds = {kind_of(s) for s in summaries}
+    notes = []
+    if "imported" in kinds:
+        notes.append("Imported rows (kind imported) were trained elsewhere, at a budget that is "
+                     "not ours: they are not equal-budget rows, and the training set of whoever "
+                     "trained them (the authors' CelebA-HQ split, for their checkpoint) may "
+                     "contain our test images or masks, so their scores may be optimistic.")
+    if "external" in kinds:
+        notes.append("External rows (kind external) are another codebase's outputs on our "
+                     "test images and masks (ndmha export-test), scored by our code exactly "
+                     "as ours; their training is theirs and not counted here.")
+    return " ".join(notes)
+
+
 def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
                 ) -> tuple[pd.DataFrame, str]:
     """Every trained row against the training-free floor (the training-free row with the highest
     mean test PSNR), and one sentence saying whether the trained rows clear it."""
-    free = [s for s in summaries if not is_trained(s)]
-    trained = [s for s in summaries if is_trained(s)]
+    free = [s for s in summaries if is_floor(s)]
+    trained = [s for s in summaries if not is_floor(s)]  # trained, imported or external
     if not free:
         return (pd.DataFrame(columns=FLOOR_COLUMNS),
                 "No training-free floor in this run (add an experiment with architecture telea "
@@ -192,7 +235,7 @@ def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
                          + ("clears" if s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB
                             else "does not clear")
                          + f" the training-free floor ({label_of(floor, labels)}, "
-                           f"{floor['psnr']:.2f} dB) at {budget_of(s)['steps']} steps: "
+                           f"{floor['psnr']:.2f} dB) {_at(s)}: "
                            f"{s['psnr']:.2f} dB ({s['psnr'] - floor['psnr']:+.2f})"),
              "steps": budget_of(s)["steps"], "train_time_s": budget_of(s)["train_time_s"],
              "test_images": s["images"]} for s in trained]
@@ -204,9 +247,10 @@ def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
     cleared = [r for r in rows if r["clears_floor"] == "yes"]
     listed = "; ".join(f"{r['label']} {r['psnr']:.2f} dB ({r['psnr_margin_db']:+.2f})"
                        for r in rows)
-    verdict = ("every trained model clears" if len(cleared) == len(rows) else
-               "no trained model clears" if not cleared else
-               f"{len(cleared)} of {len(rows)} trained models clear")
+    noun = "trained model" if all(is_trained(s) for s in trained) else "model"
+    verdict = (f"every {noun} clears" if len(cleared) == len(rows) else
+               f"no {noun} clears" if not cleared else
+               f"{len(cleared)} of {len(rows)} {noun}s clear")
     return table, (f"At this budget {verdict} {where}: {listed}. Clearing it means a mean test "
                    f"PSNR more than {FLOOR_MARGIN_DB} dB above the floor's, one seed each (no "
                    "interval yet); SSIM and L1 are in the table whichever side they fall.")
@@ -288,7 +332,8 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
             "the pipeline and are not comparable with CelebA-HQ numbers. Training-free rows "
             "(kind training-free) learn nothing: the floor a trained row must clear; they have "
             "no budget, parameters or GMAC.\n\n"
-            + floor_table(summaries, labels)[1] + "\n\n" + budget_note(summaries, labels) + "\n")
+            + floor_table(summaries, labels)[1] + "\n\n" + budget_note(summaries, labels)
+            + ("\n\n" + kinds_note(summaries) if kinds_note(summaries) else "") + "\n")
     _write_md(table, out_md, note, [c for summary in summaries for c in caveats(summary, labels)])
     log.info("benchmark table with %d rows written to %s and %s", len(table), out_csv, out_md)
     return table
@@ -310,7 +355,8 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
         rows.append({"experiment": s["experiment"], "label": label_of(s, labels),
                      "kind": kind_of(s), "architecture": s["architecture"],
                      "options": _compact(s.get("options", {})),
-                     "loss_weights": _compact(loss) if is_trained(s) else NO_TRAINING,
+                     "loss_weights": (_compact(loss) if is_trained(s)
+                                      else NOT_TRAINED_HERE[kind_of(s)]),
                      "psnr": s["psnr"], "ssim": s["ssim"], "l1": s["l1"],
                      **{k: _short(s[k]) for k in ("lpips", "fid", "kid")},
                      "params_m": s["parameters"] / 1e6, "gmac": gmacs["gmac"],
@@ -319,7 +365,8 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
     _write_csv(table, out_csv)
     _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + floor_table(summaries, labels)[1]
-              + "\n\n" + budget_note(summaries, labels) + "\n",
+              + "\n\n" + budget_note(summaries, labels)
+              + ("\n\n" + kinds_note(summaries) if kinds_note(summaries) else "") + "\n",
               [c for s in summaries for c in caveats(s, labels)])
     return table
 

@@ -28,7 +28,6 @@ import contextlib
 import copy
 import csv
 import hashlib
-import io
 import logging
 import math
 import sys
@@ -44,9 +43,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ndmha import distributed, provenance
+from ndmha.checkpoints import init_weights, load_torch, save_torch, sha256_of
 from ndmha.data.dataset import EpochSampler, InpaintingDataset
 from ndmha.errors import ConfigError
-from ndmha.io import atomic_open, write_bytes
+from ndmha.io import atomic_open
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import build_model, count_parameters
@@ -99,6 +99,10 @@ class TrainSettings:
     train_splits: list[str] = field(default_factory=lambda: ["train"])  # e.g. [train, val]
     masks: str = "fixed"              # fixed: the manifest's pairs; random: a fresh mask a sample
     warmup_steps: int = 0             # linear learning-rate warm-up over this many steps
+    init_from: str = ""               # fine-tune: start from these weights (its sha256 hashed)
+    lr_decay: str = "none"            # none | cosine: lr x cosine from 1 to lr_final over lr_decay_steps
+    lr_decay_steps: int = 0           # the cosine's length in optimizer steps (then held at lr_final)
+    lr_final: float = 0.01            # the factor the cosine ends at
     tensorboard: bool = True          # event files for TensorBoard (rank 0)
     log_every: int = 10               # steps between TensorBoard scalars
     grid_images: int = 6              # fixed monitored images in TensorBoard's prediction grid
@@ -107,6 +111,9 @@ class TrainSettings:
         self.experiment = self.experiment or self.architecture
         if self.dtype not in DTYPES:
             raise ConfigError(f"train.dtype: must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.lr_decay == "cosine" and self.lr_decay_steps < 1:
+            raise ConfigError("train.lr_decay_steps: lr_decay cosine needs its length in steps "
+                              "(at least 1)")
         if self.dtype == "float64" and self.amp == "bf16":
             raise ConfigError("train.dtype: float64 cannot run under train.amp bf16 "
                               "(set train.amp: off)")
@@ -119,6 +126,18 @@ class TrainSettings:
         """``lr`` scaled for the batch size (the linear or square-root rule), or as given."""
         ratio = self.batch_size / self.lr_reference_batch
         return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+
+    def lr_factor(self, step: int) -> float:
+        """The schedule at optimizer step ``step`` (from 0): a linear warm-up over
+        ``warmup_steps``, then (``lr_decay: cosine``) a half cosine from 1 down to ``lr_final``
+        over ``lr_decay_steps`` steps, held there after. A pure function of the step rather than
+        a ``torch.optim.lr_scheduler``: a resume, or a restore that lowers the base rate, then
+        needs no scheduler state to stay in step."""
+        factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        if self.lr_decay == "cosine":
+            t = min(1.0, step / self.lr_decay_steps)
+            factor *= self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return factor
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         on = self.channels_last in ("on", True) or (self.channels_last == "auto"
@@ -138,6 +157,8 @@ class TrainSettings:
         shaping = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
         if device is not None:
             shaping["amp"] = self.precision(device)
+        if self.init_from:  # the starting weights by content, not by path
+            shaping["init_from"] = sha256_of(self.init_from)
         digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
         digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
@@ -157,19 +178,6 @@ def autocast(device: torch.device, amp: str, dtype: torch.dtype = torch.float32
     if amp == "bf16" or (amp == "auto" and device.type == "cuda" and dtype == torch.float32):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def save_torch(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to memory, then written atomically (a full disk is then an ``OSError`` that
-    names the file, where torch's own writer raises an opaque RuntimeError)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getbuffer())
-
-
-def load_torch(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint or model file safely (tensors and plain containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def forward_stages(model: nn.Module, image: torch.Tensor, mask: torch.Tensor
@@ -391,10 +399,30 @@ class _Trainer:
                             if self.objective.discriminator is not None else None)
         self.train_discriminator = (self._ddp(self.objective.discriminator)
                                     if self.objective.discriminator is not None else None)
+        self.init_source = self._start_from(settings.init_from) if settings.init_from else None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.bad_in_a_row = 0
         self.initial = copy.deepcopy(self._networks())
+
+    def _start_from(self, path: str) -> dict[str, Any]:
+        """Fine-tuning: the generator (and a training checkpoint's discriminator) from ``path``;
+        the optimizers start fresh. Returns where it started from, for the budget."""
+        s = self.settings
+        start = init_weights(path, s.architecture, s.options,
+                             key=f"experiments.{s.experiment}.init_from")
+        self.model.load_state_dict(start["model"])
+        fresh = ["the optimizers"]
+        if self.objective.discriminator is not None:
+            if start["discriminator"] is not None:
+                self.objective.discriminator.load_state_dict(start["discriminator"])
+            else:
+                fresh.insert(0, "the discriminator")
+        source = {**start["source"], "starts_fresh": " and ".join(fresh)}
+        log.info("fine-tuning %s from %s (%s, sha256 %s..., %s steps before); %s start fresh",
+                 s.experiment, path, source["was"], source["sha256"][:12],
+                 source["steps_before"], source["starts_fresh"])
+        return source
 
     # budget so far, from the last epoch's row
     @property
@@ -456,9 +484,9 @@ class _Trainer:
         distributed.barrier()
 
     def _set_lr(self, step: int) -> float:
-        """The rate of this step: the base rate, warmed up linearly over ``warmup_steps``."""
-        warmup = self.settings.warmup_steps
-        lr = self.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.lr
+        """The rate of this step: the current base rate (lowered by each restore) times the
+        schedule's factor (:meth:`TrainSettings.lr_factor`)."""
+        lr = self.lr * self.settings.lr_factor(step)
         for optimizer in (self.optimizer, self.d_optimizer):
             for group in (optimizer.param_groups if optimizer is not None else []):
                 group["lr"] = lr
@@ -568,7 +596,8 @@ class _Trainer:
                **evaluate(self.model, val_loader, self.objective, self.device, "val", s.amp,
                           self.dtype),
                "val_split": val_split, "skipped_steps": skipped, "restores": restores,
-               "lr": self.lr, "seconds": round(seconds, 3)}
+               "lr": self.lr * s.lr_factor(max(step - 1, 0)),  # the epoch's last step's rate
+               "seconds": round(seconds, 3)}
         self.history.append(row)
         log.info("epoch %d/%d (%d steps, %d images): %s", self.epoch, s.epochs, step, images,
                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
@@ -595,7 +624,8 @@ class _Trainer:
                 "batch_size": self.settings.batch_size, "processes": self.ranks.world,
                 "train_images": train_images, "max_steps": self.settings.max_steps,
                 "train_seconds": last.get("wall_seconds", 0.0),
-                "train_device": provenance.device_name(self.device)}
+                "train_device": provenance.device_name(self.device),
+                **({"init_from": self.init_source} if self.init_source else {})}
 
 
 def _datasets(manifest: Path, s: TrainSettings

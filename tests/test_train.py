@@ -100,6 +100,20 @@ def test_lr_scaling_rules() -> None:
     assert TrainSettings(**base, batch_size=16, lr_scaling="sqrt").effective_lr() == 8e-4
 
 
+def test_lr_schedule_warms_up_then_falls_on_a_cosine() -> None:
+    base = dict(architecture="baseline", epochs=1)
+    assert [TrainSettings(**base).lr_factor(k) for k in (0, 99)] == [1.0, 1.0]
+    warm = TrainSettings(**base, warmup_steps=4)
+    assert [warm.lr_factor(k) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cos = TrainSettings(**base, lr_decay="cosine", lr_decay_steps=100, lr_final=0.1)
+    assert cos.lr_factor(0) == 1.0
+    assert cos.lr_factor(50) == pytest.approx(0.55)  # half way: the mean of 1 and lr_final
+    assert cos.lr_factor(100) == cos.lr_factor(1000) == pytest.approx(0.1)
+    assert all(cos.lr_factor(k) > cos.lr_factor(k + 1) for k in range(100))
+    with pytest.raises(ConfigError, match="train.lr_decay_steps"):
+        TrainSettings(**base, lr_decay="cosine")
+
+
 def test_channels_last_training_matches_contiguous(manifest: Path, tmp_path: Path) -> None:
     """A fast path that leaves results unchanged: NHWC memory gives the same training."""
     runs = {}

@@ -421,3 +421,97 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("rule train:") == 3 and result.stdout.count("rule predict:") == 6
+
+
+@pytest.mark.long
+def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Experiments not trained here, through every rule: a model.pt imported under a new name
+    (``weights``), the authors' checkpoint imported (``weights`` on ndmha_released), a
+    fine-tuning run (``init_from``) and another method's outputs on a test set exported by
+    ``ndmha export-test`` (``predictions``, at another size: resized and counted). Their rows
+    reach benchmark.md and the HTML report with their kinds."""
+    import cv2
+
+    from test_checkpoints import _release_net, _save_as_released
+
+    trained = tiny_run / "models" / "baseline" / "model.pt"
+    authors = tmp_path / "netG_model.pth"
+    net = _release_net().float()
+    _save_as_released(net, authors, monkeypatch)
+    workdir = tmp_path / "run"
+    base = _with(models=None, results_dir="results")
+    # the same data as the tiny run: first the split, then the exported test set, filled
+    # outside the workflow by a simple method (OpenCV's Navier-Stokes), at 40 px
+    config = {**base, "models": ["telea"]}
+    result = snakemake(workdir, config, "results/data/manifest.csv")
+    assert result.returncode == 0, result.stderr[-2000:]
+    exported = tmp_path / "exported"
+    done = subprocess.run([sys.executable, "-m", "ndmha", "export-test", str(exported),
+                           "--manifest", str(workdir / "results" / "data" / "manifest.csv"),
+                           "--layout", "release"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ids = sorted(p.stem for p in (exported / "input").glob("*.png"))
+    assert len(ids) == 4 and sorted(p.stem for p in (exported / "mask").glob("*.png")) == ids
+    outputs = tmp_path / "their outputs"
+    outputs.mkdir()
+    for i in ids:
+        image = cv2.imread(str(exported / "input" / f"{i}.png"))
+        mask = cv2.imread(str(exported / "mask" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
+        filled = cv2.inpaint(image, mask, 3, cv2.INPAINT_NS)
+        cv2.imwrite(str(outputs / f"{i}_out.png"), cv2.resize(filled, (40, 40)))
+    lama = tmp_path / "lama"
+    done = subprocess.run([sys.executable, "-m", "ndmha", "export-test", str(lama),
+                           "--manifest", str(workdir / "results" / "data" / "manifest.csv")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in lama.iterdir()) == sorted(
+        [f"{i}.png" for i in ids] + [f"{i}_mask.png" for i in ids])
+
+    config = {**base, "experiments": {
+        "telea": {"architecture": "telea"},
+        "baseline_elsewhere": {"architecture": "baseline", "weights": str(trained)},
+        "authors": {"architecture": "ndmha_released", "weights": str(authors)},
+        "baseline_tuned": {"architecture": "baseline", "init_from": str(trained),
+                           "train": {"epochs": 1}},
+        "navier_stokes_outside": {"predictions": {"dir": str(outputs),
+                                                  "pattern": "{id}_out.png"}}}}
+    result = snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = workdir / "results"
+    assert not (results / "checkpoints" / "baseline_elsewhere").exists()  # no train job
+    assert not (results / "checkpoints" / "authors").exists()
+    assert (results / "checkpoints" / "baseline_tuned" / "last.pt").is_file()
+    tuned = json.loads((results / "metrics" / "baseline_tuned" / "summary.json").read_text())
+    start = tuned["budget"]["init_from"]
+    assert start["file"] == "model.pt" and start["steps_before"] == 2 and tuned["budget"]["steps"] == 2
+    assert "fine-tuning baseline_tuned" in (results / "logs" / "train_baseline_tuned.log").read_text()
+    outside = json.loads((results / "metrics" / "navier_stokes_outside" / "summary.json")
+                         .read_text())
+    assert outside["kind"] == "external" and outside["images"] == 4
+    assert outside["warnings"] == ["4 of 4 predictions resized to 32x32 (bicubic)"]
+    imported = json.loads((results / "metrics" / "baseline_elsewhere" / "summary.json").read_text())
+    original = json.loads((tiny_run / "metrics" / "baseline" / "summary.json").read_text())
+    assert imported["kind"] == "imported" and imported["experiment"] == "baseline_elsewhere"
+    assert imported["psnr"] == pytest.approx(original["psnr"], abs=1e-9)  # same weights, data
+    authors_summary = json.loads((results / "metrics" / "authors" / "summary.json").read_text())
+    assert authors_summary["kind"] == "imported"
+    assert authors_summary["warnings"] == [
+        "the authors' checkpoint was trained at 256 px; scored here at 32 px"]
+
+    table = pd.read_csv(results / "tables" / "benchmark.csv").set_index("method")
+    for row, kind in (("baseline_elsewhere (imported weights, measured here)", "imported"),
+                      ("authors (imported weights, measured here)", "imported"),
+                      ("navier_stokes_outside (external predictions, measured here)", "external"),
+                      ("baseline_tuned (ours)", "trained")):
+        assert table.loc[row, "kind"] == kind
+    assert table.loc["authors (imported weights, measured here)", "train_device"] == \
+        "not trained here: imported weights"
+    md = (results / "tables" / "benchmark.md").read_text()
+    assert "may contain our test images or masks" in md and "External rows" in md
+    result = snakemake(workdir, workdir / "config.yaml", "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    embedded = report_files((results / "report.html").read_text())
+    assert "navier_stokes_outside (external predictions, measured here)" in \
+        embedded["benchmark.csv"]
+    assert "authors (imported weights, measured here)" in embedded["benchmark.csv"]

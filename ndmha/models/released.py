@@ -35,6 +35,9 @@ from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaimin
 from ndmha.models.ndmha import GatedEncoder
 
 BASE_WIDTHS = (64, 128, 256, 512, 1024)
+#: what the input image holds in the holes when it reaches the network: as our data give it
+#: (the overlay's black), or set to black (0) or white (1) as a checkpoint was trained with
+HOLE_FILLS = ("as_given", "black", "white")
 
 
 class ReleasedStage(nn.Module):
@@ -80,11 +83,14 @@ class ReleasedNDMHA(nn.Module):
     coarse_to_fine = True
 
     def __init__(self, factor: int = 8, heads: int = 8, expansion: float = 2.33,
-                 mask_range: str = "unit", deform_backend: str = AUTO) -> None:
+                 mask_range: str = "unit", hole_fill: str = "as_given",
+                 deform_backend: str = AUTO) -> None:
         super().__init__()
         if mask_range not in ("unit", "signed"):
             raise ValueError(f"mask_range must be 'unit' or 'signed', got {mask_range!r}")
-        self.mask_range = mask_range
+        if hole_fill not in HOLE_FILLS:
+            raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
+        self.mask_range, self.hole_fill = mask_range, hole_fill
         widths = tuple(w // factor for w in BASE_WIDTHS)
         attention = {"heads": heads, "expansion": expansion, "window": None, "norm": "post",
                      "backend": deform_backend, "depthwise": False, "modulated": False,
@@ -95,6 +101,8 @@ class ReleasedNDMHA(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, return_coarse: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.hole_fill != "as_given":  # what the release's input images hold in the holes
+            image = image * (1 - mask) + (mask if self.hole_fill == "white" else 0)
         signed = 2 * image - 1                       # the release's Normalize(0.5, 0.5)
         m = (2 * mask - 1 if self.mask_range == "signed" else mask).expand(-1, 3, -1, -1)
         coarse = self.coarse(torch.cat([signed, m], dim=1))

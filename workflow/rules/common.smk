@@ -61,6 +61,11 @@ def check_config(cfg):
     except ExperimentError as err:
         config_error(err.key, err.message)
     for name, experiment in experiments.items():
+        for key, path in (("weights", experiment.weights), ("init_from", experiment.init_from),
+                          ("predictions.dir", experiment.predictions.get("dir", ""))):
+            if path and not Path(path).exists():
+                config_error(f"experiments.{name}.{key}", f"'{path}' does not exist "
+                             f"(looked in {Path(path).resolve()})")
         train = {**cfg["train"], **experiment.train}
         if "val" in train.get("train_splits", []) and split["scheme"] != "report" \
                 and not split.get("val"):
@@ -91,6 +96,7 @@ LABELS = {name: e.label for name, e in EXPERIMENTS.items()}
 # experiments by kind: only trained ones have train jobs, curves and loss weights
 TRAINED = [name for name, e in EXPERIMENTS.items() if e.trained]
 TRAINING_FREE = [name for name, e in EXPERIMENTS.items() if e.kind == "training-free"]
+IMPORTED = [name for name, e in EXPERIMENTS.items() if e.kind == "imported"]
 # the whole config's hash, for the provenance table (only the tables rule reads it)
 CONFIG_SHA256 = sha256_json(config)
 
@@ -112,7 +118,8 @@ def rule_resources(stage, gpu_by_kind=False):
     """Snakemake resources of a stage's rules from config: cluster.partition / cluster.account
     as slurm_partition / slurm_account, then resources.<stage> (mem_mb, runtime, gpu, gpu_model,
     slurm_partition, ...); empty values and gpu 0 are left out. ``gpu_by_kind``: the rule runs
-    per experiment, and a training-free experiment's job asks for no GPU."""
+    per experiment, and only an experiment that runs a network (trained or imported) asks for
+    a GPU: a training-free method or another method's outputs do not."""
     cluster = config.get("cluster", {})
     merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
               **config["resources"][stage]}
@@ -120,7 +127,7 @@ def rule_resources(stage, gpu_by_kind=False):
     if gpu_by_kind and "gpu" in resources:
         gpus = resources["gpu"]
         # gpu 0: the SLURM executor then ignores gpu_model too
-        resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].trained else 0
+        resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].network else 0
     return resources
 
 
@@ -137,6 +144,7 @@ def train_settings(name):
     return {
         **shared,
         **experiment.train,
+        **({"init_from": experiment.init_from} if experiment.init_from else {}),
         "experiment": name,
         "architecture": experiment.architecture,
         "options": experiment.options,
@@ -150,14 +158,28 @@ def method_params(name):
     """What the predict rule needs to know of an experiment besides its model file."""
     e = EXPERIMENTS[name]
     return {"experiment": name, "kind": e.kind, "architecture": e.architecture,
-            "options": e.options}
+            "options": e.options, "predictions": e.predictions or None}
+
+
+def model_file(name):
+    return RESULTS / "models" / name / "model.pt"
 
 
 def predict_input(wildcards):
-    """A trained experiment's model file; a training-free method needs only the data."""
-    if EXPERIMENTS[wildcards.experiment].trained:
-        return {"model": expand(rules.train.output.model, experiment=wildcards.experiment)[0]}
+    """A network's model file (trained by the train rule, or imported by import_weights);
+    another method's outputs, its folder; a training-free method needs only the data."""
+    e = EXPERIMENTS[wildcards.experiment]
+    if e.network:
+        return {"model": model_file(wildcards.experiment)}
+    if e.kind == "external":
+        return {"outside": e.predictions["dir"]}
     return {}
+
+
+def train_input(wildcards):
+    """The manifest, and the weights a fine-tuning run starts from (a change reruns it)."""
+    e = EXPERIMENTS[wildcards.experiment]
+    return {"manifest": MANIFEST, **({"init_from": e.init_from} if e.init_from else {})}
 
 
 wildcard_constraints:

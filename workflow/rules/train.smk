@@ -4,9 +4,9 @@
 
 rule train:
     input:
-        MANIFEST,
+        unpack(train_input),
     output:
-        model=RESULTS / "models" / "{experiment}" / "model.pt",
+        model=model_file("{experiment}"),
         history=RESULTS / "models" / "{experiment}" / "train_log.csv",
     params:
         # The checkpoint and the TensorBoard events are not outputs, so Snakemake keeps them when
@@ -27,3 +27,24 @@ rule train:
         ENV
     script:
         "../scripts/train.py"
+
+
+rule import_weights:
+    """An imported experiment: its weights file (a model.pt, or the authors' checkpoint for
+    ndmha_released, read as data, never run) as the model.pt the predict rule reads."""
+    input:
+        weights=lambda wc: EXPERIMENTS[wc.experiment].weights,
+    output:
+        model=model_file("{experiment}"),
+    params:
+        architecture=lambda wc: EXPERIMENTS[wc.experiment].architecture,
+        options=lambda wc: EXPERIMENTS[wc.experiment].options,
+        image_size=config["data"]["image_size"],
+    wildcard_constraints:
+        experiment=one_of(IMPORTED),
+    log:
+        LOGS / "import_{experiment}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/import_weights.py"
