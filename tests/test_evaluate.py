@@ -225,7 +225,8 @@ def test_cli_help_lists_the_commands(capsys: pytest.CaptureFixture) -> None:
 
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("stats", "inpaint", "train"))
+    assert all(command in out for command in ("stats", "inpaint", "train", "import-released",
+                                              "export-test"))
 
 
 def test_curves_figure_is_titled_with_the_experiment(evaluated: Path, tmp_path: Path,
@@ -332,3 +333,43 @@ def test_floor_sentence_without_a_floor(evaluated: Path) -> None:
 
     table, sentence = floor_table([json.loads((evaluated / "summary.json").read_text())])
     assert table.empty and sentence.startswith("No training-free floor in this run")
+
+
+def test_external_predictions_name_a_missing_id(manifest: Path, tmp_path: Path) -> None:
+    from ndmha.errors import DataError
+    from ndmha.evaluate import predict_external
+
+    ids = list(read_manifest(manifest, "test")["id"])
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    for i in ids[1:]:  # the first one is missing
+        write_image(folder / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+    spec = {"dir": str(folder), "pattern": "{id}.png", "composited": False,
+            "interpolation": "bicubic"}
+    with pytest.raises(DataError, match=rf"no prediction for test id {ids[0]}\.png .*\(1 of "
+                                         rf"the {len(ids)} test ids missing\)"):
+        predict_external(manifest, tmp_path / "out", "theirs", spec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_external_predictions_are_composited_with_our_masks(manifest: Path,
+                                                            tmp_path: Path) -> None:
+    """Another method's images (white everywhere here) enter the composite in our holes only,
+    or whole when they say they are already composited."""
+    from ndmha.evaluate import predict_external
+
+    frame = read_manifest(manifest, "test")
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    for row in frame.itertuples():
+        shape = read_image(row.corrupted).shape
+        write_image(folder / f"{row.id}.png", np.full(shape, 255, np.uint8))
+    spec = {"dir": str(folder), "pattern": "{id}.png", "interpolation": "bicubic"}
+    predict_external(manifest, tmp_path / "raw", "theirs", {**spec, "composited": False})
+    predict_external(manifest, tmp_path / "as_is", "theirs", {**spec, "composited": True})
+    for row in frame.itertuples():
+        holes = read_image(row.mask, cv2.IMREAD_GRAYSCALE) > 0
+        mixed = read_image(tmp_path / "raw" / "composite" / f"{row.id}.png")
+        assert (mixed[holes] == 255).all()
+        assert np.array_equal(mixed[~holes], read_image(row.corrupted)[~holes])
+        assert (read_image(tmp_path / "as_is" / "composite" / f"{row.id}.png") == 255).all()

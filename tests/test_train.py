@@ -114,6 +114,21 @@ def test_lr_schedule_warms_up_then_falls_on_a_cosine() -> None:
         TrainSettings(**base, lr_decay="cosine")
 
 
+def test_fingerprint_hashes_the_starting_weights_by_content(manifest: Path,
+                                                            tmp_path: Path) -> None:
+    """Fine-tuning: the run is tied to the bytes of its init_from file, not to its path."""
+    start = tmp_path / "start.pt"
+    start.write_bytes(b"one")
+    s = _settings(1, init_from=str(start))
+    first = s.fingerprint(manifest)
+    assert first != _settings(1).fingerprint(manifest)
+    start.write_bytes(b"two")
+    assert s.fingerprint(manifest) != first
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(b"two")
+    assert _settings(1, init_from=str(moved)).fingerprint(manifest) == s.fingerprint(manifest)
+
+
 def test_channels_last_training_matches_contiguous(manifest: Path, tmp_path: Path) -> None:
     """A fast path that leaves results unchanged: NHWC memory gives the same training."""
     runs = {}

@@ -515,3 +515,30 @@ def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: 
     assert "navier_stokes_outside (external predictions, measured here)" in \
         embedded["benchmark.csv"]
     assert "authors (imported weights, measured here)" in embedded["benchmark.csv"]
+
+
+def test_celebahq_config_shows_every_kind_and_it_is_valid(tmp_path: Path) -> None:
+    """The commented experiments section of configs/celebahq.yaml, uncommented with its paths
+    filled in, is a valid config with one experiment of each kind."""
+    import ndmha.config
+
+    text = (ROOT / "configs" / "celebahq.yaml").read_text()
+    block = text[text.index("# experiments:"):].split("\n\n")[0]
+    uncommented = "\n".join(line[2:] for line in block.splitlines())
+    for folder in ("NDMA_Facial_Inpainting/checkpoints", "lama/outputs"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "NDMA_Facial_Inpainting/checkpoints/netG_model.pth").write_bytes(b"x")
+    config = yaml.safe_load(text.replace("models: [", "# models: [", 1))
+    config.update(yaml.safe_load(uncommented.replace("/path/to", str(tmp_path))))
+    kinds = {n: e.kind for n, e in ndmha.config.resolve_experiments(config).items()}
+    assert kinds["authors_checkpoint"] == "imported" and kinds["lama"] == "external"
+    assert kinds["authors_finetuned"] == "trained" and kinds["biharmonic"] == "training-free"
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    for key in ("images_dir", "masks_dir"):  # the data folders must exist for the checks
+        (tmp_path / key).mkdir()
+        config["data"][key] = str(tmp_path / key)
+    (workdir / "c.yaml").write_text(yaml.safe_dump(config))
+    result = _dry_run(workdir, "--configfile", str(workdir / "c.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rule import_weights:" in result.stdout
