@@ -33,4 +33,5 @@ rule all:
         expand(rules.training_curves.output, experiment=TRAINED),
         expand(rules.prediction_grid.output, experiment=EXPERIMENTS),
         rules.comparison_figures.output,
+        rules.comparison_forest.output,
     default_target: True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,15 +115,61 @@ class Experiment:
     weights: str = ""      # imported: a model.pt, or the authors' checkpoint (ndmha_released)
     init_from: str = ""    # trained: fine-tune from these weights
     predictions: dict[str, Any] = field(default_factory=dict)  # external: {dir, pattern, ...}
+    group: str = ""        # the configured experiment this run belongs to (its name unseeded)
+    seed: int | None = None  # the run's seed under ``seeds`` (None: the single run of today)
+    reference: str = ""    # the experiment this one ablates (a default comparison)
 
     @property
     def trained(self) -> bool:
         return self.kind == "trained"
 
     @property
+    def run_label(self) -> str:
+        """The label of this one run: the experiment's, with its seed under ``seeds``."""
+        return self.label if self.seed is None else f"{self.label}, seed {self.seed}"
+
+    @property
     def network(self) -> bool:
         """A network runs at test time (trained here or imported): a GPU helps."""
         return self.kind in NETWORK_KINDS
+
+
+def run_name(experiment: str, seed: int) -> str:
+    """The name (and results folder) of one seed's run of an experiment under ``seeds``."""
+    return f"{experiment}.seed{seed}"
+
+
+def first_runs(experiments: dict[str, Experiment]) -> list[str]:
+    """The first run of every experiment (its only one without seeds), in order."""
+    firsts: dict[str, str] = {}
+    for name, e in experiments.items():
+        firsts.setdefault(e.group, name)
+    return list(firsts.values())
+
+
+def default_comparisons(experiments: dict[str, Experiment]) -> list[list[str]]:
+    """The paired comparisons a study makes unless ``comparisons`` names them: every ablation
+    against its ``reference``; NDMHA and the released network against the baseline U-Net; every
+    trained experiment against the best training-free one (``floor``). By experiment (group)."""
+    groups = {e.group: e for e in experiments.values()}  # the first run stands for its group
+    trained = [g for g, e in groups.items() if e.trained]
+    baseline = next((g for g in trained if groups[g].architecture == "baseline"), None)
+    pairs = [[g, e.reference] for g, e in groups.items() if e.reference]
+    if baseline:
+        pairs += [[g, baseline] for g in trained if not groups[g].reference
+                  and groups[g].architecture in ("ndmha", "ndmha_released")]
+    if any(e.kind == "training-free" for e in groups.values()):
+        pairs += [[g, "floor"] for g in trained]
+    return [list(p) for p in dict.fromkeys(tuple(p) for p in pairs)]
+
+
+def check_comparisons(pairs: list[list[str]], experiments: dict[str, Experiment]) -> None:
+    groups = {e.group for e in experiments.values()}
+    for i, pair in enumerate(pairs):
+        unknown = [x for x in pair if x not in groups and x != "floor"]
+        if unknown:
+            raise ExperimentError(f"comparisons.{i}", f"'{unknown[0]}' is neither an "
+                                  f"experiment ({sorted(groups)}) nor 'floor'")
 
 
 #: an external experiment's predictions entry, with its defaults
@@ -137,6 +184,11 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     loss, train, label, seed_report}}`` names them freely; an experiment without ``loss`` takes
     ``loss.<architecture>``, and ``train.per_model.<name>`` still applies beneath its ``train``.
     A training-free architecture (telea, navier_stokes, biharmonic) needs no loss and trains not.
+
+    ``seeds: [0, 1, 2]`` (top level, or an experiment's own) runs each trained experiment once
+    per seed, as runs named ``<name>.seed<s>`` whose ``train.seed`` is ``s`` (``group`` names the
+    experiment); without ``seeds`` each experiment is one run under its own name, as before.
+    Training-free, imported and external experiments run once whatever ``seeds`` says.
     """
     if "models" in cfg and "experiments" in cfg:
         raise ExperimentError("experiments", "give either models (one experiment per "
@@ -165,15 +217,32 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
                                   f"no loss weights for experiment '{name}' (give them there "
                                   f"or under loss.{architecture})")
         default_label = ARCHITECTURE_LABELS.get(name, name)
-        experiments[name] = Experiment(
+        experiment = Experiment(
             name=name, architecture=architecture, options=dict(entry.get("options", {})),
             loss=dict(loss), train={**per_model.get(name, {}), **entry.get("train", {})},
             label=entry.get("label", default_label), seed_report=entry.get("seed_report", ""),
             kind=kind, weights=entry.get("weights", ""), init_from=entry.get("init_from", ""),
             predictions=({**PREDICTION_DEFAULTS, **entry["predictions"]}
-                         if "predictions" in entry else {}))
+                         if "predictions" in entry else {}),
+            group=name, reference=entry.get("reference", ""))
+        seeds = entry.get("seeds", cfg.get("seeds"))
+        if kind != "trained" or not seeds:
+            experiments[name] = experiment
+            continue
+        for seed in seeds:
+            run = run_name(name, seed)
+            experiments[run] = dataclasses.replace(
+                experiment, name=run, seed=seed, train={**experiment.train, "seed": seed})
+    clash = [n for n in experiments if n in entries and experiments[n].group != n]
+    if clash:
+        raise ExperimentError(f"experiments.{clash[0]}", "this name is also a seeded run's "
+                                                         "name: rename the experiment")
+    for name, e in experiments.items():
+        if e.reference and e.reference not in entries:
+            raise ExperimentError(f"experiments.{e.group}.reference",
+                                  f"'{e.reference}' is not an experiment ({list(entries)})")
     for name in per_model:  # an architecture not trained in this run may keep its settings
-        if name not in experiments and name not in ARCHITECTURE_LABELS:
+        if name not in entries and name not in ARCHITECTURE_LABELS:
             raise ExperimentError("train.per_model", f"'{name}' is neither an experiment "
                                                      f"({list(experiments)}) nor an architecture")
     return experiments

@@ -132,23 +132,34 @@ def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
     _save(fig, out)
 
 
-def experiment_curves(histories: dict[str, str | Path], out: str | Path,
+def experiment_curves(histories: list[tuple[str, str | Path]], out: str | Path,
                       floors: dict[str, float] | None = None, split: str | None = None) -> None:
     """Validation PSNR of every trained experiment against optimizer steps and against training
-    wall time, on one figure (``histories``: label -> train_log.csv), the training-free methods
-    as horizontal lines (``floors``: label -> PSNR on the same ``split``)."""
+    wall time, on one figure (``histories``: (label, train_log.csv) pairs; the seeds of one
+    experiment share its label and are drawn as their mean with a band of ± one sd between
+    seeds), the training-free methods as horizontal lines (``floors``: label -> PSNR on the same
+    ``split``)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for label_, path in histories.items():
-        log_ = pd.read_csv(path)
+    grouped: dict[str, list[pd.DataFrame]] = {}
+    for label_, path in histories:
+        grouped.setdefault(label_, []).append(pd.read_csv(path))
+    for label_, logs in grouped.items():
+        epochs = min(len(log_) for log_ in logs)  # seeds stopped alike; the common epochs
+        psnr = np.stack([log_["val_psnr"].to_numpy()[:epochs] for log_ in logs])
         for ax, x in zip(axes, ("steps", "wall_seconds")):
-            ax.plot(log_[x], log_["val_psnr"], "o-", ms=3, label=label_)
+            xs = np.mean([log_[x].to_numpy()[:epochs] for log_ in logs], axis=0)
+            seeds = f" (mean of {len(logs)} seeds, ± sd)" if len(logs) > 1 else ""
+            line, = ax.plot(xs, psnr.mean(axis=0), "o-", ms=3, label=label_ + seeds)
+            if len(logs) > 1:
+                sd = psnr.std(axis=0, ddof=1)
+                ax.fill_between(xs, psnr.mean(axis=0) - sd, psnr.mean(axis=0) + sd,
+                                color=line.get_color(), alpha=0.2, lw=0)
     for (label_, value), style in zip((floors or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
         for ax in axes:
             ax.axhline(value, color="0.35", ls=style, lw=1.2,
                        label=f"{label_} (training-free): {value:.2f} dB")
     if split is None:
-        split = (pd.read_csv(next(iter(histories.values())))["val_split"].iloc[-1]
-                 if histories else "test")
+        split = pd.read_csv(histories[0][1])["val_split"].iloc[-1] if histories else "test"
     if not histories:
         for ax in axes:
             ax.text(0.5, 0.5, "no trained experiment", ha="center", transform=ax.transAxes)
@@ -159,6 +170,35 @@ def experiment_curves(histories: dict[str, str | Path], out: str | Path,
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Every experiment: what it learned for what it cost", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def comparison_forest(comparisons_csv: str | Path, out: str | Path,
+                      metric: str = "psnr") -> None:
+    """The paired differences of ``metric`` (a − b) with their seed-aware 95 % intervals (thick)
+    and the first seed pair's per-image intervals (thin, "this trained model")."""
+    table = pd.read_csv(comparisons_csv)
+    table = table[table["metric"] == metric].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(table))))
+    for y, row in table.iterrows():
+        ax.plot([row["model_ci_low"], row["model_ci_high"]], [y, y], color="0.6", lw=1)
+        if pd.notna(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color="C0", lw=4,
+                    solid_capstyle="butt")
+        ax.plot(row["difference"], y, "o", color="C3" if row["distinguishable"] == "yes"
+                else "k", ms=5)
+    ax.axvline(0.0, color="0.3", lw=1, ls="--")
+    ax.set_yticks(range(len(table)), [f"{a} − {b}" for a, b in zip(table["a"], table["b"])],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.upper()} difference (a − b); thick: 95 % over seeds, thin: "
+                  "first seed pair over images")
+    if table.empty:
+        ax.text(0.5, 0.5, "no comparisons", ha="center", transform=ax.transAxes)
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Paired comparisons on the same test images (red: distinguishable at 95 %, "
+                 "Holm)", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
 
@@ -189,4 +229,4 @@ def comparison_figures(manifest: str | Path, labels: list[str], predictions: lis
         floor_values[label_] = (json.loads(Path(summary).read_text())["psnr"] if split == "test"
                                 else floor_psnr(manifest, split, method["architecture"],
                                                 method["options"]))
-    experiment_curves(dict(zip(trained_labels, histories)), curves_png, floor_values, split)
+    experiment_curves(list(zip(trained_labels, histories)), curves_png, floor_values, split)

@@ -16,19 +16,26 @@ from typing import Any
 
 import pandas as pd
 
+from ndmha import uncertainty
 from ndmha.io import atomic_open
 from ndmha.models import build_model, count_gmac
 
 log = logging.getLogger("ndmha")
 
 BUDGET = ["epochs", "steps", "images_seen", "batch", "train_time_s", "train_device"]
+#: over seeds (ndmha.uncertainty): the spread between seeds and the 95 % interval of each
+#: per-image metric, the spread only of FID and KID; empty for a single run
+SEED_COLUMNS = ["seeds", *(f"{m}_{q}" for m in uncertainty.INTERVAL_METRICS
+                           for q in ("seed_sd", "ci_low", "ci_high")),
+                *(f"{m}_seed_sd" for m in uncertainty.SPREAD_METRICS)]
 COLUMNS = ["method", "source", "kind", "psnr_db", "ssim", "l1", "lpips", "fid", "kid",
-           "params_m", "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET,
+           *SEED_COLUMNS, "params_m", "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET,
            "device", "dataset", "git_commit"]
 TEST_COLUMNS = ["experiment", "images", "image_size", "loss", "l1", "psnr", "ssim", "lpips",
                 "fid", "kid", "kid_std", "parameters", "inference_s_per_image", "device", *BUDGET]
 EXPERIMENT_COLUMNS = ["experiment", "label", "kind", "architecture", "options", "loss_weights",
-                      "psnr", "ssim", "l1", "lpips", "fid", "kid", "params_m", "gmac",
+                      "psnr", "ssim", "l1", "lpips", "fid", "kid", *SEED_COLUMNS, "params_m",
+                      "gmac",
                       "gmac_without_deformable", *BUDGET, "test_images"]
 PROVENANCE_COLUMNS = ["experiment", "git_commit", "git_dirty", "config_sha256",
                       "train_settings_sha256", "python", "torch", "torchvision", "cuda", "cudnn",
@@ -47,6 +54,49 @@ QUOTED_BUDGETS = {
 SSIM_NOTE = ("SSIM as Wang et al. define it (Gaussian 11x11, sigma 1.5, the mean over the valid "
              "region, as scikit-image and tf.image.ssim compute it); PSNR and SSIM on RGB in "
              "[0, 1] (data_range 1), of the composite against the ground truth.")
+
+
+def aggregate(summaries: list[dict], runs: dict[str, dict] | None = None) -> list[dict]:
+    """One summary per experiment from its runs' summaries (``runs``: run name -> its
+    ``group`` and ``seed``; a run not listed is its own experiment): the mean over seeds of
+    every metric, and for the per-image ones the spread between seeds and the 95 % interval
+    (:func:`ndmha.uncertainty.seed_interval`), for FID and KID the spread only. The budget is
+    the first run's (every seed trains at the same budget), its wall time the mean."""
+    groups: dict[str, list[dict]] = {}
+    for s in summaries:
+        groups.setdefault((runs or {}).get(s["experiment"], {}).get("group", s["experiment"]),
+                          []).append(s)
+    merged = []
+    for group, members in groups.items():
+        seeds = [(runs or {}).get(s["experiment"], {}).get("seed") for s in members]
+        row = {**members[0], "experiment": group, "runs": [s["experiment"] for s in members],
+               "seeds": [x for x in seeds if x is not None]}
+        for metric in (*uncertainty.INTERVAL_METRICS, *uncertainty.SPREAD_METRICS):
+            values = [s[metric] for s in members]
+            if any(isinstance(v, str) for v in values):  # n/a: weights missing
+                continue
+            interval = uncertainty.seed_interval(values)
+            row[metric] = interval["mean"]
+            row[f"{metric}_seed_sd"] = interval["sd"]
+            if metric in uncertainty.INTERVAL_METRICS:
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = (interval["low"],
+                                                                     interval["high"])
+        if len(members) > 1:
+            budget = dict(members[0].get("budget", {}))
+            times = [s.get("budget", {}).get("train_seconds") for s in members]
+            if all(t is not None for t in times):
+                budget["train_seconds"] = sum(times) / len(times)
+            row["budget"] = budget
+            row["warnings"] = list(dict.fromkeys(w for s in members
+                                                 for w in s.get("warnings", [])))
+        merged.append(row)
+    return merged
+
+
+def seed_columns(summary: dict) -> dict[str, Any]:
+    """The seed columns of one aggregated row (empty for a single run)."""
+    return {"seeds": len(summary.get("seeds", [])) or None,
+            **{c: summary.get(c) for c in SEED_COLUMNS if c != "seeds"}}
 
 
 def _short(value: object) -> object:
@@ -152,6 +202,7 @@ def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
         "ssim": summary["ssim"],
         "l1": summary["l1"],
         **{k: _short(summary[k]) for k in ("lpips", "fid", "kid")},
+        **seed_columns(summary),
         "params_m": summary["parameters"] / 1e6,
         "runtime_s": summary["inference_s_per_image"],
         **_gmacs(summary, summary["image_size"]),
@@ -187,8 +238,9 @@ def budget_note(summaries: list[dict], labels: dict[str, str] | None = None) -> 
 #: rows by up to ~0.3 dB, docs/architecture.md)
 FLOOR_MARGIN_DB = 0.5
 FLOOR_COLUMNS = ["experiment", "label", "psnr", "ssim", "l1", "floor", "floor_psnr",
-                 "floor_ssim", "floor_l1", "psnr_margin_db", "clears_floor", "verdict",
-                 "steps", "train_time_s", "test_images"]
+                 "floor_ssim", "floor_l1", "psnr_margin_db", "margin_ci_low", "margin_ci_high",
+                 "seeds", "rule", "clears_floor", "verdict", "steps", "train_time_s",
+                 "test_images"]
 
 
 def _at(summary: dict) -> str:
@@ -214,10 +266,25 @@ def kinds_note(summaries: list[dict]) -> str:
     return " ".join(notes)
 
 
+def _clears(s: dict, floor: dict) -> tuple[bool, float | None, float | None, str]:
+    """Whether a row clears the floor, its margin's interval and the rule used: with two or more
+    seeds, the 95 % interval of the margin over seeds lies above 0 (the floor learns nothing and
+    runs once: the margin's interval is the row's shifted); with one, the margin exceeds
+    FLOOR_MARGIN_DB."""
+    low, high = s.get("psnr_ci_low"), s.get("psnr_ci_high")
+    if low is not None and high is not None:
+        return (low - floor["psnr"] > 0, low - floor["psnr"], high - floor["psnr"],
+                f"95 % interval over {len(s['seeds'])} seeds above 0")
+    return (s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB, None, None,
+            f"one seed: margin above {FLOOR_MARGIN_DB} dB")
+
+
 def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
                 ) -> tuple[pd.DataFrame, str]:
-    """Every trained row against the training-free floor (the training-free row with the highest
-    mean test PSNR), and one sentence saying whether the trained rows clear it."""
+    """Every row that is not training-free against the floor (the training-free row with the
+    highest mean test PSNR), and one sentence saying whether they clear it. ``summaries`` are
+    per experiment (:func:`aggregate`): a row with seeds clears it when the 95 % interval of its
+    margin lies above 0, a single run when its margin exceeds FLOOR_MARGIN_DB."""
     free = [s for s in summaries if is_floor(s)]
     trained = [s for s in summaries if not is_floor(s)]  # trained, imported or external
     if not free:
@@ -226,19 +293,23 @@ def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
                 "or navier_stokes): nothing says whether training beat a method that learns "
                 "nothing.")
     floor = max(free, key=lambda s: s["psnr"])
-    rows = [{"experiment": s["experiment"], "label": label_of(s, labels), "psnr": s["psnr"],
-             "ssim": s["ssim"], "l1": s["l1"], "floor": label_of(floor, labels),
-             "floor_psnr": floor["psnr"], "floor_ssim": floor["ssim"], "floor_l1": floor["l1"],
-             "psnr_margin_db": s["psnr"] - floor["psnr"],
-             "clears_floor": "yes" if s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB else "no",
-             "verdict": (f"{label_of(s, labels)} "
-                         + ("clears" if s["psnr"] - floor["psnr"] > FLOOR_MARGIN_DB
-                            else "does not clear")
-                         + f" the training-free floor ({label_of(floor, labels)}, "
-                           f"{floor['psnr']:.2f} dB) {_at(s)}: "
-                           f"{s['psnr']:.2f} dB ({s['psnr'] - floor['psnr']:+.2f})"),
-             "steps": budget_of(s)["steps"], "train_time_s": budget_of(s)["train_time_s"],
-             "test_images": s["images"]} for s in trained]
+    rows = []
+    for s in trained:
+        clears, low, high, rule = _clears(s, floor)
+        margin = s["psnr"] - floor["psnr"]
+        interval = f", 95 % interval {low:+.2f} to {high:+.2f}" if low is not None else ""
+        rows.append({
+            "experiment": s["experiment"], "label": label_of(s, labels), "psnr": s["psnr"],
+            "ssim": s["ssim"], "l1": s["l1"], "floor": label_of(floor, labels),
+            "floor_psnr": floor["psnr"], "floor_ssim": floor["ssim"], "floor_l1": floor["l1"],
+            "psnr_margin_db": margin, "margin_ci_low": low, "margin_ci_high": high,
+            "seeds": len(s.get("seeds", [])) or 1, "rule": rule,
+            "clears_floor": "yes" if clears else "no",
+            "verdict": (f"{label_of(s, labels)} {'clears' if clears else 'does not clear'} the "
+                        f"training-free floor ({label_of(floor, labels)}, {floor['psnr']:.2f} "
+                        f"dB) {_at(s)}: {s['psnr']:.2f} dB ({margin:+.2f}{interval})"),
+            "steps": budget_of(s)["steps"], "train_time_s": budget_of(s)["train_time_s"],
+            "test_images": s["images"]})
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
     where = (f"the training-free floor ({label_of(floor, labels)}, {floor['psnr']:.2f} dB, SSIM "
              f"{floor['ssim']:.4f}, on the same {floor['images']} test images)")
@@ -251,9 +322,64 @@ def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
     verdict = (f"every {noun} clears" if len(cleared) == len(rows) else
                f"no {noun} clears" if not cleared else
                f"{len(cleared)} of {len(rows)} {noun}s clear")
-    return table, (f"At this budget {verdict} {where}: {listed}. Clearing it means a mean test "
-                   f"PSNR more than {FLOOR_MARGIN_DB} dB above the floor's, one seed each (no "
-                   "interval yet); SSIM and L1 are in the table whichever side they fall.")
+    return table, (f"At this budget {verdict} {where}: {listed}. Clearing it means, with two "
+                   "or more seeds, a 95 % interval of the margin over seeds above 0 (Student-t "
+                   "over the per-seed means); with one seed, a mean test PSNR more than "
+                   f"{FLOOR_MARGIN_DB} dB above the floor's. SSIM and L1 are in the table "
+                   "whichever side they fall.")
+
+
+COMPARISON_COLUMNS = ["a", "b", "metric", "difference", "seed_pairs", "seed_sd", "ci_low",
+                      "ci_high", "p_seeds", "p_holm", "distinguishable", "seeds_to_resolve",
+                      "model_difference", "model_ci_low", "model_ci_high", "model_wilcoxon_p",
+                      "images"]
+#: a lower value is better for these (a negative difference a - b favours a)
+LOWER_IS_BETTER = ("l1", "lpips")
+
+
+def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
+                      summaries: list[dict], runs: dict[str, dict] | None = None,
+                      labels: dict[str, str] | None = None
+                      ) -> tuple[pd.DataFrame, str]:
+    """The paired comparisons ``pairs`` ([a, b]: a - b; ``floor`` is the best training-free
+    experiment) on the same test images, per metric: the mean difference, its seed-aware 95 %
+    interval and t-test (Holm-corrected over the pairs, per metric), and the first seed pair's
+    per-image interval and Wilcoxon test ("this trained model"); ``per_image``: run name -> its
+    per-image CSV; ``summaries``: per experiment (:func:`aggregate`)."""
+    frames = {run: pd.read_csv(path, dtype={"id": str}).set_index("id")
+              for run, path in per_image.items()}
+    floors = [s for s in summaries if is_floor(s)]
+    floor = max(floors, key=lambda s: s["psnr"])["experiment"] if floors else None
+    members: dict[str, dict[int | None, str]] = {}
+    for run in frames:
+        info = (runs or {}).get(run, {})
+        members.setdefault(info.get("group", run), {})[info.get("seed")] = run
+    resolved = [[floor if x == "floor" else x for x in pair] for pair in pairs]
+    resolved = [pair for pair in resolved if None not in pair and pair[0] != pair[1]]
+    rows = []
+    for metric in uncertainty.INTERVAL_METRICS:
+        block = []
+        for a, b in resolved:
+            sides = [{seed: frames[run][metric] for seed, run in members[x].items()}
+                     for x in (a, b)]
+            if any(side[s].isna().all() for side in sides for s in side):
+                continue  # a metric without weights (LPIPS n/a)
+            result = uncertainty.paired_difference(*sides)
+            block.append({"a": label_of({"experiment": a}, labels),
+                          "b": label_of({"experiment": b}, labels), "metric": metric,
+                          **result, "seeds_to_resolve": uncertainty.seeds_to_resolve(
+                              result["seed_sd"], result["difference"])})
+        for row, adjusted in zip(block, uncertainty.holm([r["p_seeds"] for r in block])):
+            row["p_holm"] = adjusted
+            row["distinguishable"] = ("one seed pair: not claimable" if adjusted is None
+                                      else "yes" if adjusted < 0.05 else "no")
+        rows += block
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    made = len(resolved)
+    note = (f"{made} comparisons (a − b; for l1 and lpips lower is better), each on every "
+            "metric; Holm's correction over the comparisons, per metric, at 5 %. "
+            + uncertainty.METHOD_NOTE)
+    return table, note
 
 
 def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
@@ -265,28 +391,41 @@ def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
                  labels: dict[str, str] | None = None,
                  references: dict[str, str] | None = None,
                  settings: dict[str, dict] | None = None,
-                 config_sha256: str = "") -> pd.DataFrame:
+                 config_sha256: str = "", runs: dict[str, dict] | None = None,
+                 per_image: dict[str, str | Path] | None = None,
+                 comparisons: list[list[str]] | None = None,
+                 comparisons_csv: str | Path | None = None,
+                 comparisons_md: str | Path | None = None) -> pd.DataFrame:
     """Every table (CSV, and Markdown where a reader reads it): the benchmark, the seed report's
     test metrics for our experiments, the experiments with their budgets, the seed report's
     protocol beside ours (``references``: experiment -> the seed report's method) and the
-    provenance of every row; returns the benchmark table."""
+    provenance of every row; returns the benchmark table. ``runs`` (run -> its experiment and
+    seed) merges an experiment's seeds into one row with its spread and interval (the test
+    metrics and provenance stay per run); ``comparisons`` with ``per_image`` (run -> per-image
+    CSV) writes the paired comparisons."""
     loaded = [json.loads(Path(p).read_text()) for p in summaries]
+    merged = aggregate(loaded, runs)
     test = pd.DataFrame([{**{k: _short(s[k]) if k in NEEDS_WEIGHTS else s.get(k)
                              for k in TEST_COLUMNS if k not in BUDGET},
                           "loss": s.get("test_loss"), **budget_of(s)} for s in loaded],
                         columns=TEST_COLUMNS)
     _write_csv(test, test_csv)
-    table = benchmark_table(paper_csv, seed_report_csv, loaded, out_csv, out_md, labels)
+    table = benchmark_table(paper_csv, seed_report_csv, merged, out_csv, out_md, labels)
     if experiments_csv is not None:
-        experiments_table(loaded, experiments_csv, experiments_md, labels, settings)
+        experiments_table(merged, experiments_csv, experiments_md, labels, settings)
     if seed_csv is not None:
-        seed_report_table(seed_report_csv, loaded, seed_csv, seed_md, references or {}, labels)
+        seed_report_table(seed_report_csv, merged, seed_csv, seed_md, references or {}, labels)
     if provenance_csv is not None:
         provenance_table(loaded, provenance_csv, config_sha256)
     if floor_csv is not None:
-        floor, verdict = floor_table(loaded, labels)
+        floor, verdict = floor_table(merged, labels)
         _write_csv(floor, floor_csv)
         _write_md(floor, floor_md, "\n" + verdict + "\n")
+    if comparisons_csv is not None:
+        compared, note = comparisons_table(comparisons or [], per_image or {}, merged, runs,
+                                           labels)
+        _write_csv(compared, comparisons_csv)
+        _write_md(compared, comparisons_md, "\n" + note + "\n")
     return table
 
 
@@ -359,7 +498,7 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
                                       else NOT_TRAINED_HERE[kind_of(s)]),
                      "psnr": s["psnr"], "ssim": s["ssim"], "l1": s["l1"],
                      **{k: _short(s[k]) for k in ("lpips", "fid", "kid")},
-                     "params_m": s["parameters"] / 1e6, "gmac": gmacs["gmac"],
+                     **seed_columns(s), "params_m": s["parameters"] / 1e6, "gmac": gmacs["gmac"],
                      "gmac_without_deformable": gmacs["gmac_without_deformable"],
                      **budget_of(s), "test_images": s["images"]})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
@@ -454,7 +593,12 @@ def to_markdown(table: pd.DataFrame, note: str = "", notes: list[str] = ()) -> s
                "steps": "{:.0f}", "images_seen": "{:.0f}", "batch": "{:.0f}",
                "seed_report": "{:.4g}", "ours": "{:.4g}", "floor_psnr": "{:.2f}",
                "floor_ssim": "{:.4f}", "floor_l1": "{:.4f}", "psnr_margin_db": "{:+.2f}",
-               "test_images": "{:.0f}"}
+               "test_images": "{:.0f}", **{c: "{:.4g}" for c in SEED_COLUMNS[1:]},
+               "seeds": "{:.0f}", "margin_ci_low": "{:+.2f}", "margin_ci_high": "{:+.2f}",
+               **{c: "{:.4g}" for c in COMPARISON_COLUMNS[3:8]},
+               **{c: "{:.3g}" for c in ("p_seeds", "p_holm", "model_wilcoxon_p")},
+               **{c: "{:.4g}" for c in ("model_difference", "model_ci_low", "model_ci_high")},
+               "seed_pairs": "{:.0f}", "seeds_to_resolve": "{:.0f}", "images": "{:.0f}"}
 
     def cell(column: str, value: object) -> str:
         if value is None or (not isinstance(value, str) and pd.isna(value)):

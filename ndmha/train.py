@@ -30,6 +30,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,7 +62,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Settings that do not change what is learned: a checkpoint made under other values resumes.
 NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
                      "deform_backend", "nan_patience", "nan_lr_factor", "channels_last",
-                     "cudnn_benchmark", "persistent_workers", "compile", "tensorboard",
+                     "cudnn_benchmark", "deterministic", "persistent_workers", "compile", "tensorboard",
                      "log_every", "grid_images")
 
 
@@ -89,6 +90,7 @@ class TrainSettings:
     perceptual: dict[str, Any] = field(default_factory=dict)
     channels_last: str = "auto"       # auto: on GPU only; on; off
     cudnn_benchmark: bool = True      # let cuDNN pick the fastest conv algorithms (GPU)
+    deterministic: bool = False       # deterministic algorithms where torch has them (GPU)
     persistent_workers: bool = True   # keep DataLoader workers between epochs (num_workers > 0)
     compile: bool = False             # torch.compile the generator's training forward
     lr_scaling: str = "none"          # none | linear | sqrt: lr x (batch / lr_reference_batch)^k
@@ -359,12 +361,27 @@ class _Board:
             self.writer.close()
 
 
+def _deterministic() -> None:
+    """``train.deterministic``: torch's deterministic algorithms (``warn_only``: an op without
+    one warns instead of raising, e.g. grid_sample's CUDA backward, which our torch deformable
+    conv uses), cuDNN's deterministic convolutions without autotuning, and cuBLAS's fixed
+    workspace (set before CUDA starts). What stays non-deterministic: docs/architecture.md,
+    "Determinism on a GPU"."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    log.info("deterministic algorithms on (warn_only: ops without one warn)")
+
+
 class _Trainer:
     """The state of one run: networks, optimizers, history, budget and the non-finite guard."""
 
     def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path) -> None:
         self.settings = settings
         self.checkpoint = checkpoint
+        if settings.deterministic:
+            _deterministic()
         self.ranks, device = distributed.init(settings.device)
         self.device = device or resolve_device(settings.device)
         self.fingerprint = settings.fingerprint(manifest, self.device)
@@ -384,7 +401,7 @@ class _Trainer:
 
         self.stages = torch.compile(stages) if settings.compile else stages
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark and not settings.deterministic
         self.objective = Objective(settings.loss, key=f"loss.{settings.experiment}",
                                    perceptual=PerceptualSettings(**settings.perceptual)
                                    ).to(self.device, self.dtype)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -190,7 +191,7 @@ def test_report_has_every_section(tiny_run: Path) -> None:
                  "data_samples.png", "curves.png", "predictions.png", "comparison.png",
                  "metrics_vs_hole.png", "experiments_psnr.png", "benchmark.csv",
                  "test_metrics.csv", "experiments.csv", "seed_report.csv", "provenance.csv",
-                 "floor.csv", "telea", "tiny demo"):
+                 "floor.csv", "telea", "tiny demo", "comparisons.csv", "comparisons.png"):
         assert text in html, text
     embedded = report_files(html)  # the tables travel inside the HTML as data URIs
     assert "OpenCV Telea (training-free, measured here)" in embedded["benchmark.csv"]
@@ -542,3 +543,49 @@ def test_celebahq_config_shows_every_kind_and_it_is_valid(tmp_path: Path) -> Non
     result = _dry_run(workdir, "--configfile", str(workdir / "c.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rule import_weights:" in result.stdout
+
+
+@pytest.mark.long
+def test_seeds_run_every_trained_experiment_once_per_seed(tmp_path: Path) -> None:
+    """``seeds: [0, 1]``: two runs of the U-Net (different weights, the same test images and
+    masks), one of the floor; the tables merge the seeds into one row with its spread and
+    interval, the comparison against the floor is seed-aware, and it all reaches the report."""
+    import torch
+
+    config = _with(models=["baseline", "telea"], seeds=[0, 1], results_dir="results",
+                   train={"per_model": {}})
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = tmp_path / "results"
+    assert sorted(p.name for p in (results / "models").iterdir()) == ["baseline.seed0",
+                                                                      "baseline.seed1"]
+    weights = [torch.load(results / "models" / f"baseline.seed{s}" / "model.pt",
+                          weights_only=True)["state_dict"] for s in (0, 1)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    per_image = [pd.read_csv(results / "metrics" / f"baseline.seed{s}" / "per_image.csv",
+                             dtype={"id": str}) for s in (0, 1)]
+    assert per_image[0]["id"].equals(per_image[1]["id"])
+    assert per_image[0]["hole_ratio"].equals(per_image[1]["hole_ratio"])  # the same masks
+    benchmark = pd.read_csv(results / "tables" / "benchmark.csv").set_index("method")
+    row = benchmark.loc["baseline U-Net (ours)"]
+    psnrs = [pd.read_csv(results / "metrics" / f"baseline.seed{s}" / "per_image.csv")["psnr"]
+             .mean() for s in (0, 1)]
+    # the tables' CSVs keep 6 significant digits (%.6g): 5e-6 relative at most, 2e-4 dB here
+    assert row["seeds"] == 2 and row["psnr_db"] == pytest.approx(np.mean(psnrs), rel=5e-6)
+    assert row["psnr_ci_low"] < row["psnr_db"] < row["psnr_ci_high"]
+    assert pd.isna(benchmark.loc["OpenCV Telea (training-free, measured here)", "seeds"])
+    test = pd.read_csv(results / "tables" / "test_metrics.csv")
+    assert sorted(test["experiment"]) == ["baseline.seed0", "baseline.seed1", "telea"]
+    compared = pd.read_csv(results / "tables" / "comparisons.csv")
+    psnr = compared[compared["metric"] == "psnr"].iloc[0]
+    assert (psnr["a"], psnr["b"], psnr["seed_pairs"]) == ("baseline U-Net", "OpenCV Telea", 2)
+    assert psnr["difference"] == pytest.approx(row["psnr_db"] - benchmark.loc[
+        "OpenCV Telea (training-free, measured here)", "psnr_db"], abs=5e-4)  # three roundings
+    assert "Holm" in (results / "tables" / "comparisons.md").read_text()
+    floor = pd.read_csv(results / "tables" / "floor.csv").iloc[0]
+    assert floor["seeds"] == 2 and floor["rule"].startswith("95 % interval over 2 seeds")
+    assert (results / "figures" / "comparisons.png").stat().st_size > 1000
+    result = snakemake(tmp_path, tmp_path / "config.yaml", "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    embedded = report_files((results / "report.html").read_text())
+    assert "baseline U-Net" in embedded["comparisons.csv"]

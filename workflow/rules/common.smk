@@ -6,7 +6,15 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from ndmha.config import ExperimentError, resolve_experiments, sha256_json, typed
+from ndmha.config import (
+    ExperimentError,
+    check_comparisons,
+    default_comparisons,
+    first_runs,
+    resolve_experiments,
+    sha256_json,
+    typed,
+)
 
 
 def config_error(key, message):
@@ -60,6 +68,10 @@ def check_config(cfg):
         experiments = resolve_experiments(cfg)
     except ExperimentError as err:
         config_error(err.key, err.message)
+    try:
+        check_comparisons(cfg.get("comparisons", []), experiments)
+    except ExperimentError as err:
+        config_error(err.key, err.message)
     for name, experiment in experiments.items():
         for key, path in (("weights", experiment.weights), ("init_from", experiment.init_from),
                           ("predictions.dir", experiment.predictions.get("dir", ""))):
@@ -92,7 +104,14 @@ DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "auto")
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"
-LABELS = {name: e.label for name, e in EXPERIMENTS.items()}
+# the tables' and curves' label of every run and experiment (the seeds of one share it); a
+# figure of one run says its seed (run_label)
+LABELS = {**{e.group: e.label for e in EXPERIMENTS.values()},
+          **{name: e.label for name, e in EXPERIMENTS.items()}}
+RUNS = {name: {"group": e.group, "seed": e.seed} for name, e in EXPERIMENTS.items()}
+# one run stands for each experiment in the image grids (its first seed)
+REPRESENTATIVE = first_runs(EXPERIMENTS)
+COMPARISONS = config.get("comparisons") or default_comparisons(EXPERIMENTS)
 # experiments by kind: only trained ones have train jobs, curves and loss weights
 TRAINED = [name for name, e in EXPERIMENTS.items() if e.trained]
 TRAINING_FREE = [name for name, e in EXPERIMENTS.items() if e.kind == "training-free"]

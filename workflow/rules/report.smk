@@ -11,6 +11,7 @@ rule tables:
         paper=RESOURCES / "paper_benchmark.csv",
         seed_report=RESOURCES / "seed_report_results.csv",
         summaries=expand(rules.metrics.output.summary, experiment=EXPERIMENTS),
+        per_image=expand(rules.metrics.output.per_image, experiment=EXPERIMENTS),
     output:
         csv=report(TABLES / "benchmark.csv", caption="../report/benchmark.rst",
                    category="comparison", labels={"figure": "benchmark table"}),
@@ -28,11 +29,16 @@ rule tables:
         floor=report(TABLES / "floor.csv", caption="../report/floor.rst",
                      category="experiments", labels={"figure": "the training-free floor"}),
         floor_md=TABLES / "floor.md",
+        comparisons=report(TABLES / "comparisons.csv", caption="../report/comparisons.rst",
+                           category="experiments", labels={"figure": "paired comparisons"}),
+        comparisons_md=TABLES / "comparisons.md",
     params:
         labels=LABELS,
-        references={name: e.seed_report for name, e in EXPERIMENTS.items() if e.seed_report},
-        settings={name: {"loss": e.loss} for name, e in EXPERIMENTS.items() if e.trained},
+        references={e.group: e.seed_report for e in EXPERIMENTS.values() if e.seed_report},
+        settings={e.group: {"loss": e.loss} for e in EXPERIMENTS.values() if e.trained},
         config_sha256=CONFIG_SHA256,
+        runs=RUNS,
+        comparisons=COMPARISONS,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
@@ -74,7 +80,7 @@ rule training_curves:
     wildcard_constraints:
         experiment=one_of(TRAINED),
     params:
-        label=lambda wc: LABELS[wc.experiment],
+        label=lambda wc: EXPERIMENTS[wc.experiment].run_label,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
@@ -98,7 +104,7 @@ rule prediction_grid:
                labels={"figure": "test predictions"}),
     params:
         n_ids=GRID_IMAGES,
-        label=lambda wc: LABELS[wc.experiment],
+        label=lambda wc: EXPERIMENTS[wc.experiment].run_label,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
@@ -115,8 +121,8 @@ rule prediction_grid:
 rule comparison_figures:
     input:
         manifest=MANIFEST,
-        predictions=expand(rules.predict.output, experiment=EXPERIMENTS),
-        buckets=expand(rules.metrics.output.buckets, experiment=EXPERIMENTS),
+        predictions=expand(rules.predict.output, experiment=REPRESENTATIVE),
+        buckets=expand(rules.metrics.output.buckets, experiment=REPRESENTATIVE),
         histories=expand(rules.train.output.history, experiment=TRAINED),
         floors=expand(rules.metrics.output.summary, experiment=TRAINING_FREE),
     output:
@@ -128,8 +134,8 @@ rule comparison_figures:
                       caption="../report/experiments_psnr.rst", category="experiments",
                       labels={"figure": "PSNR against steps and wall time"}),
     params:
-        labels=list(LABELS.values()),
-        trained_labels=[LABELS[name] for name in TRAINED],
+        labels=[LABELS[name] for name in REPRESENTATIVE],
+        trained_labels=[LABELS[name] for name in TRAINED],  # the seeds of one share a label
         floor_labels=[LABELS[name] for name in TRAINING_FREE],
         floor_methods=[method_params(name) for name in TRAINING_FREE],
         n_ids=GRID_IMAGES,
@@ -144,3 +150,20 @@ rule comparison_figures:
         ENV
     script:
         "../scripts/comparison_figures.py"
+
+
+rule comparison_forest:
+    input:
+        rules.tables.output.comparisons,
+    output:
+        report(FIGURES / "comparisons.png", caption="../report/comparisons_forest.rst",
+               category="experiments", labels={"figure": "paired differences"}),
+    threads: 1
+    resources:
+        **rule_resources("evaluate"),
+    log:
+        LOGS / "comparison_forest.log",
+    conda:
+        ENV
+    script:
+        "../scripts/comparison_forest.py"

@@ -10,4 +10,7 @@ run(sm, write_tables, paper_csv=sm.input.paper, seed_report_csv=sm.input.seed_re
     provenance_csv=sm.output.provenance, floor_csv=sm.output.floor,
     floor_md=sm.output.floor_md, labels=dict(sm.params.labels),
     references=dict(sm.params.references), settings=dict(sm.params.settings),
-    config_sha256=sm.params.config_sha256)
+    config_sha256=sm.params.config_sha256, runs=dict(sm.params.runs),
+    per_image=dict(zip(sm.params.runs, sm.input.per_image)),
+    comparisons=[list(pair) for pair in sm.params.comparisons],
+    comparisons_csv=sm.output.comparisons, comparisons_md=sm.output.comparisons_md)

@@ -1,0 +1,132 @@
+"""Uncertainty of the tables' numbers: seeds, intervals and paired comparisons.
+
+Every seed of an experiment is scored on the same test images and masks (crossed, not nested), so
+two sources move a number: the seed (initialisation, data order, training masks) and the images.
+
+- **An experiment's interval** (:func:`seed_interval`): the 95 % Student-t interval over the
+  per-seed means, ``mean ± t(0.975, n - 1) · sd / sqrt(n)``. It answers "where would the mean
+  over many training runs of this configuration fall, on this test set". Honest at three seeds:
+  each per-seed mean averages hundreds of images, so it is close to normal, and the t quantile
+  with 2 degrees of freedom (4.30) pays for estimating the spread from three values. A bootstrap
+  over three seeds has 10 distinct resamples and its percentile interval never leaves the range
+  of the three values: it under-covers (about 75 % at best). Image sampling is not in it: every
+  row is scored on the same images, so a different test set would move all rows together; the
+  paired comparisons below are where images matter. FID and KID get the spread over seeds only
+  (resampling images would duplicate them inside one distribution, which biases both).
+- **A paired comparison** (:func:`paired_difference`): a − b per image, on the same images and
+  masks; its mean over images for each seed pair (seeds matched by value where both have them,
+  a run without seeds paired with each of the other's), and the seed-aware 95 % t-interval over
+  those per-seed differences: the only basis of "distinguishable". Separately, labelled "this
+  trained model", the first pair's per-image differences: their t-interval over images and the
+  Wilcoxon signed-rank test, which say whether *these two trained models* differ on this test set,
+  not whether the configurations do (200 images can separate two models that a change of seed
+  moves by more than their difference).
+- **Several comparisons**: Holm's step-down correction of the seed-level t-tests' p-values
+  (:func:`holm`; scipy has none, and statsmodels is not a dependency for six lines).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LEVEL = 0.95
+#: metrics with a seed interval (the per-image ones); FID and KID get the spread only
+INTERVAL_METRICS = ("psnr", "ssim", "l1", "lpips")
+SPREAD_METRICS = ("fid", "kid")
+METHOD_NOTE = (
+    "Intervals: 95 % Student-t over the per-seed means (mean ± t(0.975, n−1)·sd/√n, n seeds), on "
+    "this test set: the seeds' spread, not the images' (every row is scored on the same images); "
+    "FID and KID: the spread over seeds only. One seed: no interval. Paired comparisons: a − b per "
+    "image on the same images and masks; 'distinguishable' comes from the seed-aware interval "
+    "over per-seed mean differences only (Holm-corrected over the comparisons made); the "
+    "'this trained model' columns (per-image t-interval, Wilcoxon signed-rank) concern the first "
+    "seed's two models alone.")
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
+    """Mean, sample sd and the Student-t interval of ``values`` (sd and interval None for fewer
+    than two values)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    if n < 2:
+        return {"mean": mean, "sd": None, "low": None, "high": None, "n": n}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": n}
+
+
+def seed_interval(values: Sequence[float]) -> dict[str, Any]:
+    """An experiment's metric over its seeds: mean, spread between seeds and 95 % interval."""
+    return t_interval(values)
+
+
+def seeds_to_resolve(sd: float | None, difference: float, limit: int = 1000) -> int | None:
+    """The fewest seeds whose t-interval (at this seed-to-seed ``sd``) would exclude 0 for this
+    mean ``difference``: what a study would need to resolve it (None: unknown or > limit)."""
+    if sd is None or not math.isfinite(sd) or difference == 0:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, limit + 1):
+        if float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n) < abs(difference):
+            return n
+    return None
+
+
+def _pairs(a: dict[int | None, pd.Series], b: dict[int | None, pd.Series]
+           ) -> list[tuple[pd.Series, pd.Series]]:
+    """Seed pairs: matched by seed value where both have seeds, a single run paired with each
+    run of the other, otherwise matched in order."""
+    if len(b) == 1:
+        (only,) = b.values()
+        return [(x, only) for x in a.values()]
+    if len(a) == 1:
+        (only,) = a.values()
+        return [(only, y) for y in b.values()]
+    common = [s for s in a if s in b]
+    if common:
+        return [(a[s], b[s]) for s in common]
+    return list(zip(a.values(), b.values()))
+
+
+def paired_difference(a: dict[int | None, pd.Series], b: dict[int | None, pd.Series]
+                      ) -> dict[str, Any]:
+    """a − b for one metric: ``a`` and ``b`` map each run's seed (None without seeds) to its
+    per-image values indexed by test id. Returns the mean difference, the seed-aware interval
+    and t-test p-value over per-seed differences (None with one pair), and the first pair's
+    per-image interval and Wilcoxon p-value ("this trained model")."""
+    pairs = _pairs(a, b)
+    for x, y in pairs:
+        if not x.index.equals(y.index) and set(x.index) != set(y.index):
+            raise ValueError("a paired comparison needs the same test images on both sides")
+    per_seed = [float((x - y.reindex(x.index)).mean()) for x, y in pairs]
+    seeds = t_interval(per_seed)
+    p_seed = (float(stats.ttest_1samp(per_seed, 0.0).pvalue)
+              if len(per_seed) > 1 and (seeds["sd"] or 0) > 0 else None)
+    x, y = pairs[0]
+    per_image = (x - y.reindex(x.index)).to_numpy(dtype=np.float64)
+    images = t_interval(per_image)
+    nonzero = per_image[per_image != 0]
+    p_images = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) > 0 else 1.0
+    return {"difference": seeds["mean"], "seed_pairs": len(per_seed), "seed_sd": seeds["sd"],
+            "ci_low": seeds["low"], "ci_high": seeds["high"], "p_seeds": p_seed,
+            "model_difference": images["mean"], "model_ci_low": images["low"],
+            "model_ci_high": images["high"], "model_wilcoxon_p": p_images,
+            "images": len(per_image)}
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None and does not count)."""
+    given = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running, m = 0.0, len(given)
+    for rank, (p, i) in enumerate(sorted(given)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
