@@ -12,6 +12,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: bench/x.py
 
+#: the objectives the benchmarks train with: the demo's, per architecture
+FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
+LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
+
+
+def bench_trainer(manifest: Path, device: torch.device, **settings: object):
+    """A training run's state (``ndmha.train._Trainer``) for timing its steps: one epoch's
+    settings, random VGG19 weights allowed, generator and objective in training mode;
+    ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...)."""
+    from ndmha.train import TrainSettings, _Trainer
+
+    config = TrainSettings(epochs=1, device=str(device),
+                           perceptual={"allow_random_perceptual": True}, **settings)
+    trainer = _Trainer(config, manifest, manifest.with_suffix(".pt"))
+    trainer.model.train()
+    trainer.objective.train()
+    return trainer
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

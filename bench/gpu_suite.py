@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from _common import machine, peak_mib, reset_peak, time_fn
+from _common import LOSSES, bench_trainer, machine, peak_mib, reset_peak, time_fn
 
 import deform_conv
 from ndmha.models import build_model
@@ -58,8 +58,6 @@ from ndmha.models.layers import DeformConv2d
 from ndmha.train import TrainSettings, _Trainer
 
 MODELS = ("baseline", "ndmha", "ndmha_released")
-FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
-LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
 #: dense peak TFLOP/s by precision on an H200 (see the module's docstring)
 PEAKS = {"bf16": 790.0, "fp32 (TF32 peak)": 494.0, "fp32 (plain fp32 peak)": 67.0}
 #: the parts and their shares of the time budget
@@ -141,13 +139,9 @@ def _batch(batch: int, size: int, device: torch.device, fmt: torch.memory_format
 
 def _trainer(model: str, batch: int, amp: str, channels_last: str, compile_: bool,
              device: torch.device, manifest: Path) -> _Trainer:
-    settings = TrainSettings(architecture=model, epochs=1, batch_size=batch, loss=LOSSES[model],
-                             device=str(device), amp=amp, channels_last=channels_last,
-                             compile=compile_, perceptual={"allow_random_perceptual": True})
-    trainer = _Trainer(settings, manifest, manifest.with_suffix(".pt"))
-    trainer.model.train()
-    trainer.objective.train()
-    return trainer
+    return bench_trainer(manifest, device, architecture=model, batch_size=batch,
+                         loss=LOSSES[model], amp=amp, channels_last=channels_last,
+                         compile=compile_)
 
 
 def step_flops(trainer: _Trainer, image: torch.Tensor, mask: torch.Tensor,

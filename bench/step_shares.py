@@ -16,9 +16,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import machine, print_table, time_fn
+from _common import bench_trainer, machine, print_table, time_fn
 
-from ndmha.train import TrainSettings, _Trainer
 
 OBJECTIVES = {
     "L1 only": {"l1": 1.0},
@@ -31,12 +30,8 @@ OBJECTIVES = {
 
 def step_seconds(architecture: str, loss: dict[str, float], size: int, batch: int,
                  repeat: int, manifest: Path, device: torch.device) -> float:
-    settings = TrainSettings(architecture=architecture, epochs=1, batch_size=batch, loss=loss,
-                             device=str(device), deform_backend="torch",
-                             perceptual={"allow_random_perceptual": True})
-    trainer = _Trainer(settings, manifest, manifest.with_suffix(".pt"))
-    trainer.model.train()
-    trainer.objective.train()
+    trainer = bench_trainer(manifest, device, architecture=architecture, batch_size=batch,
+                            loss=loss, deform_backend="torch")
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(batch, 3, size, size, generator=generator).to(device)
     mask = (torch.rand(batch, 1, size, size, generator=generator) > 0.7).float().to(device)

@@ -17,24 +17,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import machine, peak_mib, print_table, reset_peak, time_fn
+from _common import LOSSES, bench_trainer, machine, peak_mib, print_table, reset_peak, time_fn
 
 from ndmha.models.layers import AUTO, resolve_backend
-from ndmha.train import TrainSettings, _Trainer
 
-FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
-LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
 
 
 def measure(model: str, size: int, batch: int, amp: str, channels_last: str, compile_: bool,
             device: torch.device, backend: str, repeat: int, manifest: Path) -> dict[str, object]:
-    settings = TrainSettings(architecture=model, epochs=1, batch_size=batch, loss=LOSSES[model],
-                             device=str(device), amp=amp, channels_last=channels_last,
-                             compile=compile_, deform_backend=backend,
-                             perceptual={"allow_random_perceptual": True})
-    trainer = _Trainer(settings, manifest, manifest.with_suffix(".pt"))
-    trainer.model.train()
-    trainer.objective.train()
+    trainer = bench_trainer(manifest, device, architecture=model, batch_size=batch,
+                            loss=LOSSES[model], amp=amp, channels_last=channels_last,
+                            compile=compile_, deform_backend=backend)
     fmt = trainer.memory_format
     target = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     mask = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()

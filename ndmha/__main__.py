@@ -19,6 +19,7 @@ import sys
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
 from ndmha.models.layers import AUTO, DEFORM_BACKENDS
+from ndmha.models.released import HOLE_FILLS
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                             "model.pt of ndmha_released that predicts like a trained one.")
     p.add_argument("src", help="the authors' checkpoint (e.g. checkpoints/netG_model.pth)")
     p.add_argument("out", help="the model.pt to write")
-    p.add_argument("--hole-fill", choices=["black", "white", "as_given"], default="black",
+    p.add_argument("--hole-fill", choices=HOLE_FILLS, default="black",
                    help="what the network's input holds in the holes (default black: "
                         "docs/architecture.md)")
     p.add_argument("--channel-order", choices=["bgr", "rgb"], default="bgr",

@@ -28,7 +28,6 @@ forced, would run whatever the pickle names. Here:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -40,6 +39,7 @@ import torch
 from ndmha.errors import ConfigError
 from ndmha.io import write_bytes
 from ndmha.models import architecture_options, build_model, count_parameters
+from ndmha.provenance import sha256_file
 
 log = logging.getLogger("ndmha")
 
@@ -80,14 +80,6 @@ class _Held:
 
 def _holder(qualified: str) -> type:
     return type(qualified.rsplit(".", 1)[-1], (_Held,), {"qualified": qualified})
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _admitted(name: str) -> bool:
@@ -324,7 +316,7 @@ def import_released(src: str | Path, out: str | Path, hole_fill: str = "black",
             "kind": "imported", "parameters": count_parameters(model), "epochs": 0,
             "budget": {}, "test_loss": None, "warnings": size_warnings(image_size),
             "provenance": {"imported": PROVENANCE, "source_file": Path(src).name,
-                           "source_sha256": sha256_of(src), "source_held": held,
+                           "source_sha256": sha256_file(src), "source_held": held,
                            "channel_order": channel_order, "dropped_tensors": dropped}}
     save_torch({**meta, "state_dict": model.state_dict()}, out)
     log.info("imported %s (%s, %d tensors dropped as unused) as %s", src, held, dropped, out)
@@ -380,7 +372,7 @@ def import_weights(src: str | Path, out: str | Path, experiment: str, architectu
                               f"{state['architecture']!r}, not {architecture!r}")
     _check_options(state.get("options") or {}, options, f"experiments.{experiment}.options", src)
     provenance = {**state.get("provenance", {}), "imported": PROVENANCE,
-                  "source_file": src.name, "source_sha256": sha256_of(src),
+                  "source_file": src.name, "source_sha256": sha256_file(src),
                   "stored_experiment": state.get("experiment")}
     budget = state.get("budget", {})
     state.update(experiment=experiment, kind="imported", provenance=provenance, budget={},
@@ -412,7 +404,7 @@ def init_weights(path: str | Path, architecture: str, options: dict[str, Any],
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: no such file {path}")
-    source = {"file": path.name, "sha256": sha256_of(path)}
+    source = {"file": path.name, "sha256": sha256_file(path)}
     state = _ours(path)
     if state is None:
         if architecture != "ndmha_released":

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from ndmha import classical
 from ndmha.data.dataset import InpaintingDataset, to_image, to_tensor
+from ndmha.data.prepare import to_holes
 from ndmha.data.split import read_manifest
 from ndmha.fidelity import (
     LPIPSMetric,
@@ -236,8 +236,7 @@ def export_test(manifest: str | Path, out: str | Path, layout: str = "lama",
     with staged_dir(out, {"manifest": str(Path(manifest).resolve()), "layout": layout}) as stage:
         for row in tqdm(frame.itertuples(), total=len(frame), desc=f"export ({layout})",
                         mininterval=5.0, file=sys.stderr):
-            holes = read_image(row.mask, cv2.IMREAD_GRAYSCALE)
-            holes = np.where(holes > 127, 255, 0).astype(np.uint8)
+            holes = to_holes(read_image(row.mask, cv2.IMREAD_GRAYSCALE))  # 255 = hole, binary
             corrupted = read_image(row.corrupted)
             if layout == "lama":
                 write_image(stage / f"{row.id}.png", corrupted)

@@ -279,6 +279,16 @@ def _clears(s: dict, floor: dict) -> tuple[bool, float | None, float | None, str
             f"one seed: margin above {FLOOR_MARGIN_DB} dB")
 
 
+def rows_note(summaries: list[dict], labels: dict[str, str] | None = None) -> str:
+    """What the benchmark and experiments tables say of their measured rows: against the floor,
+    at which budgets, of which kinds, and how the seeds' intervals were made."""
+    parts = [floor_table(summaries, labels)[1], budget_note(summaries, labels),
+             kinds_note(summaries),
+             uncertainty.METHOD_NOTE if any(len(s.get("seeds", [])) > 1 for s in summaries)
+             else ""]
+    return "\n\n".join(p for p in parts if p)
+
+
 def floor_table(summaries: list[dict], labels: dict[str, str] | None = None
                 ) -> tuple[pd.DataFrame, str]:
     """Every row that is not training-free against the floor (the training-free row with the
@@ -471,8 +481,7 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
             "the pipeline and are not comparable with CelebA-HQ numbers. Training-free rows "
             "(kind training-free) learn nothing: the floor a trained row must clear; they have "
             "no budget, parameters or GMAC.\n\n"
-            + floor_table(summaries, labels)[1] + "\n\n" + budget_note(summaries, labels)
-            + ("\n\n" + kinds_note(summaries) if kinds_note(summaries) else "") + "\n")
+            + rows_note(summaries, labels) + "\n")
     _write_md(table, out_md, note, [c for summary in summaries for c in caveats(summary, labels)])
     log.info("benchmark table with %d rows written to %s and %s", len(table), out_csv, out_md)
     return table
@@ -503,9 +512,7 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
                      **budget_of(s), "test_images": s["images"]})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
     _write_csv(table, out_csv)
-    _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + floor_table(summaries, labels)[1]
-              + "\n\n" + budget_note(summaries, labels)
-              + ("\n\n" + kinds_note(summaries) if kinds_note(summaries) else "") + "\n",
+    _write_md(table, out_md, "\n" + SSIM_NOTE + "\n\n" + rows_note(summaries, labels) + "\n",
               [c for s in summaries for c in caveats(s, labels)])
     return table
 

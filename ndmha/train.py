@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ndmha import distributed, provenance
-from ndmha.checkpoints import init_weights, load_torch, save_torch, sha256_of
+from ndmha.checkpoints import init_weights, load_torch, save_torch
 from ndmha.data.dataset import EpochSampler, InpaintingDataset
 from ndmha.errors import ConfigError
 from ndmha.io import atomic_open
@@ -160,7 +160,7 @@ class TrainSettings:
         if device is not None:
             shaping["amp"] = self.precision(device)
         if self.init_from:  # the starting weights by content, not by path
-            shaping["init_from"] = sha256_of(self.init_from)
+            shaping["init_from"] = provenance.sha256_file(self.init_from)
         digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
         digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
