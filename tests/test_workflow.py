@@ -243,6 +243,22 @@ def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
      "config key loss.ndmha: Additional properties are not allowed ('l2' was unexpected)"),
     ({"data": {"source": "folders", "images_dir": "/no/such/folder", "masks_dir": "/tmp"}},
      "config key data.images_dir: folder '/no/such/folder' does not exist"),
+    ({"comparisons": [["ndmha", "unet"]]},
+     "config key comparisons.0: 'unet' is neither an experiment (['baseline', 'ndmha', "
+     "'telea']) nor 'floor'"),
+    ({"models": None, "experiments": {"a": {"architecture": "ndmha", "weights": "/no/w.pt"}}},
+     "config key experiments.a.weights: '/no/w.pt' does not exist"),
+    ({"models": None, "experiments": {"a": {"predictions": {"dir": "/no/such/dir"}}}},
+     "config key experiments.a.predictions.dir: '/no/such/dir' does not exist"),
+    ({"models": None, "experiments": {"a": {"architecture": "telea", "weights": "/tmp"}}},
+     "config key experiments.a.weights: 'telea' is training-free: it has no weights"),
+    ({"models": None, "experiments": {"a": {"architecture": "ndmha", "weights": "/tmp",
+                                            "init_from": "/tmp"}}},
+     "config key experiments.a: give one of weights, init_from and predictions, not weights "
+     "and init_from"),
+    ({"models": None, "experiments": {"baseline": {"architecture": "baseline"},
+                                      "a": {"architecture": "baseline", "reference": "b"}}},
+     "config key experiments.a.reference: 'b' is not an experiment (['a', 'baseline'])"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path: Path, changes: dict, message: str) -> None:
     result = snakemake(tmp_path, _with(**changes), "-n")
