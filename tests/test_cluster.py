@@ -69,9 +69,9 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run: tuple[Path, str]) -> None:
              for _, log in submitted}
     expected = {"demo_data", "convert", "masks", "overlay", "split", "data_figure", "train",
                 "predict", "metrics", "training_curves", "prediction_grid", "comparison_figures",
-                "tables"}
+                "tables", "comparison_forest"}
     assert rules == {f"rule_{r}" for r in expected}
-    assert len({job for job, _ in submitted}) == len(submitted) == 13
+    assert len({job for job, _ in submitted}) == len(submitted) == len(expected)
     for _, log in submitted:  # each job ran Snakemake's SLURM job step on the node
         assert "--executor slurm-jobstep" in Path(log).read_text()
 
