@@ -158,11 +158,13 @@ rule comparison_forest:
     output:
         report(FIGURES / "comparisons.png", caption="../report/comparisons_forest.rst",
                category="experiments", labels={"figure": "paired differences"}),
-    threads: 1
+    threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
     log:
         LOGS / "comparison_forest.log",
+    benchmark:
+        BENCHMARKS / "comparison_forest.tsv"
     conda:
         ENV
     script:

@@ -42,8 +42,13 @@ rule import_weights:
         image_size=config["data"]["image_size"],
     wildcard_constraints:
         experiment=one_of(IMPORTED),
+    threads: config["resources"]["evaluate"]["threads"]
+    resources:
+        **rule_resources("evaluate"),
     log:
         LOGS / "import_{experiment}.log",
+    benchmark:
+        BENCHMARKS / "import_{experiment}.tsv"
     conda:
         ENV
     script:
