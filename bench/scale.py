@@ -45,7 +45,7 @@ OUTPUTS = {"convert": ["data/images"], "masks": ["data/masks"],
            "prediction_grid": ["figures/baseline/predictions.png"],
            "comparison_figures": ["figures/comparison.png", "figures/metrics_vs_hole.png",
                                   "figures/experiments_psnr.png"],
-           "report": ["report.html"]}
+           "comparison_forest": ["figures/comparisons.png"], "report": ["report.html"]}
 
 
 def draw_pool(folder: Path, n_faces: int, n_masks: int, face_size: int, mask_size: int,

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JOBS = {"convert", "masks", "overlay", "split", "train_baseline", "predict_baseline",
         "metrics_baseline", "tables", "data_figure", "training_curves_baseline",
         "prediction_grid_baseline",
-        "comparison_figures", "report", "workflow (wall)"}
+        "comparison_figures", "comparison_forest", "report", "workflow (wall)"}
 
 
 @pytest.mark.long
