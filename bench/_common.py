@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: bench/x.py
@@ -38,7 +39,13 @@ def sync(device: torch.device) -> None:
 
 def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeat: int = 5
             ) -> float:
-    """Median seconds of ``fn`` over ``repeat`` runs after ``warmup`` runs, synchronised."""
+    """Median seconds of ``fn`` over ``repeat`` runs after ``warmup`` runs, synchronised.
+
+    Hand-written rather than ``torch.utils.benchmark.Timer``: Timer gives the mean of ``number``
+    runs (``timeit``) or a median over as many blocks as ``min_run_time`` allows
+    (``blocked_autorange``: a training step of seconds is then timed once), not the median of a
+    fixed count after a fixed warm-up, which the bench tables record; and Timer runs one thread
+    unless told, where these run at the process's torch threads."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -77,12 +84,8 @@ def print_table(title: str, rows: list[dict[str, object]]) -> None:
         print("(no rows)")
         return
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        cells = []
-        for c in columns:
-            v = row.get(c, "")
-            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
-        print("| " + " | ".join(cells) + " |")
+    cells = pd.DataFrame([[f"{v:.4g}" if isinstance(v, float) else str(v)
+                           for v in (row.get(c, "") for c in columns)] for row in rows],
+                         columns=columns)
+    print(cells.to_markdown(index=False, tablefmt="github", disable_numparse=True))
     sys.stdout.flush()

@@ -22,7 +22,7 @@ import torch
 from _common import machine, print_table
 from torch import nn
 
-from ndmha.data.dataset import to_tensor
+from ndmha.data.dataset import mask_tensor, to_tensor
 from ndmha.data.demo import draw_face, draw_mask
 from ndmha.data.prepare import overlay
 from ndmha.models import build_model
@@ -37,7 +37,7 @@ def demo_batches(n: int, size: int, batch: int, seed: int = 0):
     """``n`` demo faces with their stroke masks, as (image, mask, target) batches."""
     faces = [draw_face(size, seed, i) for i in range(n)]
     masks = [draw_mask(size, seed, i) for i in range(n)]
-    items = [(to_tensor(overlay(f, m)), (to_tensor(m) > 0.5).float(), to_tensor(f))
+    items = [(to_tensor(overlay(f, m)), mask_tensor(m), to_tensor(f))
              for f, m in zip(faces, masks)]
     return [tuple(torch.stack(t) for t in zip(*items[i:i + batch]))
             for i in range(0, n - batch + 1, batch)]

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from ndmha.data.prepare import is_hole
+
 
 def telea(corrupted: np.ndarray, holes: np.ndarray, radius: float = 3.0) -> np.ndarray:
     """Telea's fast-marching inpainting; ``radius``: the neighbourhood of each filled pixel."""
@@ -36,7 +38,8 @@ def biharmonic(corrupted: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """Biharmonic inpainting (scikit-image), per colour channel, rounded back to uint8."""
     from skimage.restoration import inpaint_biharmonic
 
-    filled = inpaint_biharmonic(corrupted.astype(np.float64) / 255.0, holes > 0, channel_axis=-1)
+    filled = inpaint_biharmonic(corrupted.astype(np.float64) / 255.0, is_hole(holes),
+                                channel_axis=-1)
     return np.clip(np.rint(filled * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -64,4 +67,4 @@ def fill(name: str, corrupted: np.ndarray, holes: np.ndarray,
 
 def composite(filled: np.ndarray, corrupted: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """The method's pixels inside the holes, the input's elsewhere (uint8, byte for byte)."""
-    return np.where(holes[..., None] > 0, filled, corrupted)
+    return np.where(is_hole(holes)[..., None], filled, corrupted)

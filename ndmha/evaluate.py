@@ -16,9 +16,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -269,12 +270,27 @@ BUCKET_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 PER_IMAGE = ("psnr", "ssim", "l1", "lpips")
 
 
-def bucket_label(ratio: float, edges: tuple[float, ...] = BUCKET_EDGES) -> str:
-    """``"10-20%"`` for a hole ratio of 0.15; the last bucket includes 100 %."""
-    for low, high in zip(edges[:-1], edges[1:]):
-        if low <= ratio < high or (high == edges[-1] and ratio == high):
-            return f"{round(low * 100)}-{round(high * 100)}%"
-    raise ValueError(f"hole ratio {ratio} is outside [{edges[0]}, {edges[-1]}]")
+BUCKETS = tuple(f"{round(a * 100)}-{round(b * 100)}%" for a, b in
+                zip(BUCKET_EDGES[:-1], BUCKET_EDGES[1:]))
+
+
+def hole_buckets(ratios: Sequence[float]) -> pd.Categorical:
+    """Each hole ratio's bucket (``"10-20%"`` for 0.15), ordered as :data:`BUCKETS`:
+    ``pandas.cut`` on [low, high), the last bucket's upper edge moved one float past 1.0 so that
+    a hole ratio of 100 % stays in it. A ratio outside [0, 1] is an error naming it."""
+    bins = [*BUCKET_EDGES[:-1], float(np.nextafter(BUCKET_EDGES[-1], np.inf))]
+    values = np.asarray(ratios, dtype=float)
+    cut = pd.cut(values, bins, right=False, labels=list(BUCKETS), ordered=True)
+    outside = values[pd.isna(cut)]
+    if len(outside):
+        raise ValueError(f"hole ratio {outside[0]} is outside [{BUCKET_EDGES[0]}, "
+                         f"{BUCKET_EDGES[-1]}]")
+    return cut
+
+
+def bucket_label(ratio: float) -> str:
+    """The bucket of one hole ratio (:func:`hole_buckets`)."""
+    return str(hole_buckets([ratio])[0])
 
 
 #: images per metrics batch, for 256 px images: larger images take proportionally fewer, so
@@ -295,8 +311,9 @@ def _per_image(frame: pd.DataFrame, composites: list[Path], lpips: LPIPSMetric |
         values = image_metrics(pred, target)
         if not isinstance(lpips, str):
             values["lpips"] = lpips(pred, target)
+        labels = hole_buckets(chunk["hole_ratio"])
         for j, (image_id, ratio) in enumerate(zip(chunk["id"], chunk["hole_ratio"])):
-            rows.append({"id": image_id, "hole_ratio": ratio, "bucket": bucket_label(ratio),
+            rows.append({"id": image_id, "hole_ratio": ratio, "bucket": labels[j],
                          "image_size": target.shape[-1],
                          **{k: float(values[k][j]) if k in values else math.nan
                             for k in PER_IMAGE}})
@@ -335,14 +352,13 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
         return fid_kid(generated[rows], real[rows])
 
     buckets = []
-    for label, group in table.groupby("bucket", sort=False):
+    in_order = pd.Categorical(table["bucket"], categories=BUCKETS, ordered=True)
+    for label, group in table.groupby(in_order, observed=True):
         values = distribution(group.index)
         buckets.append({"bucket": label, "images": len(group),
                         **{k: group[k].mean() for k in PER_IMAGE},
                         **{k: v if isinstance(v, float) else math.nan for k, v in values.items()}})
-    order = {bucket_label((a + b) / 2): i for i, (a, b) in
-             enumerate(zip(BUCKET_EDGES[:-1], BUCKET_EDGES[1:]))}
-    buckets_frame = pd.DataFrame(buckets).sort_values("bucket", key=lambda c: c.map(order))
+    buckets_frame = pd.DataFrame(buckets)
     for path, data in ((per_image_csv, table), (buckets_csv, buckets_frame)):
         with atomic_open(path, newline="") as fh:
             data.to_csv(fh, index=False)

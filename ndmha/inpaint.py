@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from ndmha.data.dataset import to_image, to_tensor
+from ndmha.data.dataset import mask_tensor, to_image, to_tensor
+from ndmha.classical import composite
 from ndmha.data.prepare import overlay, to_holes
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
@@ -40,7 +41,7 @@ def hole_mask(mask: np.ndarray, shape: tuple[int, int], hole: str = "white") -> 
 def _predict(model: torch.nn.Module, corrupted: np.ndarray, mask: np.ndarray,
              device: torch.device) -> np.ndarray:
     image = to_tensor(corrupted)[None].to(device)
-    holes = (to_tensor(mask) > 0.5).float()[None].to(device)
+    holes = mask_tensor(mask)[None].to(device)
     return to_image(model(image, holes)[0])
 
 
@@ -62,7 +63,7 @@ def inpaint_image(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray,
         padded = cv2.copyMakeBorder(corrupted, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
         padded_mask = cv2.copyMakeBorder(mask, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
         pred = _predict(model, overlay(padded, padded_mask), padded_mask, device)[:h, :w]
-    return np.where(mask[..., None] > 127, pred, image)
+    return composite(pred, image, mask)
 
 
 def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, out: str | Path,

@@ -22,8 +22,9 @@ TERMS = ("l1", "adversarial", "perceptual", "edge")
 EDGE_EPS = 1e-6
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19().features
-VGG_LAYERS = (1, 6, 11, 20, 29)
+#: the perceptual loss's taps: node (layer index in torchvision's vgg19().features) -> name
+VGG_TAPS = {"1": "relu1_1", "6": "relu2_1", "11": "relu3_1", "20": "relu4_1", "29": "relu5_1"}
+VGG_DEPTH = max(map(int, VGG_TAPS)) + 1  # the layers the taps need
 
 
 @dataclass
@@ -39,6 +40,10 @@ class SobelEdgeLoss(nn.Module):
 
     The magnitude is ``sqrt(gx^2 + gy^2 + eps)``: the eps inside the square root keeps its gradient
     finite on flat regions, where the seed report's edge loss divided by zero and went NaN.
+    
+    Hand-written rather than ``kornia.filters.sobel``: kornia is not a dependency and would
+    replace only these lines; its ``sobel`` also normalises the kernel (a factor 1/8 the loss's
+    weight would absorb) and puts its eps outside our replicate-padded magnitude.
     """
 
     def __init__(self, eps: float = EDGE_EPS) -> None:
@@ -67,8 +72,9 @@ class PerceptualLoss(nn.Module):
     def __init__(self, settings: PerceptualSettings) -> None:
         super().__init__()
         from torchvision.models import vgg19
+        from torchvision.models.feature_extraction import create_feature_extractor
 
-        features = vgg19(weights=None).features[: VGG_LAYERS[-1] + 1]
+        features = vgg19(weights=None).features[:VGG_DEPTH]
         path = Path(settings.vgg19_weights) if settings.vgg19_weights else None
         self.random_weights = path is None or not path.is_file()
         if not self.random_weights:
@@ -76,7 +82,7 @@ class PerceptualLoss(nn.Module):
             prefix = "features."
             features.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                       if k.startswith(prefix)
-                                      and int(k.split(".")[1]) <= VGG_LAYERS[-1]})
+                                      and int(k.split(".")[1]) < VGG_DEPTH})
         elif not settings.allow_random_perceptual:
             where = path.resolve() if path else "(perceptual.vgg19_weights is empty)"
             raise ConfigError(f"perceptual.vgg19_weights: VGG19 weights not found at {where}; "
@@ -86,7 +92,9 @@ class PerceptualLoss(nn.Module):
             log.warning("perceptual loss uses RANDOM VGG19 weights (no checkpoint at %s): "
                         "a smoke test, not the paper's perceptual loss",
                         path.resolve() if path else "perceptual.vgg19_weights")
-        self.features = features.eval().requires_grad_(False)
+        # the taps by torchvision's feature extractor (an fx graph of the same layers: the same
+        # state_dict keys, bitwise the same features as running the layers one by one)
+        self.features = create_feature_extractor(features.eval(), VGG_TAPS).requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -97,13 +105,8 @@ class PerceptualLoss(nn.Module):
         return self
 
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.mean) / self.std
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in VGG_LAYERS:
-                taps.append(x)
-        return taps
+        """relu1_1 ... relu5_1 of the ImageNet-normalised image, in that order."""
+        return list(self.features((x - self.mean) / self.std).values())
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

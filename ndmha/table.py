@@ -614,7 +614,8 @@ def to_markdown(table: pd.DataFrame, note: str = "", notes: list[str] = ()) -> s
             return value
         return formats.get(column, "{}").format(value)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(cell(c, row[c]) for c in table.columns) + " |")
-    return "\n".join(lines) + "\n" + note + "".join(f"\nCaveat: {c}.\n" for c in notes)
+    cells = pd.DataFrame({c: [cell(c, v) for v in table[c]] for c in table.columns},
+                         columns=table.columns)
+    # tabulate (pandas' to_markdown) pads the columns; the cells are our strings, never re-parsed
+    body = cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+    return body + "\n" + note + "".join(f"\nCaveat: {c}.\n" for c in notes)

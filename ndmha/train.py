@@ -224,7 +224,16 @@ def _finite(*values: torch.Tensor) -> torch.Tensor:
 
 class _Means:
     """Running per-image means of the loss, its terms and the composite's metrics, summed on the
-    device (float64 on a CPU, float32 metrics on a GPU) and read once, by :meth:`result`."""
+    device (float64 on a CPU, float32 metrics on a GPU) and read once, by :meth:`result`.
+
+    Kept rather than ``torchmetrics.aggregation.MeanMetric`` (torchmetrics 1.9): a skipped step
+    must add nothing without the host looking at it, i.e. a weight of 0 that is a device tensor.
+    MeanMetric's ``nan_strategy="disable"`` discards the weight argument (its
+    ``_cast_and_nan_check_input`` replaces it by ones: ``test_meanmetric_disable_ignores_weight``),
+    and every other strategy calls ``isnan(x).any()`` in ``update``: a device-to-host sync per
+    step on a GPU, which these sums exist to avoid. Under DDP the epoch's sums go in one
+    all-reduce (``distributed.all_sum``), not one gather per metric and state.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}

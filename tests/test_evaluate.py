@@ -77,9 +77,19 @@ def test_bucket_assignment(ratio: float, label: str) -> None:
     assert bucket_label(ratio) == label
 
 
-def test_bucket_rejects_impossible_ratio() -> None:
-    with pytest.raises(ValueError, match="outside"):
-        bucket_label(1.2)
+@pytest.mark.parametrize("ratio", [1.2, -0.01])
+def test_bucket_rejects_impossible_ratio(ratio: float) -> None:
+    with pytest.raises(ValueError, match=f"hole ratio {ratio} is outside"):
+        bucket_label(ratio)
+
+
+def test_buckets_come_in_their_order_and_keep_a_full_hole() -> None:
+    """pandas.cut's buckets: ordered as BUCKETS whatever the images' order, 100 % in the last."""
+    from ndmha.evaluate import BUCKETS, hole_buckets
+
+    cut = hole_buckets([1.0, 0.05, 0.35, 0.6])
+    assert list(cut.categories) == list(BUCKETS) and cut.ordered
+    assert list(cut) == ["60-100%", "0-10%", "30-40%", "60-100%"]
 
 
 def test_score_without_weights_says_na(evaluated: Path, manifest: Path) -> None:

@@ -51,7 +51,7 @@ def test_perceptual_loads_a_local_checkpoint(tmp_path: Path) -> None:
     torch.save(reference.state_dict(), tmp_path / "vgg19.pth")
     loss = PerceptualLoss(PerceptualSettings(vgg19_weights=str(tmp_path / "vgg19.pth")))
     assert not loss.random_weights
-    assert torch.equal(loss.features[0].weight, reference.features[0].weight)
+    assert torch.equal(loss.features.get_submodule("0").weight, reference.features[0].weight)
 
 
 def test_objective_terms_weights_and_discriminator() -> None:

@@ -279,3 +279,29 @@ def test_set_device_comes_before_the_process_group(monkeypatch: pytest.MonkeyPat
     ranks, device = distributed.init("auto")
     assert calls == [("set_device", 1), ("init", "nccl")]
     assert device == torch.device("cuda", 1) and ranks.rank == 1
+
+
+def test_running_means_skip_a_marked_step_and_weigh_by_images() -> None:
+    """A step the guard marks as skipped adds nothing, even NaN; the means weigh by images."""
+    from ndmha.train import _Means
+
+    target = torch.full((2, 3, 16, 16), 0.5)
+    mask = torch.ones(2, 1, 16, 16)
+    means = _Means()
+    means.add(2, {"loss": torch.tensor(1.0)}, target, target, mask, target)
+    means.add(1, {"loss": torch.tensor(4.0)}, target[:1], target[:1], mask[:1], target[:1])
+    means.add(2, {"loss": torch.tensor(float("nan"))}, target, target, mask, target,
+              ok=torch.tensor(False))
+    assert means.result("train")["train_loss"] == pytest.approx((2 * 1.0 + 4.0) / 3, rel=1e-12)
+
+
+def test_meanmetric_disable_ignores_weight() -> None:
+    """Why ``_Means`` is not torchmetrics' MeanMetric (its docstring): with
+    ``nan_strategy="disable"`` (the one strategy that does not sync) the weight is discarded, so
+    a skipped step cannot weigh 0. When this fails, torchmetrics has changed: revisit _Means."""
+    from torchmetrics.aggregation import MeanMetric
+
+    metric = MeanMetric(nan_strategy="disable")
+    metric.update(torch.tensor([1.0]), torch.tensor([2.0]))
+    metric.update(torch.tensor([4.0]), torch.tensor([0.0]))
+    assert float(metric.compute()) == pytest.approx(2.5)  # unweighted; weighted would be 1.0

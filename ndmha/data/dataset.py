@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from ndmha.data.prepare import overlay
+from ndmha.data.prepare import is_hole, overlay
 from ndmha.data.split import read_manifest
 from ndmha.errors import ConfigError
 from ndmha.io import read_image
@@ -33,6 +33,12 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """Grayscale uint8 mask (255 = hole) -> the networks' hole mask: float (1, H, W), 1 = hole
+    (:func:`ndmha.data.prepare.is_hole`)."""
+    return torch.from_numpy(is_hole(mask)[None]).float()
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
@@ -96,7 +102,7 @@ class InpaintingDataset(Dataset):
         return {
             "id": row["id"],
             "image": to_tensor(corrupted),
-            "mask": (to_tensor(mask) > 0.5).float(),
+            "mask": mask_tensor(mask),
             "target": to_tensor(target),
         }
 

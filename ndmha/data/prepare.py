@@ -99,11 +99,20 @@ def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size
     return [Path(out_dir) / f"{p.stem}.jpg" for p in sources]
 
 
+HOLE_LEVEL = 127  # a grayscale mask's pixel above this is a hole (white holes), the one threshold
+
+
+def is_hole(mask: np.ndarray) -> np.ndarray:
+    """Where a grayscale uint8 mask (255 = hole) marks a hole: ``mask > HOLE_LEVEL``, boolean."""
+    return mask > HOLE_LEVEL
+
+
 def to_holes(mask: np.ndarray, hole: str = "white") -> np.ndarray:
-    """Source mask (grayscale uint8) -> our convention: uint8, 255 = hole, thresholded at 127."""
+    """Source mask (grayscale uint8) -> our convention: uint8, 255 = hole, thresholded at
+    :data:`HOLE_LEVEL`."""
     if hole not in ("white", "black"):
         raise ValueError(f"mask hole colour must be 'white' or 'black', not {hole!r}")
-    holes = mask > 127 if hole == "white" else mask <= 127
+    holes = is_hole(mask) if hole == "white" else ~is_hole(mask)
     return holes.astype(np.uint8) * 255
 
 
@@ -130,7 +139,7 @@ def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: 
             mask = read_image(src, cv2.IMREAD_GRAYSCALE)
             write_image(dst, binarize_mask(mask, size, hole))
             grey = np.count_nonzero((mask > 0) & (mask < 255))
-            return src, f"not binary ({grey} grey pixels), thresholded at 127" if grey else None
+            return src, f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}" if grey else None
         _report_conversions(map_parallel(prepare, list(enumerate(sources)), threads, "masks"),
                             "masks")
     log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
@@ -175,7 +184,7 @@ def overlay_masks(images_dir: str | Path, masks_dir: str | Path, out_dir: str | 
                 "image": relative_posix(image_path, base),
                 "mask": relative_posix(mask_path, base),
                 "corrupted": relative_posix(Path(out_dir) / name, base),
-                "hole_ratio": round(float(np.count_nonzero(mask > 127)) / mask.size, 6),
+                "hole_ratio": round(float(np.count_nonzero(is_hole(mask))) / mask.size, 6),
             }
         rows = map_parallel(corrupt, list(zip(images, masks)), threads, "overlay")
     with atomic_open(pairs_csv, newline="") as fh:

@@ -17,7 +17,7 @@ choices (``init``, ``output``) measured in docs/architecture.md.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,22 @@ class GatedEncoder(nn.Module):
         return features
 
 
+def decode(y: torch.Tensor, features: list[torch.Tensor], up: nn.ModuleList, fuse: nn.ModuleList,
+           merge: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The decoder of every stage here and in the release, coarsest scale first: at scale ``i``
+    the gated deconv ``up[i]`` doubles the size, ``merge(i, upsampled, skip)`` meets the encoder
+    feature of that scale (concatenation, or an NDMHAL's output and packed context), and the
+    gated conv ``fuse[i]`` fuses them."""
+    for i, (up_i, fuse_i, skip) in enumerate(zip(up, fuse, features[-2::-1])):
+        y = fuse_i(merge(i, up_i(y), skip))
+    return y
+
+
+def concat(i: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """The coarse stage's merge: the upsampled feature, then the encoder's."""
+    return torch.cat([y, skip], dim=1)
+
+
 class CoarseStage(nn.Module):
     """Coarse network: gated encoder, dilated gated bottleneck, gated decoder with skips."""
 
@@ -64,9 +80,7 @@ class CoarseStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
-        y = self.bottleneck(features[-1])
-        for up, fuse, skip in zip(self.up, self.fuse, features[-2::-1]):
-            y = fuse(torch.cat([up(y), skip], dim=1))
+        y = decode(self.bottleneck(features[-1]), features, self.up, self.fuse, concat)
         return self.output(self.head(y))
 
 
@@ -92,9 +106,13 @@ class FineStage(nn.Module):
         y = features[-1]
         for layer in self.bottleneck:
             y, _ = layer(y, y)
-        for up, attend, fuse, skip in zip(self.up, self.attend, self.fuse, features[-2::-1]):
-            y = fuse(torch.cat(attend(up(y), skip), dim=1))
+        y = decode(y, features, self.up, self.fuse, self._attend)
         return self.output(self.head(y))
+
+    def _attend(self, i: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The fine stage's merge: scale ``i``'s NDMHAL (query: the decoder feature, keys and
+        values: the encoder's), its output and packed context side by side."""
+        return torch.cat(self.attend[i](y, skip), dim=1)
 
 
 class NDMHAGenerator(nn.Module):

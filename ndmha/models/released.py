@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
-from ndmha.models.ndmha import GatedEncoder
+from ndmha.models.ndmha import GatedEncoder, decode
 
 BASE_WIDTHS = (64, 128, 256, 512, 1024)
 #: what the input image holds in the holes when it reaches the network: as our data give it
@@ -61,15 +61,15 @@ class ReleasedStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
-        y = self.bottleneck(features[-1])
-        for i, (up, fuse, skip) in enumerate(zip(self.up, self.fuse, features[-2::-1])):
-            y = up(y)
-            if self.attend is not None:
-                y = torch.cat(self.attend[i](y, skip), dim=1)
-            elif i < len(self.up) - 1:
-                y = torch.cat([skip, y], dim=1)
-            y = fuse(y)
-        return self.head(y)
+        return self.head(decode(self.bottleneck(features[-1]), features, self.up, self.fuse,
+                                self._merge))
+
+    def _merge(self, i: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Scale ``i``'s merge as released: the NDMHAL's output and packed context (fine), or the
+        encoder feature before the upsampled one (coarse; none at full size)."""
+        if self.attend is not None:
+            return torch.cat(self.attend[i](y, skip), dim=1)
+        return torch.cat([skip, y], dim=1) if i < len(self.up) - 1 else y
 
 
 class ReleasedNDMHA(nn.Module):
