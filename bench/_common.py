@@ -19,14 +19,14 @@ LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
 
 
 def bench_trainer(manifest: Path, device: torch.device, **settings: object):
-    """A training run's state (``ndmha.train._Trainer``) for timing its steps: one epoch's
+    """A training run's state (``ndmha.train.Trainer``) for timing its steps: one epoch's
     settings, random VGG19 weights allowed, generator and objective in training mode;
     ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...)."""
-    from ndmha.train import TrainSettings, _Trainer
+    from ndmha.train import Trainer, TrainSettings
 
     config = TrainSettings(epochs=1, device=str(device),
                            perceptual={"allow_random_perceptual": True}, **settings)
-    trainer = _Trainer(config, manifest, manifest.with_suffix(".pt"))
+    trainer = Trainer(config, manifest, manifest.with_suffix(".pt"))
     trainer.model.train()
     trainer.objective.train()
     return trainer

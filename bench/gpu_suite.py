@@ -41,7 +41,6 @@ import contextlib
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -55,7 +54,7 @@ from _common import LOSSES, bench_trainer, machine, peak_mib, reset_peak, time_f
 import deform_conv
 from ndmha.models import build_model
 from ndmha.models.layers import DeformConv2d
-from ndmha.train import TrainSettings, _Trainer
+from ndmha.train import Trainer, TrainSettings
 
 MODELS = ("baseline", "ndmha", "ndmha_released")
 #: dense peak TFLOP/s by precision on an H200 (see the module's docstring)
@@ -138,13 +137,13 @@ def _batch(batch: int, size: int, device: torch.device, fmt: torch.memory_format
 
 
 def _trainer(model: str, batch: int, amp: str, channels_last: str, compile_: bool,
-             device: torch.device, manifest: Path) -> _Trainer:
+             device: torch.device, manifest: Path) -> Trainer:
     return bench_trainer(manifest, device, architecture=model, batch_size=batch,
                          loss=LOSSES[model], amp=amp, channels_last=channels_last,
                          compile=compile_)
 
 
-def step_flops(trainer: _Trainer, image: torch.Tensor, mask: torch.Tensor,
+def step_flops(trainer: Trainer, image: torch.Tensor, mask: torch.Tensor,
                target: torch.Tensor) -> float:
     """FLOPs of one training step (see the module's docstring for the deformable convs)."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -42,7 +42,8 @@ from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
 from ndmha.models.layers import AUTO
 from ndmha.provenance import collect, device_name
-from ndmha.train import load_model, resolve_device
+from ndmha.checkpoints import load_model
+from ndmha.train import resolve_device
 
 log = logging.getLogger("ndmha")
 
@@ -320,6 +321,35 @@ def _per_image(frame: pd.DataFrame, composites: list[Path], lpips: LPIPSMetric |
     return pd.DataFrame(rows)
 
 
+def _distribution(frame: pd.DataFrame, composites: list[Path], fid: dict[str, Any],
+                  device: torch.device) -> Callable[[pd.Index], dict[str, Any]]:
+    """FID, KID and KID's std of any subset of the images (their rows of ``frame``): every image
+    goes through Inception once, here, and each subset indexes into those features. Without the
+    weights each reads ``n/a`` with the path."""
+    weights = fid.get("inception_weights", "")
+    if weights_missing(weights):
+        na = not_available(weights, "evaluation.fid.inception_weights")
+        log.warning("FID / KID: %s", na)
+        return lambda index: {"fid": na, "kid": na, "kid_std": na}
+    generated = inception_features(composites, weights, device)
+    real = inception_features(list(frame["image"]), weights, device)
+    return lambda index: fid_kid(generated[index.to_list()], real[index.to_list()])
+
+
+def _by_bucket(table: pd.DataFrame, distribution: Callable[[pd.Index], dict[str, Any]]
+               ) -> pd.DataFrame:
+    """The per-image metrics' means and the distribution metrics per hole-ratio bucket, in the
+    buckets' order (empty buckets left out)."""
+    rows = []
+    in_order = pd.Categorical(table["bucket"], categories=BUCKETS, ordered=True)
+    for label, group in table.groupby(in_order, observed=True):
+        values = distribution(group.index)
+        rows.append({"bucket": label, "images": len(group),
+                     **{k: group[k].mean() for k in PER_IMAGE},
+                     **{k: v if isinstance(v, float) else math.nan for k, v in values.items()}})
+    return pd.DataFrame(rows)
+
+
 def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Path,
           buckets_csv: str | Path, summary_json: str | Path, split: str = "test",
           dataset: str = "", lpips: dict[str, Any] | None = None,
@@ -336,30 +366,8 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
     composites = [predictions / "composite" / f"{i}.png" for i in frame["id"]]
     lpips_fn = lpips_metric(lpips or {}, dev)
     table = _per_image(frame, composites, lpips_fn, batch_size)
-    fid_weights = (fid or {}).get("inception_weights", "")
-    fid_na = (not_available(fid_weights, "evaluation.fid.inception_weights")
-              if weights_missing(fid_weights) else None)
-    if fid_na:
-        log.warning("FID / KID: %s", fid_na)
-    else:  # every image through Inception once; the split and each bucket index into these
-        generated = inception_features(composites, fid_weights, dev)
-        real = inception_features(list(frame["image"]), fid_weights, dev)
-
-    def distribution(index: pd.Index) -> dict[str, Any]:
-        if fid_na:
-            return {"fid": fid_na, "kid": fid_na, "kid_std": fid_na}
-        rows = index.to_list()
-        return fid_kid(generated[rows], real[rows])
-
-    buckets = []
-    in_order = pd.Categorical(table["bucket"], categories=BUCKETS, ordered=True)
-    for label, group in table.groupby(in_order, observed=True):
-        values = distribution(group.index)
-        buckets.append({"bucket": label, "images": len(group),
-                        **{k: group[k].mean() for k in PER_IMAGE},
-                        **{k: v if isinstance(v, float) else math.nan for k, v in values.items()}})
-    buckets_frame = pd.DataFrame(buckets)
-    for path, data in ((per_image_csv, table), (buckets_csv, buckets_frame)):
+    distribution = _distribution(frame, composites, fid or {}, dev)
+    for path, data in ((per_image_csv, table), (buckets_csv, _by_bucket(table, distribution))):
         with atomic_open(path, newline="") as fh:
             data.to_csv(fh, index=False)
 

@@ -23,7 +23,8 @@ from ndmha.data.prepare import overlay, to_holes
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
 from ndmha.models.layers import AUTO
-from ndmha.train import load_model, resolve_device
+from ndmha.checkpoints import load_model
+from ndmha.train import resolve_device
 
 log = logging.getLogger("ndmha")
 

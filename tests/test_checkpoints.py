@@ -19,9 +19,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ndmha.checkpoints import CheckpointError, import_released, read_state, released_state_dict
+from ndmha.checkpoints import CheckpointError, load_model, read_state, released_state_dict
 from ndmha.models import build_model
-from ndmha.train import load_model
 
 RELEASE_MODULE = "network_luna_bottleneck"
 SHARED_LEAKY = nn.LeakyReLU(0.2, inplace=True)  # one default instance, as the release's signature

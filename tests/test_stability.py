@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-import ndmha.train as train_module
+import ndmha.train.loop as train_module
 from ndmha.data.demo import make_demo_dataset
 from ndmha.data.prepare import convert_images, overlay_masks, prepare_masks
 from ndmha.data.split import make_split
 from ndmha.models import build_model
-from ndmha.train import TrainSettings, load_torch, train
+from ndmha.checkpoints import load_torch
+from ndmha.train import TrainSettings, train
 
 FULL_LOSS = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
 
@@ -103,10 +104,10 @@ def test_bf16_autocast_trains_on_cpu(manifest: Path, tmp_path: Path) -> None:
     assert math.isfinite(history[0]["train_loss"]) and history[0]["skipped_steps"] == 0
 
 
-def _trainer(manifest: Path, architecture: str, loss: dict) -> "train_module._Trainer":
+def _trainer(manifest: Path, architecture: str, loss: dict) -> "train_module.Trainer":
     settings = TrainSettings(architecture=architecture, epochs=1, batch_size=2, device="cpu",
                              loss=loss, perceptual={"allow_random_perceptual": True})
-    trainer = train_module._Trainer(settings, manifest, manifest.parent / "unused.pt")
+    trainer = train_module.Trainer(settings, manifest, manifest.parent / "unused.pt")
     trainer.model.train()
     trainer.objective.train()
     return trainer
@@ -148,7 +149,7 @@ def test_training_steps_never_wait_for_the_host(manifest: Path,
     training step, good or skipped, with the full objective and the running means: the step
     and its bookkeeping queue on the device only (on a GPU, a sync once per log_every)."""
     trainer = _trainer(manifest, "ndmha", FULL)
-    means, guard = train_module._Means(), train_module._Guard(trainer.device)
+    means, guard = train_module.RunningMeans(), train_module.NonFiniteGuard(trainer.device)
     g = torch.Generator().manual_seed(1)
     target = torch.rand(2, 3, 16, 16, generator=g)
     mask = (torch.rand(2, 1, 16, 16, generator=g) > 0.6).float()

@@ -13,7 +13,8 @@ import torch
 from ndmha.losses import Objective
 from ndmha.errors import ConfigError
 from ndmha.models import build_model
-from ndmha.train import TIMING_COLUMNS, TrainSettings, load_model, load_torch, train
+from ndmha.checkpoints import load_model, load_torch
+from ndmha.train import TIMING_COLUMNS, TrainSettings, train
 
 
 def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
@@ -233,7 +234,7 @@ def test_a_checkpoint_of_another_precision_says_so(manifest: Path, tmp_path: Pat
 def test_rng_state_holds_this_device_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU the checkpoint keeps the CUDA generator of this process's device, not every
     visible GPU's, and restores it onto whatever device the resumed rank has."""
-    import ndmha.train as train_module
+    import ndmha.train.reproducibility as train_module
 
     calls = []
     monkeypatch.setattr(torch.cuda, "get_rng_state",
@@ -242,17 +243,17 @@ def test_rng_state_holds_this_device_only(monkeypatch: pytest.MonkeyPatch) -> No
                         lambda: pytest.fail("every visible GPU's state saved"))
     monkeypatch.setattr(torch.cuda, "set_rng_state",
                         lambda state, device: calls.append(("set", device, int(state[0]))))
-    saved = train_module._rng_state(torch.device("cuda", 3))
+    saved = train_module.rng_state(torch.device("cuda", 3))
     assert saved["cuda"].tolist() == [7] and calls == [("get", torch.device("cuda", 3))]
-    train_module._set_rng_state(saved, torch.device("cuda", 0))  # resumed with fewer GPUs
+    train_module.set_rng_state(saved, torch.device("cuda", 0))  # resumed with fewer GPUs
     assert calls[-1] == ("set", torch.device("cuda", 0), 7)
-    assert "cuda" not in train_module._rng_state(torch.device("cpu"))
+    assert "cuda" not in train_module.rng_state(torch.device("cpu"))
 
 
 def test_logged_metrics_use_clamped_predictions() -> None:
     """The per-epoch metrics score the composite of the clamped prediction, as the test metrics
     score its 8-bit image: a prediction beyond [0, 1] counts as its clamp."""
-    from ndmha.train import _Means
+    from ndmha.train.running import RunningMeans as _Means
 
     target = torch.full((1, 3, 16, 16), 0.9)
     mask = torch.zeros(1, 1, 16, 16)
@@ -283,7 +284,7 @@ def test_set_device_comes_before_the_process_group(monkeypatch: pytest.MonkeyPat
 
 def test_running_means_skip_a_marked_step_and_weigh_by_images() -> None:
     """A step the guard marks as skipped adds nothing, even NaN; the means weigh by images."""
-    from ndmha.train import _Means
+    from ndmha.train.running import RunningMeans as _Means
 
     target = torch.full((2, 3, 16, 16), 0.5)
     mask = torch.ones(2, 1, 16, 16)

@@ -10,6 +10,7 @@ uniformly over a configured range (5-60 % by default). Every image depends only 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,94 +44,136 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return int(round(x)), int(round(y))
 
 
-def draw_face(size: int, seed: int, index: int) -> np.ndarray:
-    """One procedural face, ``size`` x ``size`` BGR uint8, fully determined by ``(seed, index)``."""
-    rng = np.random.default_rng([seed, index, 0xFACE])
-    s = size * SUPERSAMPLE
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) / s
+@dataclass(frozen=True)
+class _Pose:
+    """Where the head sits and how it looks: centre, half width and height of the face ellipse,
+    in-plane roll (degrees), yaw (features shift sideways as the head turns) and the colours."""
 
-    # Background: a vertical gradient between two random colours.
+    cx: float
+    cy: float
+    fw: float
+    fh: float
+    roll: float
+    yaw: float
+    skin: tuple
+    hair: tuple
+
+    @property
+    def shade(self) -> tuple:
+        return tuple(c * 0.8 for c in self.skin)
+
+    def at(self, u: float, v: float) -> tuple[int, int]:
+        """A point in face coordinates (u, v in face half-sizes), rolled and shifted by the yaw."""
+        rot = np.deg2rad(self.roll)
+        cos, sin = np.cos(rot), np.sin(rot)
+        u = u + self.yaw
+        return _pt(self.cx + self.fw * (u * cos - v * sin), self.cy + self.fh * (u * sin + v * cos))
+
+
+def _background(rng: np.random.Generator, yy: np.ndarray) -> np.ndarray:
+    """A vertical gradient between two random colours (float BGR)."""
     top, bottom = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
-    img = (top[None, None] * (1 - yy[..., None]) + bottom[None, None] * yy[..., None])
+    return np.ascontiguousarray(top[None, None] * (1 - yy[..., None])
+                                + bottom[None, None] * yy[..., None])
 
-    # Pose and proportions.
+
+def _pose(rng: np.random.Generator, s: int) -> _Pose:
+    """Pose, proportions and colours of one face on an ``s`` px canvas."""
     cx = s * (0.5 + rng.uniform(-0.06, 0.06))
     cy = s * (0.52 + rng.uniform(-0.05, 0.05))
-    fw = s * rng.uniform(0.24, 0.31)          # half width of the face ellipse
-    fh = fw * rng.uniform(1.2, 1.4)           # half height
-    roll = rng.uniform(-15, 15)               # in-plane rotation, degrees
-    yaw = rng.uniform(-0.25, 0.25)            # features shift sideways as the head turns
-    skin = _color(rng, SKIN_TONES_BGR)
-    hair = _color(rng, HAIR_BGR, 10)
-    shade = tuple(c * 0.8 for c in skin)
+    fw = s * rng.uniform(0.24, 0.31)
+    fh = fw * rng.uniform(1.2, 1.4)
+    roll, yaw = rng.uniform(-15, 15), rng.uniform(-0.25, 0.25)
+    return _Pose(cx, cy, fw, fh, roll, yaw, _color(rng, SKIN_TONES_BGR), _color(rng, HAIR_BGR, 10))
 
-    canvas = np.ascontiguousarray(img)
-    # Shoulders and neck.
-    cv2.ellipse(canvas, _pt(cx, s * 1.05), _pt(s * 0.45, s * 0.22), 0, 180, 360,
+
+def _head(canvas: np.ndarray, rng: np.random.Generator, s: int, p: _Pose) -> None:
+    """Shoulders and neck, hair behind the head (long or short), ears, the face, the fringe."""
+    cv2.ellipse(canvas, _pt(p.cx, s * 1.05), _pt(s * 0.45, s * 0.22), 0, 180, 360,
                 _color(rng, np.array([(60, 60, 160), (150, 90, 40), (50, 50, 50), (200, 200, 210)])),
                 -1, cv2.LINE_AA)
-    cv2.rectangle(canvas, _pt(cx - fw * 0.45, cy + fh * 0.5), _pt(cx + fw * 0.45, s * 0.95), shade, -1)
-    # Hair behind the head (long or short).
+    cv2.rectangle(canvas, _pt(p.cx - p.fw * 0.45, p.cy + p.fh * 0.5),
+                  _pt(p.cx + p.fw * 0.45, s * 0.95), p.shade, -1)
     hair_len = rng.uniform(0.9, 1.6)
-    cv2.ellipse(canvas, _pt(cx, cy - fh * 0.1), _pt(fw * 1.18, fh * hair_len * 0.85), roll, 0, 360,
-                hair, -1, cv2.LINE_AA)
-    # Ears.
+    cv2.ellipse(canvas, _pt(p.cx, p.cy - p.fh * 0.1), _pt(p.fw * 1.18, p.fh * hair_len * 0.85),
+                p.roll, 0, 360, p.hair, -1, cv2.LINE_AA)
     for side in (-1, 1):
-        cv2.ellipse(canvas, _pt(cx + side * fw * (1.0 - 0.3 * side * yaw), cy),
-                    _pt(fw * 0.16, fh * 0.2), roll, 0, 360, shade, -1, cv2.LINE_AA)
-    # Face.
-    cv2.ellipse(canvas, _pt(cx, cy), _pt(fw, fh), roll, 0, 360, skin, -1, cv2.LINE_AA)
-    # Fringe: the upper part of a hair ellipse clipped by the face.
+        cv2.ellipse(canvas, _pt(p.cx + side * p.fw * (1.0 - 0.3 * side * p.yaw), p.cy),
+                    _pt(p.fw * 0.16, p.fh * 0.2), p.roll, 0, 360, p.shade, -1, cv2.LINE_AA)
+    cv2.ellipse(canvas, _pt(p.cx, p.cy), _pt(p.fw, p.fh), p.roll, 0, 360, p.skin, -1, cv2.LINE_AA)
+    # the fringe: the upper part of a hair ellipse clipped by the face
     fringe = rng.uniform(0.25, 0.55)
-    cv2.ellipse(canvas, _pt(cx, cy - fh * 0.75), _pt(fw * 1.05, fh * fringe), roll, 180, 360,
-                hair, -1, cv2.LINE_AA)
+    cv2.ellipse(canvas, _pt(p.cx, p.cy - p.fh * 0.75), _pt(p.fw * 1.05, p.fh * fringe), p.roll,
+                180, 360, p.hair, -1, cv2.LINE_AA)
 
-    # Features are placed in face coordinates, rotated by the roll angle, shifted by the yaw.
-    rot = np.deg2rad(roll)
-    cos, sin = np.cos(rot), np.sin(rot)
 
-    def at(u: float, v: float) -> tuple[int, int]:
-        u = u + yaw
-        return _pt(cx + fw * (u * cos - v * sin), cy + fh * (u * sin + v * cos))
-
+def _eyes(canvas: np.ndarray, rng: np.random.Generator, s: int, p: _Pose) -> float:
+    """Eyes (white, iris, pupil) and brows; returns the eyes' height in face coordinates."""
     eye_y, eye_dx = rng.uniform(-0.18, -0.05), rng.uniform(0.36, 0.46)
-    eye_w, eye_h = fw * rng.uniform(0.16, 0.22), fh * rng.uniform(0.06, 0.09)
+    eye_w, eye_h = p.fw * rng.uniform(0.16, 0.22), p.fh * rng.uniform(0.06, 0.09)
     iris = _color(rng, IRIS_BGR, 8)
     brow_thick = max(1, int(s * rng.uniform(0.008, 0.016)))
     for side in (-1, 1):
         ex = side * eye_dx
-        cv2.ellipse(canvas, at(ex, eye_y), _pt(eye_w, eye_h), roll, 0, 360, (235, 240, 245), -1,
-                    cv2.LINE_AA)
-        cv2.circle(canvas, at(ex + yaw * 0.3, eye_y), max(1, int(eye_h * 0.95)), iris, -1, cv2.LINE_AA)
-        cv2.circle(canvas, at(ex + yaw * 0.3, eye_y), max(1, int(eye_h * 0.45)), (15, 15, 15), -1,
-                    cv2.LINE_AA)
+        cv2.ellipse(canvas, p.at(ex, eye_y), _pt(eye_w, eye_h), p.roll, 0, 360, (235, 240, 245),
+                    -1, cv2.LINE_AA)
+        cv2.circle(canvas, p.at(ex + p.yaw * 0.3, eye_y), max(1, int(eye_h * 0.95)), iris, -1,
+                   cv2.LINE_AA)
+        cv2.circle(canvas, p.at(ex + p.yaw * 0.3, eye_y), max(1, int(eye_h * 0.45)),
+                   (15, 15, 15), -1, cv2.LINE_AA)
         brow_y = eye_y - rng.uniform(0.12, 0.18)
-        cv2.line(canvas, at(ex - side * 0.15, brow_y + 0.02), at(ex + side * 0.18, brow_y - 0.01),
-                 tuple(c * 0.7 for c in hair), brow_thick, cv2.LINE_AA)
-    # Nose: a bridge line and two nostrils.
+        cv2.line(canvas, p.at(ex - side * 0.15, brow_y + 0.02),
+                 p.at(ex + side * 0.18, brow_y - 0.01), tuple(c * 0.7 for c in p.hair),
+                 brow_thick, cv2.LINE_AA)
+    return eye_y
+
+
+def _nose(canvas: np.ndarray, rng: np.random.Generator, s: int, p: _Pose, eye_y: float) -> None:
+    """A bridge line below the eyes and two nostrils."""
     nose_len = rng.uniform(0.22, 0.32)
-    cv2.line(canvas, at(0.02, eye_y + 0.05), at(0.05, eye_y + 0.05 + nose_len), shade,
+    cv2.line(canvas, p.at(0.02, eye_y + 0.05), p.at(0.05, eye_y + 0.05 + nose_len), p.shade,
              max(1, int(s * 0.01)), cv2.LINE_AA)
     for side in (-1, 1):
-        cv2.circle(canvas, at(side * 0.07, eye_y + 0.07 + nose_len), max(1, int(s * 0.008)),
-                   tuple(c * 0.55 for c in skin), -1, cv2.LINE_AA)
-    # Mouth: lips as a filled ellipse, a smile or a neutral line on top.
+        cv2.circle(canvas, p.at(side * 0.07, eye_y + 0.07 + nose_len), max(1, int(s * 0.008)),
+                   tuple(c * 0.55 for c in p.skin), -1, cv2.LINE_AA)
+
+
+def _mouth(canvas: np.ndarray, rng: np.random.Generator, s: int, p: _Pose) -> None:
+    """Lips as a filled ellipse, a smile or a neutral line on top."""
     mouth_y = rng.uniform(0.42, 0.55)
-    lips = tuple(float(c) for c in np.clip(np.array(skin) * np.array([0.6, 0.55, 1.05]), 0, 255))
-    mw, mh = fw * rng.uniform(0.28, 0.42), fh * rng.uniform(0.04, 0.09)
-    cv2.ellipse(canvas, at(0.0, mouth_y), _pt(mw, mh), roll, 0, 360, lips, -1, cv2.LINE_AA)
+    lips = tuple(float(c) for c in np.clip(np.array(p.skin) * np.array([0.6, 0.55, 1.05]), 0, 255))
+    mw, mh = p.fw * rng.uniform(0.28, 0.42), p.fh * rng.uniform(0.04, 0.09)
+    cv2.ellipse(canvas, p.at(0.0, mouth_y), _pt(mw, mh), p.roll, 0, 360, lips, -1, cv2.LINE_AA)
     smile = rng.uniform(-0.3, 1.0)
-    cv2.ellipse(canvas, at(0.0, mouth_y - 0.02), _pt(mw * 0.9, max(1.0, mh * smile)), roll,
+    cv2.ellipse(canvas, p.at(0.0, mouth_y - 0.02), _pt(mw * 0.9, max(1.0, mh * smile)), p.roll,
                 0 if smile >= 0 else 180, 180 if smile >= 0 else 360, (40, 30, 60),
                 max(1, int(s * 0.006)), cv2.LINE_AA)
 
-    # Directional lighting and a little sensor noise.
+
+def _light_and_noise(canvas: np.ndarray, rng: np.random.Generator, size: int, xx: np.ndarray,
+                     yy: np.ndarray) -> np.ndarray:
+    """Directional lighting, then downsampled to ``size`` with a little sensor noise (uint8)."""
     angle = rng.uniform(0, 2 * np.pi)
     light = 1.0 + rng.uniform(0.1, 0.35) * ((xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle))
     canvas = canvas * light[..., None] * rng.uniform(0.85, 1.15)
     canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
     canvas += rng.normal(0.0, 2.0, canvas.shape)
     return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def draw_face(size: int, seed: int, index: int) -> np.ndarray:
+    """One procedural face, ``size`` x ``size`` BGR uint8, fully determined by ``(seed, index)``:
+    drawn at ``SUPERSAMPLE`` times the size, part by part in a fixed order of random draws."""
+    rng = np.random.default_rng([seed, index, 0xFACE])
+    s = size * SUPERSAMPLE
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64) / s
+    canvas = _background(rng, yy)
+    pose = _pose(rng, s)
+    _head(canvas, rng, s, pose)
+    eye_y = _eyes(canvas, rng, s, pose)
+    _nose(canvas, rng, s, pose, eye_y)
+    _mouth(canvas, rng, s, pose)
+    return _light_and_noise(canvas, rng, size, xx, yy)
 
 
 def draw_mask(size: int, seed: int, index: int, ratio_range: tuple[float, float] = (0.05, 0.60)
