@@ -435,9 +435,9 @@ def init_weights(path: str | Path, architecture: str, options: dict[str, Any],
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",
                deform_backend: str | None = None) -> tuple[dict[str, Any], nn.Module]:
-    """What a ``model.pt`` written by :func:`ndmha.train.train` says of itself (architecture and options,
-    experiment, budget, provenance, warnings) and the trained model in eval mode, its deformable
-    convs on ``deform_backend`` (the architecture's default when None)."""
+    """What a ``model.pt`` written by :func:`ndmha.train.train` says of itself (architecture and
+    options, experiment, budget, provenance, warnings) and the trained model in eval mode, its
+    deformable convs on ``deform_backend`` (the architecture's default when None)."""
     state = load_torch(path)
     model = build_model(state["architecture"], state.get("options"), deform_backend)
     model.load_state_dict(state.pop("state_dict"))

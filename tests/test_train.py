@@ -253,13 +253,13 @@ def test_rng_state_holds_this_device_only(monkeypatch: pytest.MonkeyPatch) -> No
 def test_logged_metrics_use_clamped_predictions() -> None:
     """The per-epoch metrics score the composite of the clamped prediction, as the test metrics
     score its 8-bit image: a prediction beyond [0, 1] counts as its clamp."""
-    from ndmha.train.running import RunningMeans as _Means
+    from ndmha.train.running import RunningMeans
 
     target = torch.full((1, 3, 16, 16), 0.9)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., 4:12, 4:12] = 1
     image = target * (1 - mask)
-    wild, clamped = _Means(), _Means()
+    wild, clamped = RunningMeans(), RunningMeans()
     wild.add(1, {}, torch.full_like(target, 1.7), image, mask, target)
     clamped.add(1, {}, torch.ones_like(target), image, mask, target)
     assert wild.result("val") == clamped.result("val")
@@ -284,11 +284,11 @@ def test_set_device_comes_before_the_process_group(monkeypatch: pytest.MonkeyPat
 
 def test_running_means_skip_a_marked_step_and_weigh_by_images() -> None:
     """A step the guard marks as skipped adds nothing, even NaN; the means weigh by images."""
-    from ndmha.train.running import RunningMeans as _Means
+    from ndmha.train.running import RunningMeans
 
     target = torch.full((2, 3, 16, 16), 0.5)
     mask = torch.ones(2, 1, 16, 16)
-    means = _Means()
+    means = RunningMeans()
     means.add(2, {"loss": torch.tensor(1.0)}, target, target, mask, target)
     means.add(1, {"loss": torch.tensor(4.0)}, target[:1], target[:1], mask[:1], target[:1])
     means.add(2, {"loss": torch.tensor(float("nan"))}, target, target, mask, target,
@@ -297,9 +297,10 @@ def test_running_means_skip_a_marked_step_and_weigh_by_images() -> None:
 
 
 def test_meanmetric_disable_ignores_weight() -> None:
-    """Why ``_Means`` is not torchmetrics' MeanMetric (its docstring): with
+    """Why ``RunningMeans`` is not torchmetrics' MeanMetric (its docstring): with
     ``nan_strategy="disable"`` (the one strategy that does not sync) the weight is discarded, so
-    a skipped step cannot weigh 0. When this fails, torchmetrics has changed: revisit _Means."""
+    a skipped step cannot weigh 0. When this fails, torchmetrics has changed: revisit
+    RunningMeans."""
     from torchmetrics.aggregation import MeanMetric
 
     metric = MeanMetric(nan_strategy="disable")
