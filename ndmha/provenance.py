@@ -7,7 +7,10 @@ into every ``summary.json``, the tables and the report show it.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +63,24 @@ def device_name(device: torch.device) -> str:
     return f"{model} CPU ({torch.get_num_threads()} threads)"
 
 
-def software() -> dict[str, Any]:
-    import torchvision
+def _torchvision_version() -> str:
+    """torchvision's ``__version__`` (with its build suffix, e.g. ``+cu130``), read from its
+    ``version.py`` as text when it is not imported: importing it (its models and ops, torch's
+    dynamo) costs a scoring job about 3 s."""
+    loaded = sys.modules.get("torchvision")
+    if loaded is not None:
+        return str(loaded.__version__)
+    spec = importlib.util.find_spec("torchvision")
+    path = Path(spec.origin).with_name("version.py") if spec and spec.origin else None
+    found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", path.read_text(), re.M) \
+        if path is not None and path.is_file() else None
+    return found.group(1) if found else importlib.metadata.version("torchvision")
 
+
+def software() -> dict[str, Any]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "cuda": torch.version.cuda,
+            "torchvision": _torchvision_version(), "cuda": torch.version.cuda,
             "cudnn": cudnn, "platform": platform.platform(), "ndmha": ndmha.__version__,
             "executable": sys.executable}
 

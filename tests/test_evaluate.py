@@ -71,6 +71,16 @@ def test_summary_carries_budget_and_provenance(evaluated: Path, manifest: Path) 
     assert summary["provenance"]["evaluation"]["wall_seconds"] > 0
 
 
+def test_provenance_reads_the_torchvision_version_without_importing_it() -> None:
+    """A scoring job records torchvision's version as importing it would give it, without the
+    import (about 3 s a job)."""
+    code = ("import sys; from ndmha.provenance import software; v = software()['torchvision']; "
+            "assert 'torchvision' not in sys.modules, 'imported'; import torchvision; "
+            "print(v == torchvision.__version__, v)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("True "), out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("ratio, label", [(0.0, "0-10%"), (0.0999, "0-10%"), (0.1, "10-20%"),
                                           (0.55, "50-60%"), (0.6, "60-100%"), (1.0, "60-100%")])
 def test_bucket_assignment(ratio: float, label: str) -> None:

@@ -6,6 +6,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from ndmha.metrics import composite, image_metrics, l1, psnr, ssim
@@ -95,3 +96,19 @@ def test_ssim_is_the_reference_definition() -> None:
             a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), gaussian_weights=True,
             sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=2)
         assert abs(ours - reference) < 1e-12, (ours, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_psnr_is_torchmetrics_bitwise(dtype: torch.dtype) -> None:
+    """Our PSNR is torchmetrics' arithmetic op for op (ndmha.metrics.psnr says why it is written
+    out): equal bitwise, so scores before and after the change compare exactly."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(5, 3, 24, 20, generator=g, dtype=dtype)
+    pred = (target + 0.1 * torch.randn(5, 3, 24, 20, generator=g, dtype=dtype)).clamp(0, 1)
+    pred[0] = target[0]  # an exact prediction: infinite PSNR in both
+    theirs = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none",
+                                     dim=(1, 2, 3))
+    ours = psnr(pred, target)
+    assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
