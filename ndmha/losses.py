@@ -40,7 +40,7 @@ class SobelEdgeLoss(nn.Module):
 
     The magnitude is ``sqrt(gx^2 + gy^2 + eps)``: the eps inside the square root keeps its gradient
     finite on flat regions, where the seed report's edge loss divided by zero and went NaN.
-    
+
     Hand-written rather than ``kornia.filters.sobel``: kornia is not a dependency and would
     replace only these lines; its ``sobel`` also normalises the kernel (a factor 1/8 the loss's
     weight would absorb) and puts its eps outside our replicate-padded magnitude.

@@ -139,7 +139,8 @@ def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: 
             mask = read_image(src, cv2.IMREAD_GRAYSCALE)
             write_image(dst, binarize_mask(mask, size, hole))
             grey = np.count_nonzero((mask > 0) & (mask < 255))
-            return src, f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}" if grey else None
+            note = f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}"
+            return src, note if grey else None
         _report_conversions(map_parallel(prepare, list(enumerate(sources)), threads, "masks"),
                             "masks")
     log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
