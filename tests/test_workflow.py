@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -447,6 +448,32 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("rule train:") == 3 and "baseline.seed0" in result.stdout
 
+
+
+def test_ablations_run_on_the_study_data_with_both_configs(tmp_path: Path) -> None:
+    """configs/ablation.yaml's header command: given before configs/study.yaml, the ablations
+    join the study's experiments in the study's results folder (its data, split and training
+    budget win), each trained once under ``seeds=[0]``, the floor scored once."""
+    import ndmha.config
+    from snakemake.utils import update_config
+
+    ablation, study = (yaml.safe_load((ROOT / "configs" / name).read_text())
+                       for name in ("ablation.yaml", "study.yaml"))
+    merged = copy.deepcopy(ablation)
+    update_config(merged, study)
+    merged["seeds"] = [0]
+    experiments = ndmha.config.resolve_experiments(merged)
+    trained = [e.name for e in experiments.values() if e.trained]
+    assert "ndmha_l1_only.seed0" in trained and "ndmha_plain_conv.seed0" in trained
+    assert merged["train"]["epochs"] == study["train"]["epochs"] != ablation["train"]["epochs"]
+    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "ablation.yaml"),
+                      str(ROOT / "configs" / "study.yaml"), "--config", "seeds=[0]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("rule train:") == len(trained)
+    assert result.stdout.count("rule predict:") == len(experiments)
+    outputs = re.findall(r"output: (\S+)", result.stdout)
+    assert outputs and all(o.startswith(study["results_dir"] + "/") for o in outputs), outputs
+    assert "results/study/models/ndmha_l1_only.seed0/model.pt" in result.stdout
 
 @pytest.mark.long
 def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: Path,
