@@ -147,17 +147,27 @@ def first_runs(experiments: dict[str, Experiment]) -> list[str]:
     return list(firsts.values())
 
 
+def _own_training(experiment: Experiment) -> dict[str, Any]:
+    """What an experiment changes of the shared ``train`` settings, its seed aside: two
+    experiments with the same train at an equal budget (steps, images, batch, schedule)."""
+    return {k: v for k, v in experiment.train.items() if k != "seed"}
+
+
 def default_comparisons(experiments: dict[str, Experiment]) -> list[list[str]]:
     """The paired comparisons a study makes unless ``comparisons`` names them: every ablation
-    against its ``reference``; NDMHA and the released network against the baseline U-Net; every
-    trained experiment against the best training-free one (``floor``). By experiment (group)."""
+    against its ``reference``; NDMHA and the released network against the baseline U-Net (the
+    first one trained at their own budget, i.e. with the same train settings, where the config
+    has one; else the first U-Net); every trained experiment against the best training-free one
+    (``floor``). By experiment (group)."""
     groups = {e.group: e for e in experiments.values()}  # the first run stands for its group
     trained = [g for g, e in groups.items() if e.trained]
-    baseline = next((g for g in trained if groups[g].architecture == "baseline"), None)
+    baselines = [g for g in trained if groups[g].architecture == "baseline"]
     pairs = [[g, e.reference] for g, e in groups.items() if e.reference]
-    if baseline:
-        pairs += [[g, baseline] for g in trained if not groups[g].reference
-                  and groups[g].architecture in ("ndmha", "ndmha_released")]
+    for g in trained:
+        if baselines and not groups[g].reference and \
+                groups[g].architecture in ("ndmha", "ndmha_released"):
+            pairs.append([g, next((b for b in baselines if _own_training(groups[b])
+                                   == _own_training(groups[g])), baselines[0])])
     if any(e.kind == "training-free" for e in groups.values()):
         pairs += [[g, "floor"] for g in trained]
     return [list(p) for p in dict.fromkeys(tuple(p) for p in pairs)]

@@ -99,3 +99,22 @@ def test_seeds_expand_trained_experiments_only() -> None:
         ["ablated", "floor"]]
     unseeded = resolve_experiments({k: v for k, v in config.items() if k != "seeds"})
     assert "baseline" in unseeded and unseeded["baseline"].seed is None  # today's names
+
+
+def test_networks_are_compared_with_the_u_net_at_their_own_budget() -> None:
+    """With a U-Net at a longer budget first and one at the networks' budget second (the
+    study's), NDMHA and the released network are set against the second; without such a U-Net,
+    against the first."""
+    loss = {"baseline": {"l1": 1.0}, "ndmha": {"l1": 1.0}, "ndmha_released": {"l1": 1.0}}
+    experiments = {"baseline": {"architecture": "baseline", "train": {"epochs": 32}},
+                   "baseline_short": {"architecture": "baseline"},
+                   "ndmha": {"architecture": "ndmha"},
+                   "ndmha_released": {"architecture": "ndmha_released"},
+                   "ndmha_long": {"architecture": "ndmha", "train": {"epochs": 32}}}
+    config = {"seeds": [0, 1], "loss": loss, "experiments": experiments}
+    pairs = default_comparisons(resolve_experiments(config))
+    assert ["ndmha", "baseline_short"] in pairs and ["ndmha_released", "baseline_short"] in pairs
+    assert ["ndmha_long", "baseline"] in pairs
+    del experiments["baseline_short"]
+    pairs = default_comparisons(resolve_experiments(config))
+    assert ["ndmha", "baseline"] in pairs and ["ndmha_released", "baseline"] in pairs

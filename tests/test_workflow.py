@@ -425,8 +425,8 @@ def test_training_free_jobs_ask_for_no_gpu(tmp_path: Path) -> None:
 
 
 def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -> None:
-    """configs/study.yaml (about 2 h 25 min per seed on 2 cores when run): valid, its DAG trains
-    the three networks with three seeds each and scores the three training-free methods once,
+    """configs/study.yaml (about 2 h 35 min per seed on 2 cores when run): valid, its DAG trains
+    the four networks with three seeds each and scores the three training-free methods once,
     its split holds validation images out of training (the curves never monitor the test
     split), and its header's one-seed command gives one run per network."""
     import ndmha.config
@@ -436,17 +436,20 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     experiments = ndmha.config.resolve_experiments(config)
     kinds = {e.group: e.kind for e in experiments.values()}
     assert sorted(n for n, k in kinds.items() if k == "trained") == [
-        "baseline", "ndmha", "ndmha_released"]
+        "baseline", "baseline_2000", "ndmha", "ndmha_released"]
     assert sorted(n for n, k in kinds.items() if k == "training-free") == [
         "biharmonic", "navier_stokes", "telea"]
     assert sorted(e.seed for e in experiments.values() if e.group == "ndmha") == [0, 1, 2]
+    # the networks are compared with the U-Net trained at their budget, not the longer one
+    pairs = ndmha.config.default_comparisons(experiments)
+    assert ["ndmha", "baseline_2000"] in pairs and ["ndmha_released", "baseline_2000"] in pairs
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("rule train:") == 9 and result.stdout.count("rule predict:") == 12
+    assert result.stdout.count("rule train:") == 12 and result.stdout.count("rule predict:") == 15
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"),
                       "--config", "seeds=[0]")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("rule train:") == 3 and "baseline.seed0" in result.stdout
+    assert result.stdout.count("rule train:") == 4 and "baseline.seed0" in result.stdout
 
 
 
