@@ -5,9 +5,9 @@ For a training run's checkpoint (``results/<study>/checkpoints/<experiment>/last
 fresh initialisation, on fixed batches of a split of the manifest (their manifest masks), the
 gradient of every weighted term of the objective (``weight_k * term_k``: L1 of both outputs,
 adversarial, perceptual, edge) with respect to the generator's parameters, per stage (the
-parameters' first name: ``coarse``, ``fine``, ...), beside the gradient of the hole's mean
-squared error of the final output, the quantity composite PSNR measures (outside the hole the
-composite is the input, so only the hole counts). For each term: its value, its gradient norm
+parameters' first name: ``coarse``, ``fine``, ...), beside the gradient of the mean squared
+error of the composite (``ndmha.metrics.composite``: the prediction in the hole, the input
+elsewhere), the quantity composite PSNR measures: only the hole's pixels reach the generator. For each term: its value, its gradient norm
 per stage and in all, and the cosine between its gradient and the PSNR direction (1: raises
 PSNR at full speed, 0: orthogonal, below 0: lowers it). The sum of the terms is the step the
 optimizer takes (before Adam's per-parameter scaling and the clip).
@@ -28,11 +28,13 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from _common import LOSSES, bench_trainer, machine, print_table
 from torch.utils.data import DataLoader
 
 from ndmha.checkpoints import load_torch
 from ndmha.data.dataset import InpaintingDataset
+from ndmha.metrics import composite
 from ndmha.train import forward_stages
 
 
@@ -45,12 +47,15 @@ def flat_grads(loss: torch.Tensor, params: dict[str, torch.nn.Parameter]
             for (name, p), g in zip(params.items(), grads)}
 
 
+def norm(grads: dict[str, torch.Tensor], stage: str | None = None) -> float:
+    """The gradient's norm over every parameter, or over those of one stage."""
+    return math.sqrt(sum(float(g.pow(2).sum()) for n, g in grads.items()
+                         if stage is None or n.split(".")[0] == stage))
+
+
 def summarise(grads: dict[str, torch.Tensor], stages: list[str]) -> dict[str, float]:
     """Gradient norm per stage and in all."""
-    out = {f"|g| {stage}": math.sqrt(sum(float(g.pow(2).sum()) for n, g in grads.items()
-                                         if n.split(".")[0] == stage)) for stage in stages}
-    out["|g| all"] = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
-    return out
+    return {**{f"|g| {stage}": norm(grads, stage) for stage in stages}, "|g| all": norm(grads)}
 
 
 def main() -> None:
@@ -87,10 +92,9 @@ def main() -> None:
         image, mask, target = batch["image"], batch["mask"], batch["target"]
         coarse, pred = forward_stages(model, image, mask)
         _, parts = objective(pred, target, mask, image, coarse)
-        hole_mse = ((pred - target) * mask).pow(2).sum() / (mask.sum() * 3).clamp_min(1)
-        psnr_dir = flat_grads(hole_mse, params)
-        psnr_dir = {n: -g for n, g in psnr_dir.items()}  # descending the MSE raises PSNR
-        psnr_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in psnr_dir.values()))
+        mse = F.mse_loss(composite(pred, image, mask), target)
+        psnr_dir = {n: -g for n, g in flat_grads(mse, params).items()}  # its descent: PSNR up
+        psnr_norm = norm(psnr_dir)
         terms = {name: objective.weights[name] * value for name, value in parts.items()}
         terms["total"] = sum(terms.values())
         for name, term in terms.items():
@@ -105,7 +109,7 @@ def main() -> None:
     rows = [{"term (weighted)": name, **{k: v / n_batches for k, v in values.items()}}
             for name, values in sums.items()]
     print_table(f"{args.architecture}, {where}: gradient of each weighted loss term against "
-                f"the hole MSE's descent, {args.split} split, {n_batches} batches of "
+                f"the composite MSE's descent, {args.split} split, {n_batches} batches of "
                 f"{args.batch}, {machine(device)}", rows)
 
 

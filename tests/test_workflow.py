@@ -452,7 +452,6 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     assert result.stdout.count("rule train:") == 4 and "baseline.seed0" in result.stdout
 
 
-
 def test_ablations_run_on_the_study_data_with_both_configs(tmp_path: Path) -> None:
     """configs/ablation.yaml's header command: given before configs/study.yaml, the ablations
     join the study's experiments in the study's results folder (its data, split and training
@@ -477,6 +476,7 @@ def test_ablations_run_on_the_study_data_with_both_configs(tmp_path: Path) -> No
     outputs = re.findall(r"output: (\S+)", result.stdout)
     assert outputs and all(o.startswith(study["results_dir"] + "/") for o in outputs), outputs
     assert "results/study/models/ndmha_l1_only.seed0/model.pt" in result.stdout
+
 
 @pytest.mark.long
 def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: Path,
