@@ -162,7 +162,8 @@ def default_comparisons(experiments: dict[str, Experiment]) -> list[list[str]]:
     groups = {e.group: e for e in experiments.values()}  # the first run stands for its group
     trained = [g for g, e in groups.items() if e.trained]
     baselines = [g for g in trained if groups[g].architecture == "baseline"]
-    pairs = [[g, e.reference] for g, e in groups.items() if e.reference]
+    # an ablation whose reference ``only`` left out has no pair
+    pairs = [[g, e.reference] for g, e in groups.items() if e.reference in groups]
     for g in trained:
         if baselines and not groups[g].reference and \
                 groups[g].architecture in ("ndmha", "ndmha_released"):
@@ -199,6 +200,9 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     per seed, as runs named ``<name>.seed<s>`` whose ``train.seed`` is ``s`` (``group`` names the
     experiment); without ``seeds`` each experiment is one run under its own name, as before.
     Training-free, imported and external experiments run once whatever ``seeds`` says.
+
+    ``only: [a, b]`` keeps those experiments of the config and drops the rest (a part of a study,
+    its tables over what it ran); the dropped ones are still checked, so a reference stays valid.
     """
     if "models" in cfg and "experiments" in cfg:
         raise ExperimentError("experiments", "give either models (one experiment per "
@@ -255,4 +259,10 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
         if name not in entries and name not in ARCHITECTURE_LABELS:
             raise ExperimentError("train.per_model", f"'{name}' is neither an experiment "
                                                      f"({list(experiments)}) nor an architecture")
+    only = cfg.get("only")
+    if only:
+        unknown = [n for n in only if n not in entries]
+        if unknown:
+            raise ExperimentError("only", f"'{unknown[0]}' is not an experiment ({list(entries)})")
+        experiments = {n: e for n, e in experiments.items() if e.group in only}
     return experiments

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ndmha.config import default_comparisons, first_runs, resolve_experiments, run_name
+from ndmha.config import (
+    ExperimentError,
+    default_comparisons,
+    first_runs,
+    resolve_experiments,
+    run_name,
+)
 from ndmha.uncertainty import holm, paired_difference, seed_interval, seeds_to_resolve
 
 
@@ -118,3 +124,25 @@ def test_networks_are_compared_with_the_u_net_at_their_own_budget() -> None:
     del experiments["baseline_short"]
     pairs = default_comparisons(resolve_experiments(config))
     assert ["ndmha", "baseline"] in pairs and ["ndmha_released", "baseline"] in pairs
+
+
+def test_only_keeps_a_part_of_the_study_and_its_pairs() -> None:
+    """``only`` drops the other experiments (and the pairs they were in), keeps the seeds of the
+    ones named, and names itself when it names no experiment."""
+    loss = {"baseline": {"l1": 1.0}, "ndmha": {"l1": 1.0}, "ndmha_released": {"l1": 1.0}}
+    experiments = {"biharmonic": {"architecture": "biharmonic"},
+                   "baseline": {"architecture": "baseline"},
+                   "ndmha": {"architecture": "ndmha"},
+                   "ndmha_l1": {"architecture": "ndmha", "reference": "ndmha"},
+                   "ndmha_released": {"architecture": "ndmha_released"}}
+    config = {"seeds": [0, 1], "loss": loss, "experiments": experiments,
+              "only": ["biharmonic", "baseline", "ndmha_released", "ndmha_l1"]}
+    runs = resolve_experiments(config)
+    assert list(runs) == ["biharmonic", "baseline.seed0", "baseline.seed1", "ndmha_l1.seed0",
+                          "ndmha_l1.seed1", "ndmha_released.seed0", "ndmha_released.seed1"]
+    pairs = default_comparisons(runs)
+    assert ["ndmha_released", "baseline"] in pairs and ["ndmha_l1", "floor"] in pairs
+    assert not [p for p in pairs if "ndmha" in p]  # its reference left out: no pair with it
+    with pytest.raises(ExperimentError) as err:
+        resolve_experiments({**config, "only": ["baseline", "unet"]})
+    assert err.value.key == "only" and "'unet'" in err.value.message

@@ -450,6 +450,12 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
                       "--config", "seeds=[0]")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("rule train:") == 4 and "baseline.seed0" in result.stdout
+    # a part of the study (this session's runs): only its experiments' jobs, the tables over them
+    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"), "--config",
+                      "only=[biharmonic, baseline_2000, ndmha_released]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("rule train:") == 6 and result.stdout.count("rule predict:") == 7
+    assert "ndmha.seed0" not in result.stdout and "telea" not in result.stdout
 
 
 def test_ablations_run_on_the_study_data_with_both_configs(tmp_path: Path) -> None:
