@@ -363,7 +363,10 @@ def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
     members: dict[str, dict[int | None, str]] = {}
     for run in frames:
         info = (runs or {}).get(run, {})
-        members.setdefault(info.get("group", run), {})[info.get("seed")] = run
+        seed = info.get("seed")
+        if seed is None and info.get("trained"):
+            seed = uncertainty.UNSEEDED  # one training run: its seed spread is unknown
+        members.setdefault(info.get("group", run), {})[seed] = run
     resolved = [[floor if x == "floor" else x for x in pair] for pair in pairs]
     resolved = [pair for pair in resolved if None not in pair and pair[0] != pair[1]]
     rows = []

@@ -15,7 +15,7 @@ two sources move a number: the seed (initialisation, data order, training masks)
   (resampling images would duplicate them inside one distribution, which biases both).
 - **A paired comparison** (:func:`paired_difference`): a − b per image, on the same images and
   masks; its mean over images for each seed pair (seeds matched by value where both have them,
-  a run without seeds paired with each of the other's), and the seed-aware 95 % t-interval over
+  a run that does not vary with the seed, e.g. the floor, paired with each of the other's), and the seed-aware 95 % t-interval over
   those per-seed differences: the only basis of "distinguishable". Separately, labelled "this
   trained model", the first pair's per-image differences: their t-interval over images and the
   Wilcoxon signed-rank test, which say whether *these two trained models* differ on this test set,
@@ -35,6 +35,9 @@ import pandas as pd
 from scipy import stats
 
 LEVEL = 0.95
+#: the key of a trained run without ``seeds`` in a paired comparison: one seed of its own, never
+#: broadcast over the other side's seeds as a training-free run (key None) is
+UNSEEDED = "unseeded"
 #: metrics with a seed interval (the per-image ones); FID and KID get the spread only
 INTERVAL_METRICS = ("psnr", "ssim", "l1", "lpips")
 SPREAD_METRICS = ("fid", "kid")
@@ -79,25 +82,26 @@ def seeds_to_resolve(sd: float | None, difference: float, limit: int = 1000) -> 
     return None
 
 
-def _pairs(a: dict[int | None, pd.Series], b: dict[int | None, pd.Series]
+def _pairs(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
            ) -> list[tuple[pd.Series, pd.Series]]:
-    """Seed pairs: matched by seed value where both have seeds, a single run paired with each
-    run of the other, otherwise matched in order."""
-    if len(b) == 1:
-        (only,) = b.values()
-        return [(x, only) for x in a.values()]
-    if len(a) == 1:
-        (only,) = a.values()
-        return [(only, y) for y in b.values()]
+    """Seed pairs: matched by seed value; a run that does not vary with the seed (its key None:
+    training-free, imported, external) paired with each run of the other; otherwise in order.
+    A trained side of one seed beside three gives one pair, not three: the other side's seeds
+    do not stand in for its own (they would give an interval without its seed spread)."""
+    if list(b) == [None]:
+        return [(x, b[None]) for x in a.values()]
+    if list(a) == [None]:
+        return [(a[None], y) for y in b.values()]
     common = [s for s in a if s in b]
     if common:
         return [(a[s], b[s]) for s in common]
     return list(zip(a.values(), b.values()))
 
 
-def paired_difference(a: dict[int | None, pd.Series], b: dict[int | None, pd.Series]
+def paired_difference(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
                       ) -> dict[str, Any]:
-    """a − b for one metric: ``a`` and ``b`` map each run's seed (None without seeds) to its
+    """a − b for one metric: ``a`` and ``b`` map each run's seed (None for a run that does not
+    vary with the seed; :data:`UNSEEDED` for a trained run without seeds) to its
     per-image values indexed by test id. Returns the mean difference, the seed-aware interval
     and t-test p-value over per-seed differences (None with one pair), and the first pair's
     per-image interval and Wilcoxon p-value ("this trained model")."""

@@ -14,7 +14,13 @@ from ndmha.config import (
     resolve_experiments,
     run_name,
 )
-from ndmha.uncertainty import holm, paired_difference, seed_interval, seeds_to_resolve
+from ndmha.uncertainty import (
+    UNSEEDED,
+    holm,
+    paired_difference,
+    seed_interval,
+    seeds_to_resolve,
+)
 
 
 def _crossed(rng: np.random.Generator, mean: float, seeds: int, images: np.ndarray,
@@ -70,6 +76,12 @@ def test_paired_difference_pairs_seeds_and_a_single_run() -> None:
     assert result["model_difference"] == pytest.approx(1.0)  # the first pair: seed 0
     single = paired_difference({None: model[0]}, floor)
     assert single["ci_low"] is None and single["p_seeds"] is None  # not claimable
+    # a trained network of one seed against one of two: one pair (the seeds of the other are
+    # not its own), so no interval, whichever side it is on and whether its seed is shared
+    for one in ({0: model[0]}, {5: model[0]}, {UNSEEDED: model[0]}):
+        for sides in ((one, model), (model, one)):
+            result = paired_difference(*sides)
+            assert result["seed_pairs"] == 1 and result["ci_low"] is None, (one.keys(), sides)
     with pytest.raises(ValueError, match="same test images"):
         paired_difference(model, {None: pd.Series([1.0, 2.0], index=["x", "y"])})
 

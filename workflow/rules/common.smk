@@ -108,7 +108,8 @@ ENV = "../../envs/ndmha.yaml"
 # figure of one run says its seed (run_label)
 LABELS = {**{e.group: e.label for e in EXPERIMENTS.values()},
           **{name: e.label for name, e in EXPERIMENTS.items()}}
-RUNS = {name: {"group": e.group, "seed": e.seed} for name, e in EXPERIMENTS.items()}
+RUNS = {name: {"group": e.group, "seed": e.seed, "trained": e.trained}
+        for name, e in EXPERIMENTS.items()}
 # one run stands for each experiment in the image grids (its first seed)
 REPRESENTATIVE = first_runs(EXPERIMENTS)
 COMPARISONS = config.get("comparisons") or default_comparisons(EXPERIMENTS)
