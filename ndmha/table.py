@@ -360,7 +360,7 @@ def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
               for run, path in per_image.items()}
     floors = [s for s in summaries if is_floor(s)]
     floor = max(floors, key=lambda s: s["psnr"])["experiment"] if floors else None
-    members: dict[str, dict[int | None, str]] = {}
+    members: dict[str, dict[int | str | None, str]] = {}  # experiment -> seed key -> run
     for run in frames:
         info = (runs or {}).get(run, {})
         seed = info.get("seed")

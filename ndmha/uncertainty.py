@@ -15,11 +15,11 @@ two sources move a number: the seed (initialisation, data order, training masks)
   (resampling images would duplicate them inside one distribution, which biases both).
 - **A paired comparison** (:func:`paired_difference`): a − b per image, on the same images and
   masks; its mean over images for each seed pair (seeds matched by value where both have them,
-  a run that does not vary with the seed, e.g. the floor, paired with each of the other's), and the seed-aware 95 % t-interval over
-  those per-seed differences: the only basis of "distinguishable". Separately, labelled "this
-  trained model", the first pair's per-image differences: their t-interval over images and the
-  Wilcoxon signed-rank test, which say whether *these two trained models* differ on this test set,
-  not whether the configurations do (200 images can separate two models that a change of seed
+  a run that does not vary with the seed, e.g. the floor, paired with each of the other's), and
+  the seed-aware 95 % t-interval over those per-seed differences: the only basis of
+  "distinguishable". Separately, labelled "this trained model", the first pair's per-image
+  differences: their t-interval over images and the Wilcoxon signed-rank test, which say whether
+  *these two trained models* differ on this test set, not whether the configurations do (200 images can separate two models that a change of seed
   moves by more than their difference).
 - **Several comparisons**: Holm's step-down correction of the seed-level t-tests' p-values
   (:func:`holm`; scipy has none, and statsmodels is not a dependency for six lines).
