@@ -19,8 +19,8 @@ two sources move a number: the seed (initialisation, data order, training masks)
   the seed-aware 95 % t-interval over those per-seed differences: the only basis of
   "distinguishable". Separately, labelled "this trained model", the first pair's per-image
   differences: their t-interval over images and the Wilcoxon signed-rank test, which say whether
-  *these two trained models* differ on this test set, not whether the configurations do (200 images can separate two models that a change of seed
-  moves by more than their difference).
+  *these two trained models* differ on this test set, not whether the configurations do (200
+  images can separate two models that a change of seed moves by more than their difference).
 - **Several comparisons**: Holm's step-down correction of the seed-level t-tests' p-values
   (:func:`holm`; scipy has none, and statsmodels is not a dependency for six lines).
 """
