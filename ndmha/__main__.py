@@ -95,6 +95,17 @@ def export_command(args: argparse.Namespace) -> None:
     print(f"{args.out}: {count} {args.split} images in the {args.layout} layout")
 
 
+def compare_recorded(args: argparse.Namespace) -> None:
+    """The seed-aware paired comparisons of runs recorded in a CSV, as Markdown."""
+    from ndmha.table import recorded_comparisons, to_markdown
+
+    table, note = recorded_comparisons(args.runs, args.pair)
+    if args.metric:
+        table = table[table.metric.isin(args.metric)]
+    print(to_markdown(table.drop(columns=[c for c in table.columns if c.startswith("model_")]),
+                      note))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,15 +167,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="lama: <id>.png beside <id>_mask.png; release: input/, mask/, target/")
     p.add_argument("--split", default="test", help="the split to export (default test)")
     p.set_defaults(func=export_command)
+    p = commands.add_parser("compare-recorded", help="paired comparisons of recorded runs",
+                            description="Seed-aware paired comparisons (the workflow's "
+                            "comparisons.md without its per-image columns) from a CSV of "
+                            "recorded per-seed test means, e.g. docs/study_runs.csv: runs of "
+                            "several sessions on the same test images.")
+    p.add_argument("runs", help="CSV: experiment, seed, kind, test_images and the metrics")
+    p.add_argument("--pair", nargs=2, action="append", required=True, metavar=("A", "B"),
+                   help="a − b (repeat; 'floor' is the best training-free row)")
+    p.add_argument("--metric", action="append", default=None,
+                   help="only these metrics (repeat; default every recorded one)")
+    p.set_defaults(func=compare_recorded)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    from ndmha.errors import ConfigError
+    from ndmha.errors import ConfigError, DataError
 
     try:
         args.func(args)
-    except ConfigError as error:  # bad input: one line naming the file or key, no traceback
+    except (ConfigError, DataError) as error:  # bad input: one line naming the file or key
         print(f"ndmha {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

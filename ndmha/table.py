@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ndmha import uncertainty
+from ndmha.errors import DataError
 from ndmha.io import atomic_open
 from ndmha.models import build_model, count_gmac
 
@@ -382,17 +383,82 @@ def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
                           "b": label_of({"experiment": b}, labels), "metric": metric,
                           **result, "seeds_to_resolve": uncertainty.seeds_to_resolve(
                               result["seed_sd"], result["difference"])})
-        for row, adjusted in zip(block, uncertainty.holm([r["p_seeds"] for r in block])):
-            row["p_holm"] = adjusted
-            row["distinguishable"] = ("one seed pair: not claimable" if adjusted is None
-                                      else "yes" if adjusted < 0.05 else "no")
-        rows += block
-    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    made = len(resolved)
-    note = (f"{made} comparisons (a − b; for l1 and lpips lower is better), each on every "
-            "metric; Holm's correction over the comparisons, per metric, at 5 %. "
+        rows += _verdicts(block)
+    return (pd.DataFrame(rows, columns=COMPARISON_COLUMNS),
+            _comparisons_note(len(resolved)) + uncertainty.METHOD_NOTE)
+
+
+def _verdicts(block: list[dict]) -> list[dict]:
+    """One metric's comparisons with Holm's adjusted p-values and "distinguishable" (from the
+    seed-aware test only)."""
+    for row, adjusted in zip(block, uncertainty.holm([r["p_seeds"] for r in block])):
+        row["p_holm"] = adjusted
+        row["distinguishable"] = ("one seed pair: not claimable" if adjusted is None
+                                  else "yes" if adjusted < 0.05 else "no")
+    return block
+
+
+def _comparisons_note(made: int) -> str:
+    return (f"{made} comparisons (a − b; for l1 and lpips lower is better), each on every "
+            "metric; Holm's correction over the comparisons, per metric, at 5 %. ")
+
+
+#: the columns of a file of recorded runs (:func:`recorded_comparisons`); metrics as available
+RECORDED_COLUMNS = ("experiment", "seed", "kind", "test_images")
+
+
+def recorded_comparisons(path: str | Path, pairs: list[list[str]]
+                         ) -> tuple[pd.DataFrame, str]:
+    """The seed-aware half of :func:`comparisons_table` from a CSV of recorded per-seed test
+    means (one row per run: ``experiment``, ``seed`` (blank for a run that does not vary with
+    it), ``kind`` (``trained`` or ``training-free``), ``test_images`` and the metrics), for runs
+    no longer on disk or made in different sessions on the same test images. ``floor`` in a pair
+    is the training-free row with the best PSNR. The "this trained model" columns need the
+    per-image files and stay blank."""
+    path = Path(path)
+    try:
+        runs = pd.read_csv(path, dtype={"experiment": str, "kind": str}, comment="#")
+    except (OSError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: cannot read the recorded runs: {error}") from error
+    missing = [c for c in RECORDED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise DataError(f"{path}: recorded runs need the columns {missing}")
+    if runs.duplicated(["experiment", "seed"]).any():
+        twice = runs[runs.duplicated(["experiment", "seed"], keep=False)]
+        raise DataError(f"{path}: a run is recorded twice: "
+                          f"{sorted(set(zip(twice.experiment, twice.seed.astype(str))))}")
+    if runs.test_images.nunique() != 1:
+        raise DataError(f"{path}: the runs were scored on different test sets (test_images "
+                          f"{sorted(runs.test_images.unique())}): not paired")
+    floors = runs[runs.kind == "training-free"]
+    floor = floors.loc[floors.psnr.idxmax(), "experiment"] if len(floors) else None
+    if floor is None and any("floor" in pair for pair in pairs):
+        raise DataError(f"{path}: 'floor' needs a training-free run; none is recorded")
+    resolved = [[floor if x == "floor" else x for x in pair] for pair in pairs]
+    unknown = sorted({x for pair in resolved for x in pair} - set(runs.experiment))
+    if unknown:
+        raise DataError(f"{path}: no recorded run of {unknown}")
+    groups = {name: {(None if pd.isna(seed) else int(seed)): row for seed, row in
+                     zip(group.seed, group.to_dict("records"))}
+              for name, group in runs.groupby("experiment")}
+    rows = []
+    for metric in (m for m in uncertainty.INTERVAL_METRICS if m in runs.columns):
+        block = []
+        for a, b in resolved:
+            sides = [{seed: row[metric] for seed, row in groups[x].items()} for x in (a, b)]
+            if any(pd.isna(v) for side in sides for v in side.values()):
+                continue
+            result = uncertainty.paired_means(*sides)
+            block.append({"a": a, "b": b, "metric": metric, **result,
+                          "seeds_to_resolve": uncertainty.seeds_to_resolve(
+                              result["seed_sd"], result["difference"]),
+                          "images": int(runs.test_images.iloc[0])})
+        rows += _verdicts(block)
+    note = (_comparisons_note(len(resolved)) + f"From the recorded per-seed means of {path.name} "
+            "(the same test images): a seed pair's mean difference is the difference of its "
+            "means; the 'this trained model' columns need per-image files and are blank. "
             + uncertainty.METHOD_NOTE)
-    return table, note
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS), note
 
 
 def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,

@@ -21,6 +21,9 @@ two sources move a number: the seed (initialisation, data order, training masks)
   differences: their t-interval over images and the Wilcoxon signed-rank test, which say whether
   *these two trained models* differ on this test set, not whether the configurations do (200
   images can separate two models that a change of seed moves by more than their difference).
+- **Recorded runs** (:func:`paired_means`; ``python -m ndmha compare-recorded``): the seed-aware
+  half from per-seed means alone, for runs of several sessions whose per-image files are gone
+  (on the same images the mean of the differences is the difference of the means).
 - **Several comparisons**: Holm's step-down correction of the seed-level t-tests' p-values
   (:func:`holm`; scipy has none, and statsmodels is not a dependency for six lines).
 """
@@ -82,8 +85,7 @@ def seeds_to_resolve(sd: float | None, difference: float, limit: int = 1000) -> 
     return None
 
 
-def _pairs(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
-           ) -> list[tuple[pd.Series, pd.Series]]:
+def _pairs(a: dict[Any, Any], b: dict[Any, Any]) -> list[tuple[Any, Any]]:
     """Seed pairs: matched by seed value; a run that does not vary with the seed (its key None:
     training-free, imported, external) paired with each run of the other; otherwise in order.
     A trained side of one seed beside three gives one pair, not three: the other side's seeds
@@ -98,6 +100,24 @@ def _pairs(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
     return list(zip(a.values(), b.values()))
 
 
+def seed_difference(per_seed: Sequence[float]) -> dict[str, Any]:
+    """The seed-level half of a paired comparison: the mean of the per-seed-pair differences,
+    their sd, the 95 % t-interval and the one-sample t-test's p-value (None with one pair)."""
+    seeds = t_interval(per_seed)
+    p_seed = (float(stats.ttest_1samp(per_seed, 0.0).pvalue)
+              if len(per_seed) > 1 and (seeds["sd"] or 0) > 0 else None)
+    return {"difference": seeds["mean"], "seed_pairs": len(per_seed), "seed_sd": seeds["sd"],
+            "ci_low": seeds["low"], "ci_high": seeds["high"], "p_seeds": p_seed}
+
+
+def paired_means(a: dict[Any, float], b: dict[Any, float]) -> dict[str, Any]:
+    """a − b from per-seed *means* on the same test images (seed keys as in
+    :func:`paired_difference`): on the same images a seed pair's mean per-image difference is the
+    difference of its two means, so the seed-aware half of a comparison needs no per-image
+    files; the "this trained model" half does, and is absent here."""
+    return seed_difference([float(x) - float(y) for x, y in _pairs(a, b)])
+
+
 def paired_difference(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
                       ) -> dict[str, Any]:
     """a − b for one metric: ``a`` and ``b`` map each run's seed (None for a run that does not
@@ -109,18 +129,13 @@ def paired_difference(a: dict[Any, pd.Series], b: dict[Any, pd.Series]
     for x, y in pairs:
         if not x.index.equals(y.index) and set(x.index) != set(y.index):
             raise ValueError("a paired comparison needs the same test images on both sides")
-    per_seed = [float((x - y.reindex(x.index)).mean()) for x, y in pairs]
-    seeds = t_interval(per_seed)
-    p_seed = (float(stats.ttest_1samp(per_seed, 0.0).pvalue)
-              if len(per_seed) > 1 and (seeds["sd"] or 0) > 0 else None)
+    result = seed_difference([float((x - y.reindex(x.index)).mean()) for x, y in pairs])
     x, y = pairs[0]
     per_image = (x - y.reindex(x.index)).to_numpy(dtype=np.float64)
     images = t_interval(per_image)
     nonzero = per_image[per_image != 0]
     p_images = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) > 0 else 1.0
-    return {"difference": seeds["mean"], "seed_pairs": len(per_seed), "seed_sd": seeds["sd"],
-            "ci_low": seeds["low"], "ci_high": seeds["high"], "p_seeds": p_seed,
-            "model_difference": images["mean"], "model_ci_low": images["low"],
+    return {**result, "model_difference": images["mean"], "model_ci_low": images["low"],
             "model_ci_high": images["high"], "model_wilcoxon_p": p_images,
             "images": len(per_image)}
 

@@ -7,6 +7,7 @@ executor plugin is missing. tests/cluster/start_slurm.sh documents the setup.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,6 +38,13 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> None:
         ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.strip() == "idle"
     state = tmp_path_factory.mktemp("slurm-state")
     if not already:
+        # the one node gets the CPUs this process may run on (start_slurm.sh: nproc); a job asking
+        # for more pends forever (PartitionConfig), e.g. under taskset -c 0 beside a training run
+        usable = len(os.sched_getaffinity(0))
+        needed = max(r.get("threads", 1) for r in CONFIG["resources"].values())
+        if usable < needed:
+            pytest.skip(f"this process may use {usable} CPU(s) and a job asks for {needed}: "
+                        "a one-node SLURM here could not schedule it")
         started = subprocess.run(["bash", str(CLUSTER / "start_slurm.sh"), str(state)],
                                  capture_output=True, text=True, timeout=600)
         if started.returncode != 0:

@@ -14,10 +14,14 @@ from ndmha.config import (
     resolve_experiments,
     run_name,
 )
+from ndmha.__main__ import main
+from ndmha.errors import DataError
+from ndmha.table import comparisons_table, recorded_comparisons
 from ndmha.uncertainty import (
     UNSEEDED,
     holm,
     paired_difference,
+    paired_means,
     seed_interval,
     seeds_to_resolve,
 )
@@ -84,6 +88,88 @@ def test_paired_difference_pairs_seeds_and_a_single_run() -> None:
             assert result["seed_pairs"] == 1 and result["ci_low"] is None, (one.keys(), sides)
     with pytest.raises(ValueError, match="same test images"):
         paired_difference(model, {None: pd.Series([1.0, 2.0], index=["x", "y"])})
+
+
+def test_recorded_means_give_the_per_image_comparisons(tmp_path) -> None:
+    """The seed-aware half of a comparison from recorded per-seed means (runs of several
+    sessions, no per-image files left) equals the one the workflow computes from the per-image
+    files: on the same images the mean of the differences is the difference of the means. They
+    differ only by float64 summation order: 200 terms near 30 dB, each sum off by at most
+    200 * 30 * 2**-52 ≈ 1.3e-12, so 1e-9 is a bound, not a fit."""
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 2.0, 200)
+    configurations = {"net": _crossed(rng, 26.2, 3, images, 0.1, 0.5),
+                      "unet": _crossed(rng, 27.2, 3, images, 0.1, 0.5),
+                      "floor_a": {None: _crossed(rng, 28.3, 1, images, 0, 0.3)[0]},
+                      "floor_b": {None: _crossed(rng, 27.0, 1, images, 0, 0.3)[0]}}
+    per_image, runs, summaries, recorded = {}, {}, [], []
+    for name, seeds in configurations.items():
+        kind = "training-free" if None in seeds else "trained"
+        for seed, values in seeds.items():
+            run = name if seed is None else f"{name}.seed{seed}"
+            path = tmp_path / f"{run}.csv"
+            frame = pd.DataFrame({"id": values.index, "psnr": values.to_numpy(),
+                                  "ssim": values.to_numpy() / 40, "l1": 1 / values.to_numpy(),
+                                  "lpips": np.nan})
+            frame.to_csv(path, index=False)
+            per_image[run] = path
+            runs[run] = {"seed": seed, "trained": kind == "trained", "group": name}
+            recorded.append({"experiment": name, "seed": seed, "kind": kind, "test_images": 200,
+                             **frame[["psnr", "ssim", "l1"]].mean().to_dict()})
+        summaries.append({"experiment": name, "kind": kind,
+                          "psnr": float(np.mean([v.mean() for v in seeds.values()]))})
+    pd.DataFrame(recorded).to_csv(tmp_path / "runs.csv", index=False)
+    pairs = [["net", "unet"], ["net", "floor"], ["unet", "floor"]]
+    full, _ = comparisons_table(pairs, per_image, summaries, runs)
+    short, note = recorded_comparisons(tmp_path / "runs.csv", pairs)
+    assert "runs.csv" in note and len(full) == len(short) == 9  # 3 pairs x psnr, ssim, l1
+    assert set(short.b) == {"unet", "floor_a"}  # the floor: the better training-free row
+    for column in ("difference", "seed_sd", "ci_low", "ci_high", "p_seeds", "p_holm"):
+        assert np.allclose(full[column].astype(float), short[column].astype(float),
+                           rtol=0, atol=1e-9), column
+    assert list(full.distinguishable) == list(short.distinguishable)
+    assert short.model_difference.isna().all()  # "this trained model" needs per-image files
+    # a direct pair of means
+    assert paired_means({0: 2.0, 1: 3.0}, {None: 1.0})["difference"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("rows, match", [
+    ("experiment,seed,kind,psnr\nnet,0,trained,26\n", "columns"),
+    ("experiment,seed,kind,test_images,psnr\nnet,0,trained,200,26\nnet,0,trained,200,27\n",
+     "recorded twice"),
+    ("experiment,seed,kind,test_images,psnr\nnet,0,trained,200,26\nb,,training-free,40,27\n",
+     "different test sets"),
+    ("experiment,seed,kind,test_images,psnr\nnet,0,trained,200,26\n", "needs a training-free"),
+    ("experiment,seed,kind,test_images,psnr\nnt,0,trained,200,26\nb,,training-free,200,27\n",
+     "no recorded run of \\['net'\\]"),
+])
+def test_recorded_runs_that_cannot_be_paired_name_the_file(tmp_path, capsys, rows, match) -> None:
+    """Bad recorded runs: one error naming the file, from the function and from the command."""
+    path = tmp_path / "runs.csv"
+    path.write_text(rows)
+    with pytest.raises(DataError, match=match) as error:
+        recorded_comparisons(path, [["net", "floor"]])
+    assert "runs.csv" in str(error.value)
+    assert main(["compare-recorded", str(path), "--pair", "net", "floor"]) == 2
+    assert capsys.readouterr().err.startswith(f"ndmha compare-recorded: error: {path}")
+
+
+def test_compare_recorded_prints_the_seed_aware_table(tmp_path, capsys) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("# a comment line\nexperiment,seed,kind,test_images,psnr,ssim\n"
+                    "net,0,trained,200,26.0,0.80\nnet,1,trained,200,26.4,0.82\n"
+                    "bih,,training-free,200,28.0,0.88\n")
+    assert main(["compare-recorded", str(path), "--pair", "net", "floor",
+                 "--metric", "psnr"]) == 0
+    out = capsys.readouterr().out
+    header, _, *body = [[c.strip() for c in line.strip("|").split("|")]
+                        for line in out.splitlines() if line.startswith("|")]
+    assert len(body) == 1 and not any(c.startswith("model_") for c in header)
+    row = dict(zip(header, body[0]))
+    # 2.0 and 1.6 dB under the floor: mean -1.8, sd 0.283, t(0.975, 1) = 12.71 -> ±2.54
+    assert (row["a"], row["b"], row["metric"], row["seed_pairs"]) == ("net", "bih", "psnr", "2")
+    assert (row["difference"], row["ci_low"], row["ci_high"]) == ("-1.8", "-4.341", "0.7412")
+    assert row["distinguishable"] == "no"
 
 
 def test_holm_steps_down() -> None:
