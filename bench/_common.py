@@ -32,6 +32,18 @@ def bench_trainer(manifest: Path, device: torch.device, **settings: object):
     return trainer
 
 
+def random_batch(batch: int, size: int, device: torch.device,
+                 fmt: torch.memory_format = torch.contiguous_format, seed: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch (corrupted image, mask with ~30 % holes, target) drawn on the CPU from
+    its own generator (``seed``, default the batch size), the same on every device."""
+    g = torch.Generator().manual_seed(batch if seed is None else seed)
+    target = torch.rand(batch, 3, size, size, generator=g)
+    mask = (torch.rand(batch, 1, size, size, generator=g) > 0.7).float()
+    return tuple(t.to(device).contiguous(memory_format=fmt)
+                 for t in (target * (1 - mask), mask, target))
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -16,7 +16,10 @@ keeps what it measured:
       and data loading against the step;
   (e) an equal-budget learning run of the three networks at SIZE px on procedural faces (the same
       optimizer steps for each, sized so that the slowest takes its share), validation PSNR beside
-      the training-free floor on the same images.
+      the training-free floor on the same images;
+  (f) what train.deterministic costs and buys: each network trained twice from one seed with it
+      off and on, step time, bitwise repeat or the largest weight difference, the ops torch
+      warns about (bench/determinism.py, each mode in its own process).
 
     python bench/gpu_suite.py --out gpu_results            # on the GPU machine (docs/performance.md)
     python bench/gpu_suite.py --out /tmp/smoke --smoke     # the same code, CPU, tiny, < 2 minutes
@@ -49,9 +52,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from _common import LOSSES, bench_trainer, machine, peak_mib, reset_peak, time_fn
+from _common import (LOSSES, bench_trainer, machine, peak_mib, random_batch, reset_peak,
+                     sync, time_fn)
 
 import deform_conv
+import determinism
 from ndmha.models import build_model
 from ndmha.models.layers import DeformConv2d
 from ndmha.train import Trainer, TrainSettings
@@ -60,8 +65,8 @@ MODELS = ("baseline", "ndmha", "ndmha_released")
 #: dense peak TFLOP/s by precision on an H200 (see the module's docstring)
 PEAKS = {"bf16": 790.0, "fp32 (TF32 peak)": 494.0, "fp32 (plain fp32 peak)": 67.0}
 #: the parts and their shares of the time budget
-SHARES = {"a_deform_conv": 0.05, "b_train_step": 0.40, "c_inference": 0.08,
-          "d_profile": 0.07, "e_learning": 0.40}
+SHARES = {"a_deform_conv": 0.05, "b_train_step": 0.35, "c_inference": 0.08,
+          "d_profile": 0.07, "e_learning": 0.33, "f_determinism": 0.12}
 
 
 class Suite:
@@ -122,20 +127,6 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _batch(batch: int, size: int, device: torch.device, fmt: torch.memory_format
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(batch)
-    target = torch.rand(batch, 3, size, size, generator=g)
-    mask = (torch.rand(batch, 1, size, size, generator=g) > 0.7).float()
-    return tuple(t.to(device).contiguous(memory_format=fmt)
-                 for t in (target * (1 - mask), mask, target))
-
-
 def _trainer(model: str, batch: int, amp: str, channels_last: str, compile_: bool,
              device: torch.device, manifest: Path) -> Trainer:
     return bench_trainer(manifest, device, architecture=model, batch_size=batch,
@@ -186,7 +177,7 @@ def part_b(suite: Suite, deadline: float) -> list[dict[str, Any]]:
 
         def measure(model: str, batch: int, amp: str, cl: str, compile_: bool) -> dict:
             trainer = _trainer(model, batch, amp, cl, compile_, suite.device, manifest)
-            image, mask, target = _batch(batch, size, suite.device, trainer.memory_format)
+            image, mask, target = random_batch(batch, size, suite.device, trainer.memory_format)
             reset_peak(suite.device)
             seconds = time_fn(lambda: trainer.train_batch(image, mask, target), suite.device,
                               warmup=3 if compile_ else 2, repeat=repeat)
@@ -245,7 +236,7 @@ def part_c(suite: Suite, deadline: float) -> list[dict[str, Any]]:
     rows = []
     for name in MODELS:
         model = build_model(name).to(suite.device).eval()
-        image, mask, _ = _batch(1, size, suite.device, torch.contiguous_format)
+        image, mask, _ = random_batch(1, size, suite.device, torch.contiguous_format)
         with torch.inference_mode():
             eager = time_fn(lambda: model(image, mask), suite.device, warmup=3, repeat=repeat)
         row = {"model": name, "batch-1 eager ms": 1000 * eager}
@@ -267,7 +258,7 @@ def part_c(suite: Suite, deadline: float) -> list[dict[str, Any]]:
                 row["batch-1 CUDA graph ms"] = f"failed: {type(err).__name__}: {err}"[:120]
         else:
             row["batch-1 CUDA graph ms"] = "n/a (CPU)"
-        image, mask, _ = _batch(big, size, suite.device, torch.channels_last)
+        image, mask, _ = random_batch(big, size, suite.device, torch.channels_last)
         model = model.to(memory_format=torch.channels_last)
         cast = (torch.autocast(suite.device.type, dtype=torch.bfloat16)
                 if suite.device.type == "cuda" else contextlib.nullcontext())
@@ -289,7 +280,7 @@ def part_d(suite: Suite, deadline: float) -> list[dict[str, Any]]:
         manifest = Path(tmp) / "manifest.csv"
         manifest.write_text("bench\n")
         trainer = _trainer("ndmha", batch, amp, "auto", False, suite.device, manifest)
-    image, mask, target = _batch(batch, size, suite.device, trainer.memory_format)
+    image, mask, target = random_batch(batch, size, suite.device, trainer.memory_format)
     parts = {"deformable conv (forward)": [m for m in trainer.model.modules()
                                            if isinstance(m, DeformConv2d)],
              "attention (forward)": [m for m in trainer.model.modules()
@@ -308,14 +299,14 @@ def part_d(suite: Suite, deadline: float) -> list[dict[str, Any]]:
             hooks.append(module.register_forward_hook(
                 lambda m, a, o: ranges.pop().__exit__(None, None, None)))
     trainer.train_batch(image, mask, target)  # warm-up
-    _sync(suite.device)
+    sync(suite.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
                                            if suite.device.type == "cuda" else [])
     began = time.perf_counter()
     with profile(activities=activities) as prof:
         with record_function("training step"):
             trainer.train_batch(image, mask, target)
-        _sync(suite.device)
+        sync(suite.device)
     step_s = time.perf_counter() - began
     for hook in hooks:
         hook.remove()
@@ -397,7 +388,7 @@ def part_e(suite: Suite, deadline: float) -> list[dict[str, Any]]:
             scratch.write_text("bench\n")
             for model in MODELS:
                 trainer = _trainer(model, batch, amp, "auto", False, suite.device, scratch)
-                image, mask, target = _batch(batch, size, suite.device, trainer.memory_format)
+                image, mask, target = random_batch(batch, size, suite.device, trainer.memory_format)
                 probe[model] = time_fn(lambda: trainer.train_batch(image, mask, target),
                                        suite.device, warmup=1, repeat=2)
         left = max(deadline - time.perf_counter(), 1.0)
@@ -429,6 +420,16 @@ def part_e(suite: Suite, deadline: float) -> list[dict[str, Any]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def part_f(suite: Suite, deadline: float) -> list[dict[str, Any]]:
+    """train.deterministic's cost and what it buys (bench/determinism.py, one process a mode)."""
+    size, batch, steps = (32, 2, 2) if suite.smoke else (256, 8, 6)
+    rows = determinism.both_modes(str(suite.device), size, batch, steps,
+                                  timeout=max(60.0, deadline - time.perf_counter()))
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -449,7 +450,7 @@ def main() -> None:
           flush=True)
     for name, part in (("a_deform_conv", part_a), ("b_train_step", part_b),
                        ("c_inference", part_c), ("d_profile", part_d),
-                       ("e_learning", part_e)):
+                       ("e_learning", part_e), ("f_determinism", part_f)):
         suite.run(name, part)
     print(f"\ndone in {suite.elapsed():.0f} s: {suite.out / 'gpu_suite.md'}", flush=True)
     sys.exit(1 if any(p["error"] for p in suite.record["parts"].values()) else 0)

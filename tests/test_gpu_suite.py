@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["a_deform_conv", "b_train_step", "c_inference", "d_profile", "e_learning"]
+PARTS = ["a_deform_conv", "b_train_step", "c_inference", "d_profile", "e_learning",
+         "f_determinism"]
 
 
 @pytest.mark.long
@@ -41,6 +42,13 @@ def test_gpu_suite_smoke_runs_every_part(tmp_path: Path) -> None:
     steps = {learning[m]["steps"] for m in ("baseline", "ndmha", "ndmha_released")}
     assert steps == {2}  # an equal budget
     assert "biharmonic (training-free floor)" in learning
+    determinism = parts["f_determinism"]["rows"]
+    assert {(r["model"], r["deterministic"]) for r in determinism} == {
+        (m, on) for m in ("baseline", "ndmha", "ndmha_released") for on in (False, True)}
+    # on a CPU at a fixed thread count two runs of one seed repeat bit for bit in either mode;
+    # a broken seed (initialisation, objective, batches) would make them differ
+    assert all(r["repeat"] == "bitwise" and r["max abs Δw"] == 0 for r in determinism)
+    assert all(r["cost over off"] > 0 for r in determinism if r["deterministic"])
     md = (out / "gpu_suite.md").read_text()
     assert all(f"## {name}" in md for name in PARTS)
     assert sorted(p.name for p in out.iterdir()) == ["gpu_suite.json", "gpu_suite.md"]
