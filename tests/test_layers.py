@@ -21,7 +21,7 @@ from ndmha.models.layers import (
     use_deform_backend,
 )
 
-BACKENDS = ("torchvision", "mmcv", "torch")
+BACKENDS = ("torchvision", "mmcv", "torch", "fused")
 #: the backends are compared in float64, where two implementations of the same bilinear sampling
 #: and sums differ by rounding only (~1e-15 of values of order 1..100 here); a wrong tap order, a
 #: missing modulation or a shifted grid differ by O(1)
@@ -75,10 +75,13 @@ def test_deform_conv_offsets_move_the_samples() -> None:
     assert torch.allclose(layer(x), layer.weight.view(1, 1, 1, 1) * shifted, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("groups", [3, 6], ids=["grouped", "depthwise"])
 @pytest.mark.parametrize("modulated", [True, False], ids=["DCNv2", "DCNv1"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_deform_backends_agree(backend: str, modulated: bool) -> None:
-    """Measured (AMD EPYC, float64): torchvision and mmcv within 4.3e-14 of the reference."""
+def test_deform_backends_agree(backend: str, modulated: bool, groups: int) -> None:
+    """Measured (AMD EPYC, float64): torchvision and mmcv within 4.3e-14 of the reference, the
+    fused kernel (depthwise; a grouped conv runs the reference) within 1.2e-12 at NDMHA's
+    shapes. Depthwise is the DMHA's grouping, the one the fused kernel computes itself."""
     ok, why = deform_backend_available(backend)
     if not ok:
         pytest.skip(why)
@@ -86,7 +89,8 @@ def test_deform_backends_agree(backend: str, modulated: bool) -> None:
     results = {}
     for name in ("torch", backend):
         torch.manual_seed(1)
-        layer = DeformConv2d(6, 6, groups=3, backend=name, modulated=modulated).to(DTYPE[backend])
+        layer = DeformConv2d(6, 6, groups=groups, backend=name,
+                             modulated=modulated).to(DTYPE[backend])
         with torch.no_grad():  # random offsets and modulation, not the zero start
             layer.offset.weight.normal_(0, 0.3)
             layer.offset.bias.normal_(0, 0.5)
@@ -213,7 +217,8 @@ def test_auto_backend_resolves_on_the_device_of_each_call(monkeypatch: pytest.Mo
     a GPU, chosen when the layer runs, not when the workflow is parsed."""
     import ndmha.models.layers as layers
 
-    assert layers.resolve_backend("auto", torch.device("cpu")) == "torch"
+    on_cpu = "fused" if deform_backend_available("fused")[0] else "torch"
+    assert layers.resolve_backend("auto", torch.device("cpu")) == on_cpu
     assert layers.resolve_backend("auto", torch.device("cuda", 0)) == "torchvision"
     assert layers.resolve_backend("mmcv", torch.device("cpu")) == "mmcv"
     used = []
@@ -223,19 +228,19 @@ def test_auto_backend_resolves_on_the_device_of_each_call(monkeypatch: pytest.Mo
     layer = DeformConv2d(4, 4)
     assert layer.backend == "auto"
     layer(torch.rand(1, 4, 8, 8))
-    assert used == ["torch"]
+    assert used == [on_cpu]
 
 
-@pytest.mark.parametrize("backend", ["torchvision", "mmcv"])
+@pytest.mark.parametrize("backend", ["torchvision", "mmcv", "fused"])
 def test_compiled_backends_run_in_float32_under_autocast(backend: str) -> None:
     """Under CPU bf16 autocast torchvision's kernel once stopped with 'not implemented for
-    BFloat16'; both compiled backends now run in float32 inside autocast and inside a bf16
-    model, and return the activations' dtype."""
+    BFloat16'; the compiled backends now run in float32 inside autocast and inside a bf16
+    model, and return the activations' dtype (fused: a depthwise layer, which it computes)."""
     ok, why = deform_backend_available(backend)
     if not ok:
         pytest.skip(why)
     torch.manual_seed(0)
-    layer = DeformConv2d(4, 4, backend=backend)
+    layer = DeformConv2d(4, 4, groups=4 if backend == "fused" else 1, backend=backend)
     with torch.no_grad():
         layer.offset.bias.normal_(0, 0.5)
     x = torch.rand(1, 4, 9, 9)

@@ -73,8 +73,9 @@ DeformFn = Callable[..., torch.Tensor]
 def _in_float32(fn: DeformFn) -> DeformFn:
     """A compiled deformable conv run in float32 (at least), autocast off, whatever the
     activations' dtype, its output cast back: torchvision's CPU kernel has no bf16 version
-    ("not implemented for BFloat16" under CPU autocast), and mmcv's op has no autocast wrapper
-    (it would get bf16 activations beside float32 weights)."""
+    ("not implemented for BFloat16" under CPU autocast), mmcv's op has no autocast wrapper
+    (it would get bf16 activations beside float32 weights), the fused kernel is float32 and
+    float64 only."""
 
     @functools.wraps(fn)
     def wrapped(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
@@ -156,10 +157,28 @@ def _torch_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
+@_in_float32
+def _fused_deform(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None,
+                  weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                  dilation: int) -> torch.Tensor:
+    """The fused CPU kernel (ndmha/models/deform_cpu.c) for a depthwise deformable conv on the
+    CPU: bilinear sampling, modulation and tap weights in one pass, nothing of (N, C, taps, H, W)
+    written; 7.6x the reference's forward + backward over NDMHA's 20 deformable convs
+    (docs/performance.md). Any other grouping or device runs the pure-torch reference."""
+    from ndmha.models import deform_cpu
+
+    depthwise = weight.shape[1] == 1 and weight.shape[0] == x.shape[1]
+    if not depthwise or x.device.type != "cpu":
+        return _torch_deform(x, offset, mask, weight, bias, padding, dilation)
+    out = deform_cpu.depthwise_deform(x, offset, mask, weight, padding, dilation)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
 DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
     "torchvision": ("torchvision.ops", _torchvision_deform),
     "mmcv": ("mmcv.ops", _mmcv_deform),
     "torch": ("torch", _torch_deform),
+    "fused": ("ndmha.models.deform_cpu", _fused_deform),
 }
 
 
@@ -168,21 +187,28 @@ AUTO = "auto"
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
-    """``auto`` -> the pure-torch backend on a CPU (the fastest there: docs/performance.md),
-    torchvision's on a GPU (until a GPU measurement says otherwise); other names as they are."""
+    """``auto`` -> on a CPU the fused kernel where it builds (the fastest there:
+    docs/performance.md), else the pure-torch reference; torchvision's on a GPU (until a GPU
+    measurement says otherwise); other names as they are."""
     if name != AUTO:
         return name
-    return "torchvision" if device.type == "cuda" else "torch"
+    if device.type == "cuda":
+        return "torchvision"
+    return "fused" if deform_backend_available("fused")[0] else "torch"
 
 
 def deform_backend_available(name: str) -> tuple[bool, str]:
-    """Whether a backend imports here, and why not (``auto`` needs the pure-torch backend and
-    torchvision's: both ship with the dependencies)."""
+    """Whether a backend imports (and for ``fused``, builds) here, and why not (``auto`` needs
+    the pure-torch backend and torchvision's: both ship with the dependencies)."""
     if name == AUTO:
         return True, ""
     if name not in DEFORM_BACKENDS:
         return False, (f"unknown deformable-conv backend {name!r} (choose from "
                        f"{sorted([AUTO, *DEFORM_BACKENDS])})")
+    if name == "fused":
+        from ndmha.models import deform_cpu
+
+        return deform_cpu.available()
     module = DEFORM_BACKENDS[name][0]
     try:
         ops = importlib.import_module(module)
