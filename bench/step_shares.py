@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from _common import bench_trainer, machine, print_table, time_fn
 
+from ndmha.models.layers import AUTO, resolve_backend
+
 
 OBJECTIVES = {
     "L1 only": {"l1": 1.0},
@@ -29,9 +31,9 @@ OBJECTIVES = {
 
 
 def step_seconds(architecture: str, loss: dict[str, float], size: int, batch: int,
-                 repeat: int, manifest: Path, device: torch.device) -> float:
+                 repeat: int, manifest: Path, device: torch.device, backend: str) -> float:
     trainer = bench_trainer(manifest, device, architecture=architecture, batch_size=batch,
-                            loss=loss, deform_backend="torch")
+                            loss=loss, deform_backend=backend)
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(batch, 3, size, size, generator=generator).to(device)
     mask = (torch.rand(batch, 1, size, size, generator=generator) > 0.7).float().to(device)
@@ -46,15 +48,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--deform-backend", default=AUTO,
+                        help="ndmha.deform_backend (auto: fused on a CPU, torchvision on a GPU)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    backend = resolve_backend(args.deform_backend, device)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "manifest.csv"
         manifest.write_text("bench\n")
         seconds = {name: step_seconds("ndmha", loss, args.size, args.batch, args.repeat,
-                                      manifest, device) for name, loss in OBJECTIVES.items()}
+                                      manifest, device, backend)
+                   for name, loss in OBJECTIVES.items()}
         baseline = step_seconds("baseline", {"l1": 1.0}, args.size, args.batch, args.repeat,
-                                manifest, device)
+                                manifest, device, backend)
     base, full = seconds["L1 only"], seconds["full objective"]
     rows = [{"NDMHA step": name, "ms/step": 1000 * s, "minus L1 only (ms)": 1000 * (s - base),
              "share of the full step": (s - base) / full if name != "L1 only" else base / full}
@@ -62,7 +68,7 @@ def main() -> None:
     rows.append({"NDMHA step": "baseline U-Net, L1 only", "ms/step": 1000 * baseline,
                  "minus L1 only (ms)": "", "share of the full step": baseline / full})
     print_table(f"NDMHA training step by loss term, {args.size}x{args.size}, batch {args.batch}, "
-                f"{machine(device)}", rows)
+                f"{machine(device)}, deformable conv: {backend}", rows)
 
 
 if __name__ == "__main__":
