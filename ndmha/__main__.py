@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
     p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
-                   help="NDMHA's deformable conv (auto: torch on a CPU, torchvision on a GPU)")
+                   help="NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)")
     p.set_defaults(func=inpaint)
     p = commands.add_parser("train", help="train one model on a split manifest")
     p.add_argument("--manifest", required=True)
@@ -182,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from ndmha.errors import ConfigError, DataError
+    from ndmha.errors import ConfigError, DataError, TrainingInterrupted
 
     try:
         args.func(args)
     except (ConfigError, DataError) as error:  # bad input: one line naming the file or key
         print(f"ndmha {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:  # a signal: checkpoint written, run it again
+        print(f"ndmha {args.command}: {stopped}", file=sys.stderr)
+        return TrainingInterrupted.EXIT_STATUS
     return 0
 
 

@@ -15,3 +15,11 @@ class DiskFullError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)  # the message alone, without OSError's "[Errno 28]"
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal (SLURM's ``--signal`` before a time limit or a preemption)
+    after its step in flight, its checkpoint written: running the job again resumes it there."""
+
+    #: the exit status of an interrupted training job (EX_TEMPFAIL: try again)
+    EXIT_STATUS = 75

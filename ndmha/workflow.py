@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from ndmha.errors import ConfigError, DataError, DiskFullError
+from ndmha.errors import ConfigError, DataError, DiskFullError, TrainingInterrupted
 from ndmha.io import setup_logging
 
 log = logging.getLogger("ndmha")
@@ -18,8 +18,8 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
 
     Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``. A bad
     input or config, or a full disk, stops the job with its one-line message on the terminal as
-    well as in the log;
-    any other failure leaves its traceback in both.
+    well as in the log; training stopped by a signal exits with status 75 (its checkpoint
+    written: a retry resumes it); any other failure leaves its traceback in both.
     """
     terminal = sys.stderr
     setup_logging(snakemake.log[0] if snakemake.log else None)
@@ -28,6 +28,10 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     log.info("rule %s: %s", snakemake.rule, step.__qualname__)
     try:
         return step(**kwargs)
+    except TrainingInterrupted as err:  # a signal: checkpoint written, the job is to run again
+        log.warning("%s", err)
+        print(f"Interrupted rule {snakemake.rule}: {err}", file=terminal)
+        sys.exit(TrainingInterrupted.EXIT_STATUS)
     except (DataError, ConfigError, DiskFullError) as err:
         log.error("%s", err)
         print(f"Error in rule {snakemake.rule}: {err}", file=terminal)

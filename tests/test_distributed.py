@@ -84,7 +84,8 @@ def test_rank_0_alone_writes_and_logs_cover_all_ranks(runs: dict[str, Path]) -> 
     for column in ("train_loss", "train_loss_adversarial", "train_d_loss", "train_psnr",
                    "train_ssim", "val_loss", "val_psnr", "val_ssim"):
         assert two[column].to_numpy() == pytest.approx(one[column].to_numpy(), rel=1e-6)
-    assert sorted(p.name for p in runs["two"].iterdir()) == ["ckpt.pt", "log.csv", "model.pt"]
+    assert sorted(p.name for p in runs["two"].iterdir()) == ["ckpt.pt", "ckpt.pt.prev", "log.csv",
+                                                             "model.pt"]
 
 
 def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.MonkeyPatch,
@@ -99,3 +100,56 @@ def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.Mo
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
     assert cmd[5:8] == ["-m", "ndmha", "train"] and cmd[-2:] == ["--tensorboard-dir", "tb"]
     assert json.loads(cmd[cmd.index("--settings") + 1]) == {"architecture": "ndmha"}
+
+
+#: a short run whose ranks decide every step (log_every 1): 8 images, 2 ranks of batch 2, 2 steps
+#: an epoch; no perceptual term, so that the run is quick
+STOPPABLE = {"architecture": "ndmha", "epochs": 4, "seed": 0, "device": "cpu", "batch_size": 2,
+             "loss": {"l1": 1.0, "adversarial": 0.01, "edge": 0.5}, "dtype": "float64",
+             "amp": "off", "log_every": 1}
+
+
+@pytest.mark.long
+def test_a_signal_on_one_rank_stops_both_at_one_step_and_resumes(manifest: Path,
+                                                                 tmp_path: Path) -> None:
+    """SIGTERM to rank 1 alone: both ranks stop at the same step, rank 0 writes one checkpoint;
+    the resumed two-process run ends bitwise where an uninterrupted one ends."""
+    import signal
+    import time
+
+    import psutil
+
+    def cmd(out: Path, **extra: object) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node=2", "-m", "ndmha", "train", "--manifest", str(manifest),
+                "--model-out", str(out / "model.pt"), "--log-csv", str(out / "log.csv"),
+                "--checkpoint", str(out / "ckpt.pt"),
+                "--settings", json.dumps({**STOPPABLE, **extra})]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref, cut = tmp_path / "reference", tmp_path / "stopped"
+    done = subprocess.run(cmd(ref), capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "output.txt", "w") as output:
+        launcher = subprocess.Popen(cmd(cut, checkpoint_minutes=1e-9), stdout=output,
+                                    stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 600
+    while not (cut / "ckpt.pt").exists():  # a step is done
+        assert launcher.poll() is None, (tmp_path / "output.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ranks = {int(p.environ().get("RANK", -1)): p
+             for p in psutil.Process(launcher.pid).children(recursive=True)
+             if "ndmha" in " ".join(p.cmdline())}
+    ranks[1].send_signal(signal.SIGTERM)
+    launcher.wait(timeout=600)
+    text = (tmp_path / "output.txt").read_text()
+    assert launcher.returncode != 0 and text.count("TrainingInterrupted") + text.count(
+        "stopped by SIGTERM") >= 1, text[-3000:]
+    saved = load_torch(cut / "ckpt.pt")
+    assert saved["partial"] is not None and not (cut / "model.pt").exists(), text[-3000:]
+    again = subprocess.run(cmd(cut), capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = load_torch(ref / "model.pt")["state_dict"]
+    b = load_torch(cut / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same processes, same sums: bitwise

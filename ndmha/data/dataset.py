@@ -9,6 +9,8 @@ reproducible, resumable, and the same under any number of processes or data-load
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 from typing import Sequence
 
@@ -109,8 +111,20 @@ class InpaintingDataset(Dataset):
 
 class EpochSampler(DistributedSampler):
     """A DistributedSampler whose indices carry the epoch (``epoch * len(dataset) + i``), so that
-    the dataset draws each epoch's masks afresh in whichever worker process reads the item."""
+    the dataset draws each epoch's masks afresh in whichever worker process reads the item.
+    ``start`` skips that many of this rank's indices of the epoch (a run resumed mid-epoch picks
+    up at the next batch, the epoch's order unchanged); :meth:`set_epoch` resets it."""
+
+    start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
 
     def __iter__(self):
         n = len(self.dataset)
-        return (self.epoch * n + i for i in super().__iter__())
+        return itertools.islice((self.epoch * n + i for i in super().__iter__()), self.start,
+                                None)
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.start)

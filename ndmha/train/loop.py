@@ -17,18 +17,27 @@ multiplies the learning rates by ``nan_lr_factor``. The log counts both.
 
 The checkpoint (generator, discriminator, optimizers, completed epoch, history, RNG states) is
 written atomically after every epoch outside Snakemake's outputs, so a killed or failed job resumes
-from it when the rule runs again. It is tied to a fingerprint of the settings that shape training
+from it when the rule runs again; the one before it is kept beside it (``<name>.prev``) and used,
+with a warning, when the last cannot be read. On SIGTERM or SIGUSR1 the step in flight finishes,
+a mid-epoch checkpoint is written (the epoch's position, its running sums and the guard's
+counters with it) and the run stops with :class:`TrainingInterrupted`; ``checkpoint_minutes``
+also writes one at most that often, so a kill without warning loses at most that much. A run
+resumed mid-epoch continues with the epoch's next batch, in the same order. It is tied to a fingerprint of the settings that shape training
 (architecture and options, batch size, learning rate, loss, seed, masks, manifest contents); the
 number of epochs and ``max_steps`` are not part of it, so raising them continues a finished run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +52,7 @@ from tqdm import tqdm
 from ndmha import distributed, provenance
 from ndmha.checkpoints import init_weights, load_torch, save_torch
 from ndmha.data.dataset import EpochSampler, InpaintingDataset
+from ndmha.errors import DataError, TrainingInterrupted
 from ndmha.io import atomic_open
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.models import build_model, count_parameters
@@ -55,6 +65,10 @@ log = logging.getLogger("ndmha")
 
 #: the columns of the epoch log that measure time: the only ones two equal runs may differ in
 TIMING_COLUMNS = ["seconds", "wall_seconds"]
+#: what stops a run cleanly: SLURM's signal ahead of a time limit (``--signal``), a preemption's
+#: or scancel's SIGTERM
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1")
+                     if hasattr(signal, name))
 
 
 def forward_stages(model: nn.Module, image: torch.Tensor, mask: torch.Tensor
@@ -148,6 +162,9 @@ class Trainer:
         self.epoch = 0
         self.bad_in_a_row = 0
         self.initial = copy.deepcopy(self._networks())
+        self.partial: dict[str, Any] | None = None  # an epoch cut short, from the checkpoint
+        self.stop_signal: int | None = None         # set by the signal handler (stop_on_signals)
+        self.saved_at = time.monotonic()
 
     def _start_from(self, path: str) -> dict[str, Any]:
         """Fine-tuning: the generator (and a training checkpoint's discriminator) from ``path``;
@@ -173,6 +190,16 @@ class Trainer:
     def step(self) -> int:
         return int(self.history[-1]["steps"]) if self.history else 0
 
+    @property
+    def resumed_step(self) -> int:
+        """The step training continues after: a mid-epoch checkpoint's, else the last epoch's."""
+        return int(self.partial["step"]) if self.partial else self.step
+
+    @property
+    def previous(self) -> Path:
+        """The checkpoint before the last, kept for when the last cannot be read."""
+        return self.checkpoint.with_name(self.checkpoint.name + ".prev")
+
     def _ddp(self, module: nn.Module) -> nn.Module:
         if not self.ranks.distributed:
             return module
@@ -195,37 +222,92 @@ class Trainer:
             self.objective.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
 
+    def _read_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
+        """The newest readable checkpoint (the last, else the one before it) and its file; None
+        when there is none. A file that cannot be read (truncated by a copy, a disk that lied)
+        is named in a warning and the one before it used; when none can be read the run stops
+        with both named rather than start afresh over them."""
+        unreadable = []
+        for path in (self.checkpoint, self.previous):
+            if not path.exists():
+                continue
+            try:
+                state = load_torch(path)
+            except Exception as err:  # a truncated zip, a bad pickle: torch raises many kinds
+                log.warning("checkpoint %s cannot be read (%s: %s)", path, type(err).__name__,
+                            str(err)[:200])
+                unreadable.append(str(path))
+                continue
+            if unreadable:
+                log.warning("resuming from the checkpoint before it, %s", path)
+            return state, path
+        if unreadable:
+            raise DataError(f"no checkpoint of {self.settings.experiment} can be read: "
+                            f"{' and '.join(unreadable)}; move them away to train afresh")
+        return None
+
     def _saved_state(self) -> dict[str, Any] | None:
         """The checkpoint on disk if it belongs to this run's settings."""
-        if not self.checkpoint.exists():
+        found = self._read_checkpoint()
+        if found is None or found[0].get("fingerprint") != self.fingerprint:
             return None
-        state = load_torch(self.checkpoint)
-        return state if state.get("fingerprint") == self.fingerprint else None
+        return found[0]
 
     def resume(self) -> None:
-        state = self._saved_state()
-        if state is None:
-            if self.checkpoint.exists():
-                saved = load_torch(self.checkpoint).get("precision", "not recorded")
-                precision = self.settings.precision(self.device)
-                log.warning("%s was written with other settings or data (its precision: %s, "
-                            "this run's: %s on %s); starting afresh", self.checkpoint, saved,
-                            precision, self.device.type)
+        found = self._read_checkpoint()
+        if found is None:
+            return
+        state, path = found
+        if state.get("fingerprint") != self.fingerprint:
+            precision = self.settings.precision(self.device)
+            log.warning("%s was written with other settings or data (its precision: %s, this "
+                        "run's: %s on %s); starting afresh", path,
+                        state.get("precision", "not recorded"), precision, self.device.type)
             return
         self._load_networks(state)
         set_rng_state(state["rng"], self.device)
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
-        log.info("resuming %s from %s after epoch %d (%d steps)", self.settings.experiment,
-                 self.checkpoint, self.epoch, self.step)
+        self.partial = state.get("partial")
+        if self.partial is None:
+            log.info("resuming %s from %s after epoch %d (%d steps)", self.settings.experiment,
+                     path, self.epoch, self.step)
+        else:
+            log.info("resuming %s from %s in epoch %d, after its batch %d (%d steps)",
+                     self.settings.experiment, path, self.epoch + 1, self.partial["batches"],
+                     self.partial["step"])
 
-    def save(self) -> None:
-        """The checkpoint, written by rank 0 while the others wait."""
+    def save(self, partial: dict[str, Any] | None = None) -> None:
+        """The checkpoint, written by rank 0 while the others wait; ``partial``: the position
+        and running state of an epoch cut short. The last checkpoint becomes ``.prev``."""
         if self.ranks.main:
-            save_torch({**self._networks(), "epoch": self.epoch, "history": self.history,
-                        "rng": rng_state(self.device), "fingerprint": self.fingerprint,
-                        "precision": self.settings.precision(self.device)}, self.checkpoint)
+            began = time.perf_counter()
+            state = {**self._networks(), "epoch": self.epoch, "history": self.history,
+                     "rng": rng_state(self.device), "fingerprint": self.fingerprint,
+                     "precision": self.settings.precision(self.device), "partial": partial}
+            if self.checkpoint.exists():
+                os.replace(self.checkpoint, self.previous)
+            save_torch(state, self.checkpoint)
+            if partial is not None:
+                log.info("checkpoint at step %d, batch %d of epoch %d (%.2f s to write)",
+                         partial["step"], partial["batches"], self.epoch + 1,
+                         time.perf_counter() - began)
         distributed.barrier()
+        self.saved_at = time.monotonic()
+
+    def _pause(self, step: int, every: int) -> tuple[bool, bool]:
+        """(write a mid-epoch checkpoint now, then stop): after a stop signal, or when
+        ``checkpoint_minutes`` have passed since the last write. Under DDP the ranks decide
+        together every ``every`` steps (one all-reduce), so all stop at the same step."""
+        minutes = self.settings.checkpoint_minutes
+        due = minutes > 0 and time.monotonic() - self.saved_at >= 60 * minutes
+        stop = self.stop_signal is not None
+        if self.ranks.distributed:
+            if step % every:
+                return False, False
+            stops, dues = distributed.all_sum([float(stop), float(due)], self.device)
+            stop, due = stops > 0, dues > 0
+        return stop or due, stop
 
     def _set_lr(self, step: int) -> float:
         """The rate of this step: the current base rate (lowered by each restore) times the
@@ -307,13 +389,20 @@ class Trainer:
     def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
                   board: Board) -> None:
         s = self.settings
-        began = time.perf_counter()
+        partial, self.partial = self.partial, None
+        began = time.perf_counter() - (partial["seconds"] if partial else 0.0)
         self.model.train()
         self.objective.train()
         means = RunningMeans()
         guard = NonFiniteGuard(self.device)
-        restores = 0
+        restores, batches = 0, 0
         step, images = self.step, self.history[-1]["images"] if self.history else 0
+        if partial is not None:  # the epoch a stop or a timed checkpoint cut short
+            means.load(partial["means"], self.device)
+            guard.load(partial["guard"])
+            restores, batches = int(partial["restores"]), int(partial["batches"])
+            step, images = int(partial["step"]), int(partial["images"])
+            self.bad_in_a_row = int(partial["bad_in_a_row"])
         for batch in _progress(loader, f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"):
             if s.max_steps is not None and step >= s.max_steps:
                 break
@@ -327,6 +416,18 @@ class Trainer:
             if step % board.every == 0:  # the host looks once per log_every steps
                 restores += self._check(guard, step)
                 board.step(step, losses, lr, guard.skipped, restores, ok)
+            batches += 1
+            write, stop = self._pause(step, board.every)
+            if write:
+                self.save({"batches": batches, "step": step, "images": images,
+                           "means": means.state(), "guard": guard.state(), "restores": restores,
+                           "bad_in_a_row": self.bad_in_a_row,
+                           "seconds": time.perf_counter() - began})
+            if stop:
+                raise TrainingInterrupted(
+                    f"{s.experiment}: stopped by {signal.Signals(self.stop_signal).name} at "
+                    f"step {step} (epoch {self.epoch + 1}, batch {batches}); its checkpoint "
+                    f"{self.checkpoint} is written, running the job again resumes there")
         restores += self._check(guard, step)
         self.epoch += 1
         # the same keys on every rank: steps are skipped by all or none
@@ -438,12 +539,20 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
     for warning in trainer.objective.warnings:
         log.warning("%s", warning)
 
-    board = Board(Path(tensorboard_dir) if tensorboard_dir else None, settings, trainer.step)
+    board = Board(Path(tensorboard_dir) if tensorboard_dir else None, settings,
+                  trainer.resumed_step)
     try:
-        while trainer.epoch < settings.epochs and (settings.max_steps is None
-                                                   or trainer.step < settings.max_steps):
-            sampler.set_epoch(trainer.epoch + 1)
-            trainer.run_epoch(loader, val_loader, val_set.split, board)
+        with stop_on_signals(trainer):
+            while trainer.epoch < settings.epochs and (settings.max_steps is None
+                                                       or trainer.step < settings.max_steps):
+                done = trainer.partial["batches"] if trainer.partial else 0
+                sampler.set_epoch(trainer.epoch + 1, start=done * settings.batch_size)
+                trainer.run_epoch(loader, val_loader, val_set.split, board)
+                if trainer.stop_signal is not None:  # it came after the epoch's last step
+                    raise TrainingInterrupted(
+                        f"{settings.experiment}: stopped by "
+                        f"{signal.Signals(trainer.stop_signal).name} after epoch "
+                        f"{trainer.epoch}; running the job again resumes there")
     finally:
         board.close()
 
@@ -460,6 +569,29 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
         write_history(trainer.history, log_csv)
     distributed.barrier()
     return trainer.history
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGTERM and SIGUSR1 ask ``trainer`` to stop after its step in flight (the loop writes the
+    checkpoint and raises :class:`TrainingInterrupted`); the previous handlers come back after.
+    Only the main thread can take signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_to_stop(signum: int, _frame: object) -> None:
+        if trainer.stop_signal is None:
+            log.warning("%s received: finishing the step in flight, then checkpoint and stop",
+                        signal.Signals(signum).name)
+        trainer.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def write_history(history: list[dict[str, Any]], path: str | Path) -> None:

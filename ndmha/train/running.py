@@ -48,6 +48,14 @@ class RunningMeans:
             self.sums[name] = self.sums.get(name, zero) + torch.where(ok, value, zero)
         self.count = self.count + ok.to(torch.float64) * n
 
+    def state(self) -> dict[str, object]:
+        """The sums so far, for a checkpoint written mid-epoch."""
+        return {"sums": dict(self.sums), "count": torch.as_tensor(self.count)}
+
+    def load(self, state: dict[str, object], device: torch.device) -> None:
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        self.count = state["count"].to(device)
+
     def totals(self) -> tuple[list[str], list[float]]:
         """The sums' names and values, then the image count last: one host sync."""
         keys = sorted(self.sums)
@@ -84,6 +92,16 @@ class NonFiniteGuard:
         self.pending.zero_()
         self.longest.copy_(self.run)
         return skipped, longest, now
+
+    def state(self) -> dict[str, object]:
+        """The counters so far, for a checkpoint written mid-epoch."""
+        return {"pending": self.pending.clone(), "run": self.run.clone(),
+                "longest": self.longest.clone(), "skipped": self.skipped}
+
+    def load(self, state: dict[str, object]) -> None:
+        for name in ("pending", "run", "longest"):
+            getattr(self, name).copy_(state[name])
+        self.skipped = int(state["skipped"])
 
     def reset_run(self) -> None:
         self.run.zero_()

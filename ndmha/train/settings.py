@@ -22,7 +22,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
                      "deform_backend", "nan_patience", "nan_lr_factor", "channels_last",
                      "cudnn_benchmark", "deterministic", "persistent_workers", "compile", "tensorboard",
-                     "log_every", "grid_images")
+                     "log_every", "grid_images", "checkpoint_minutes")
 
 
 @dataclass
@@ -67,6 +67,7 @@ class TrainSettings:
     tensorboard: bool = True          # event files for TensorBoard (rank 0)
     log_every: int = 10               # steps between TensorBoard scalars
     grid_images: int = 6              # fixed monitored images in TensorBoard's prediction grid
+    checkpoint_minutes: float = 0.0   # also checkpoint mid-epoch at most this often (0: off)
 
     def __post_init__(self) -> None:
         self.experiment = self.experiment or self.architecture
