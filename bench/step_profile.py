@@ -42,35 +42,33 @@ PREFIX = "part: "
 BACKWARD = "autograd::engine::evaluate_function: "
 
 
+COARSE, FINE = "coarse stage (gated convs)", "fine stage: gated convs, heads"
+#: the parts named by a module's own class (the first that matches)
+PARTS_BY_CLASS = [
+    (DeformConv2d, "deformable sampling"),
+    (DeformableMultiHeadAttention, "DMHA: attention (q k^T, softmax, reshapes)"),
+    (ChannelLayerNorm, "LayerNorms"),
+    (GatedFeedForward, "GFF"),
+    (CoarseStage, COARSE),
+    (PerceptualLoss, "perceptual (VGG19)"),
+    (PatchDiscriminator, "discriminator"),
+    (SobelEdgeLoss, "edge loss"),
+    (Objective, "L1 and the objective's sums"),
+]
+
+
 def part_of(module: nn.Module, parent: str | None) -> str | None:
     """The part a module's own ops are counted in (None: its parent's)."""
-    if isinstance(module, DeformConv2d):
-        return "deformable sampling"
     if parent == "deformable sampling":
         return "offset convs (DeformConv2d.offset)"
-    if isinstance(module, DeformableMultiHeadAttention):
-        return "DMHA: attention (q k^T, softmax, reshapes)"
     if parent and parent.startswith("DMHA") and isinstance(module, nn.Conv2d):
         return "DMHA: 1x1 projections"
-    if isinstance(module, ChannelLayerNorm):
-        return "LayerNorms"
-    if isinstance(module, GatedFeedForward):
-        return "GFF"
-    if isinstance(module, CoarseStage):
-        return "coarse stage (gated convs)"
-    if isinstance(module, (GatedConv2d, GatedDeconv2d)) and parent != "coarse stage (gated convs)":
-        return "fine stage: gated convs, heads"
-    if isinstance(module, PerceptualLoss):
-        return "perceptual (VGG19)"
-    if isinstance(module, PatchDiscriminator):
-        return "discriminator"
-    if isinstance(module, SobelEdgeLoss):
-        return "edge loss"
-    if isinstance(module, Objective):
-        return "L1 and the objective's sums"
-    if parent is None:
-        return "fine stage: gated convs, heads"  # the generator's own ops (cat, heads)
-    return None
+    for kind, part in PARTS_BY_CLASS:
+        if isinstance(module, kind):
+            return part
+    if isinstance(module, (GatedConv2d, GatedDeconv2d)) and parent != COARSE:
+        return FINE
+    return FINE if parent is None else None  # the generator's own ops (cat, heads)
 
 
 def label_modules(*roots: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:

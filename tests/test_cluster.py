@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from test_workflow import ROOT, TINY, snakemake_command
 
@@ -105,30 +106,53 @@ def test_outputs_equal_a_local_run(slurm_run: tuple[Path, str], tmp_path: Path) 
 @pytest.mark.long
 def test_scancelled_training_resumes_from_its_checkpoint(slurm_run: tuple[Path, str],
                                                         tmp_path: Path) -> None:
-    """scancel the training job: the profile's retries submit it again, and it resumes."""
-    shutil.copytree(slurm_run[0], tmp_path, dirs_exist_ok=True,  # the data are prepared already
+    """scancel the training job (SIGTERM), then its resubmission with SIGUSR1 (what
+    ``--signal=USR1@...`` sends before a time limit): each stops after its step with a
+    checkpoint, the profile submits it again (``retries: 2``: three submissions), and the third
+    submission ends with the weights of an uninterrupted run."""
+    prepared = tmp_path / "slurm"
+    shutil.copytree(slurm_run[0], prepared, dirs_exist_ok=True,  # the data are prepared already
                     ignore=shutil.ignore_patterns("slurm_logs", "locks", "incomplete"))
-    results = tmp_path / CONFIG["results_dir"]
+    results = prepared / CONFIG["results_dir"]
     for name in ("last.pt", "last.pt.prev"):  # the copied run's checkpoints: retrain
         (results / "checkpoints" / "baseline" / name).unlink(missing_ok=True)
+    uninterrupted = tmp_path / "local"
+    shutil.copytree(prepared, uninterrupted)
     config = {**CONFIG, "train": {**CONFIG["train"], "epochs": 40}}
-    process = run(tmp_path, config, *SLURM_ARGS, "--until", "train", background=True)
-    logs = tmp_path / ".snakemake" / "slurm_logs" / "rule_train"
-    deadline = time.monotonic() + 600
-    while not (results / "checkpoints" / "baseline" / "last.pt").exists():
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    (job,) = [p.stem for p in logs.rglob("*.log")]
-    subprocess.run(["scancel", job], check=True)
+    process = run(prepared, config, *SLURM_ARGS, "--until", "train", background=True)
+    logs = prepared / ".snakemake" / "slurm_logs" / "rule_train"
+    train_log = results / "logs" / "train_baseline.log"
+
+    def wait_for(done) -> None:
+        deadline = time.monotonic() + 600
+        while not done():
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    wait_for(lambda: (results / "checkpoints" / "baseline" / "last.pt").exists())
+    (first,) = [p.stem for p in logs.rglob("*.log")]
+    subprocess.run(["scancel", first], check=True)
+    wait_for(lambda: len(list(logs.rglob("*.log"))) == 2 and train_log.exists()
+             and "resuming" in train_log.read_text() and "INFO epoch" in train_log.read_text())
+    (second,) = [p.stem for p in logs.rglob("*.log") if p.stem != first]
+    subprocess.run(["scancel", "--signal=USR1", second], check=True)
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-4000:]
     jobs = sorted(p.stem for p in logs.rglob("*.log"))
-    assert len(jobs) == 2 and job in jobs, output[-3000:]  # submitted again after the cancel
-    train_log = (results / "logs" / "train_baseline.log").read_text()
-    # scancel's SIGTERM: stopped after its step (a mid-epoch checkpoint) where the signal reaches
-    # the training process, else killed and resumed from the last epoch's checkpoint
+    assert len(jobs) == 3, output[-3000:]  # submitted again after each stop
+    # the signal reaches the training process through srun: it finishes its step, writes the
+    # checkpoint (mid-epoch, or the epoch's own when it came during validation), exits 75
+    for job, name in ((first, "SIGTERM"), (second, "SIGUSR1")):
+        (job_log,) = logs.rglob(f"{job}.log")
+        assert f"stopped by {name}" in job_log.read_text(), job_log.read_text()[-3000:]
     assert re.search(r"resuming baseline from .* (after epoch \d+|in epoch \d+, after its "
-                     r"batch \d+)", train_log)
+                     r"batch \d+)", train_log.read_text())
     history = pd.read_csv(results / "models" / "baseline" / "train_log.csv")
     assert list(history["epoch"]) == list(range(1, 41))
+    local = run(uninterrupted, config, "--cores", "2", "--until", "train")
+    assert local.returncode == 0, local.stderr[-3000:]
+    a = torch.load(results / "models" / "baseline" / "model.pt", weights_only=True)
+    b = torch.load(uninterrupted / CONFIG["results_dir"] / "models" / "baseline" / "model.pt",
+                   weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

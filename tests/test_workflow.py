@@ -240,8 +240,8 @@ def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:
      "config key experiments: give either models (one experiment per architecture) or "
      "experiments, not both"),
     ({"ndmha": {"deform_backend": "cuda"}},
-     "config key ndmha.deform_backend: 'cuda' is not one of ['auto', 'torchvision', 'mmcv', "
-     "'torch']"),
+     "config key ndmha.deform_backend: 'cuda' is not one of ['auto', 'fused', 'torchvision', "
+     "'mmcv', 'torch']"),
     ({"loss": {"ndmha": {"l2": 1.0}}},
      "config key loss.ndmha: Additional properties are not allowed ('l2' was unexpected)"),
     ({"data": {"source": "folders", "images_dir": "/no/such/folder", "masks_dir": "/tmp"}},

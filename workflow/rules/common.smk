@@ -144,11 +144,28 @@ def rule_resources(stage, gpu_by_kind=False):
     merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
               **config["resources"][stage]}
     resources = {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
+    if stage == "train":  # SIGUSR1 ahead of the time limit: checkpoint, exit, be resubmitted
+        minutes = cluster.get("signal_minutes", SIGNAL_MINUTES)
+        resources["slurm_extra"] = f"--signal=USR1@{60 * minutes}"
     if gpu_by_kind and "gpu" in resources:
         gpus = resources["gpu"]
         # gpu 0: the SLURM executor then ignores gpu_model too
         resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].network else 0
     return resources
+
+
+#: the warning a training job gets before its time limit, minutes (cluster.signal_minutes)
+SIGNAL_MINUTES = 10
+
+
+def train_retries():
+    """``cluster.train_submissions`` - 1: the times a training job may be submitted again, each
+    resuming where the last stopped (a time limit's signal, a preemption, scancel); None when
+    the key is not set, and the profile's ``retries`` holds (the SLURM profile's 2: three
+    submissions; none locally). Snakemake reads a rule's retries when it parses the workflow,
+    before it knows the executor, so a value set here holds for local runs too."""
+    submissions = config.get("cluster", {}).get("train_submissions")
+    return None if submissions is None else submissions - 1
 
 
 def one_of(names):

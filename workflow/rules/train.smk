@@ -19,6 +19,7 @@ rule train:
     threads: config["resources"]["train"]["threads"]
     resources:
         **rule_resources("train"),
+    retries: train_retries()
     log:
         LOGS / "train_{experiment}.log",
     benchmark:
