@@ -66,6 +66,11 @@ def reference(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _same_run(a: Path, b: Path) -> None:
     wa, wb = load_torch(a / "model.pt")["state_dict"], load_torch(b / "model.pt")["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bitwise
+    ra, rb = load_torch(a / "ckpt.pt")["rng"], load_torch(b / "ckpt.pt")["rng"]
+    assert torch.equal(ra["torch"], rb["torch"])  # the global RNG stream continued exactly
+    oa, ob = load_torch(a / "ckpt.pt")["d_optimizer"], load_torch(b / "ckpt.pt")["d_optimizer"]
+    assert all(torch.equal(x, y) for x, y in zip(oa["state"][0].values(),
+                                                  ob["state"][0].values()))
     pd.testing.assert_frame_equal(pd.read_csv(a / "log.csv").drop(columns=TIMING_COLUMNS),
                                   pd.read_csv(b / "log.csv").drop(columns=TIMING_COLUMNS),
                                   check_exact=True)

@@ -87,8 +87,9 @@ def _to_device(batch: dict[str, Any], device: torch.device,
                  for k in ("image", "mask", "target"))
 
 
-def _progress(loader: Iterable, desc: str) -> Iterable:
-    return tqdm(loader, desc=desc, mininterval=5.0, unit="batch", file=sys.stderr, leave=False,
+def _progress(loader: Iterable, desc: str, total: int | None = None) -> Iterable:
+    return tqdm(loader, desc=desc, total=total, mininterval=5.0, unit="batch", file=sys.stderr,
+                leave=False,
                 disable=not distributed.Ranks.from_env().main)  # one progress bar: rank 0's
 
 
@@ -403,7 +404,11 @@ class Trainer:
             restores, batches = int(partial["restores"]), int(partial["batches"])
             step, images = int(partial["step"]), int(partial["images"])
             self.bad_in_a_row = int(partial["bad_in_a_row"])
-        for batch in _progress(loader, f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"):
+        batches_left = iter(loader)
+        if partial is not None:  # starting the loader drew from the RNG: back to the checkpoint's
+            set_rng_state(partial["rng"], self.device)
+        desc = f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"
+        for batch in _progress(batches_left, desc, total=len(loader)):
             if s.max_steps is not None and step >= s.max_steps:
                 break
             image, mask, target = _to_device(batch, self.device, self.memory_format, self.dtype)
@@ -420,6 +425,7 @@ class Trainer:
             write, stop = self._pause(step, board.every)
             if write:
                 self.save({"batches": batches, "step": step, "images": images,
+                           "rng": rng_state(self.device),
                            "means": means.state(), "guard": guard.state(), "restores": restores,
                            "bad_in_a_row": self.bad_in_a_row,
                            "seconds": time.perf_counter() - began})
