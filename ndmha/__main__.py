@@ -97,13 +97,13 @@ def export_command(args: argparse.Namespace) -> None:
 
 def compare_recorded(args: argparse.Namespace) -> None:
     """The seed-aware paired comparisons of runs recorded in a CSV, as Markdown."""
-    from ndmha.table import recorded_comparisons, to_markdown
+    from ndmha.tables import comparisons_view, recorded_comparisons, to_markdown
+    from ndmha.tables.comparisons import COMPARISONS_NOTE
 
     table, note = recorded_comparisons(args.runs, args.pair)
     if args.metric:
         table = table[table.metric.isin(args.metric)]
-    print(to_markdown(table.drop(columns=[c for c in table.columns if c.startswith("model_")]),
-                      note))
+    print(to_markdown(comparisons_view(table), note + "\n\n" + COMPARISONS_NOTE))
 
 
 def main(argv: list[str] | None = None) -> int:

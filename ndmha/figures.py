@@ -97,16 +97,22 @@ def prediction_grid(manifest: str | Path, predictions: str | Path, out: str | Pa
           f"{label}: test predictions")
 
 
+#: the comparison figure's second title line on a smoke test (the demo's 200-step budgets)
+SMOKE_TEST_NOTE = ("smoke test: networks at smoke-test budgets, not the study's; "
+                   "the study's figures: docs/study.md")
+
+
 def comparison_grid(manifest: str | Path, predictions: dict[str, str | Path], out: str | Path,
-                    ids: list[str]) -> None:
+                    ids: list[str], smoke_test: bool = False) -> None:
     """Masked input | each experiment's composite (``predictions``: label -> folder) | ground
-    truth, side by side (as the paper's qualitative comparison)."""
+    truth, side by side (as the paper's qualitative comparison); on a smoke test the title says
+    so."""
     frame = read_manifest(manifest, "test").set_index("id")
     rows = [[_rgb(frame.loc[i, "corrupted"]),
              *(_rgb(Path(p) / "composite" / f"{i}.png") for p in predictions.values()),
              _rgb(frame.loc[i, "image"])] for i in ids]
     _grid(rows, ["masked input", *predictions, "ground truth"], out,
-          "Comparison on the same test images")
+          "Comparison on the same test images" + (f"\n{SMOKE_TEST_NOTE}" if smoke_test else ""))
 
 
 def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
@@ -214,13 +220,14 @@ def comparison_figures(manifest: str | Path, labels: list[str], predictions: lis
                        grid_png: str | Path, buckets_png: str | Path, curves_png: str | Path,
                        n_ids: int, trained_labels: list[str] | None = None,
                        floors: list[str | Path] = (), floor_labels: list[str] = (),
-                       floor_methods: list[dict] = ()) -> None:
+                       floor_methods: list[dict] = (), smoke_test: bool = False) -> None:
     """The figures across experiments: the side-by-side grid, the metrics against the hole
     ratio, and PSNR against steps and wall time with the training-free floor on the split the
     histories monitored (its test score when that is the test split, else measured there)."""
     from ndmha.evaluate import floor_psnr
 
-    comparison_grid(manifest, dict(zip(labels, predictions)), grid_png, fixed_ids(manifest, n_ids))
+    comparison_grid(manifest, dict(zip(labels, predictions)), grid_png, fixed_ids(manifest, n_ids),
+                    smoke_test)
     metrics_vs_hole(dict(zip(labels, buckets)), buckets_png)
     trained_labels = list(labels if trained_labels is None else trained_labels)
     split = pd.read_csv(histories[0])["val_split"].iloc[-1] if histories else "test"

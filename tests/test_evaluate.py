@@ -17,7 +17,7 @@ from ndmha.data.split import read_manifest
 from ndmha.evaluate import bucket_label, floor_psnr, predict, predict_training_free, score
 from ndmha.figures import comparison_figures, data_samples, experiment_grid, training_curves
 from ndmha.io import read_image, write_image
-from ndmha.table import write_tables
+from ndmha.tables import write_tables
 from ndmha.train import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,7 +351,7 @@ def test_tables_carry_the_floor(evaluated: Path, floor_run: Path, tmp_path: Path
 
 
 def test_floor_sentence_without_a_floor(evaluated: Path) -> None:
-    from ndmha.table import floor_table
+    from ndmha.tables import floor_table
 
     table, sentence = floor_table([json.loads((evaluated / "summary.json").read_text())])
     assert table.empty and sentence.startswith("No training-free floor in this run")

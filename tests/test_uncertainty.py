@@ -16,7 +16,7 @@ from ndmha.config import (
 )
 from ndmha.__main__ import main
 from ndmha.errors import DataError
-from ndmha.table import comparisons_table, recorded_comparisons
+from ndmha.tables import comparisons_table, recorded_comparisons
 from ndmha.uncertainty import (
     UNSEEDED,
     holm,
@@ -167,8 +167,8 @@ def test_compare_recorded_prints_the_seed_aware_table(tmp_path, capsys) -> None:
     assert len(body) == 1 and not any(c.startswith("model_") for c in header)
     row = dict(zip(header, body[0]))
     # 2.0 and 1.6 dB under the floor: mean -1.8, sd 0.283, t(0.975, 1) = 12.71 -> ±2.54
-    assert (row["a"], row["b"], row["metric"], row["seed_pairs"]) == ("net", "bih", "psnr", "2")
-    assert (row["difference"], row["ci_low"], row["ci_high"]) == ("-1.8", "-4.341", "0.7412")
+    assert (row["a"], row["b"], row["metric"], row["seed pairs"]) == ("net", "bih", "psnr", "2")
+    assert (row["a − b"], row["95 % interval"]) == ("-1.80", "-4.34 to +0.74")
     assert row["distinguishable"] == "no"
 
 

@@ -4,6 +4,10 @@ FIGURES = RESULTS / "figures"
 TABLES = RESULTS / "tables"
 GRID_IMAGES = config["evaluation"]["grid_images"]
 RESOURCES = Path(workflow.basedir) / "workflow" / "resources"
+# the report's front page: the scorecard (written by the tables rule) before workflow.rst
+DESCRIPTION = Path(workflow.basedir) / "workflow" / "report" / "workflow.rst"
+REPORT_FRONT = TABLES / "report_front.rst"
+SMOKE_TEST = config.get("smoke_test", False)
 
 
 rule tables:
@@ -12,7 +16,12 @@ rule tables:
         seed_report=RESOURCES / "seed_report_results.csv",
         summaries=expand(rules.metrics.output.summary, experiment=EXPERIMENTS),
         per_image=expand(rules.metrics.output.per_image, experiment=EXPERIMENTS),
+        description=DESCRIPTION,
     output:
+        scorecard=report(TABLES / "scorecard.csv", caption="../report/scorecard.rst",
+                         category="scorecard", labels={"figure": "reproduction scorecard"}),
+        scorecard_md=TABLES / "scorecard.md",
+        front=REPORT_FRONT,
         csv=report(TABLES / "benchmark.csv", caption="../report/benchmark.rst",
                    category="comparison", labels={"figure": "benchmark table"}),
         md=TABLES / "benchmark.md",
@@ -39,6 +48,7 @@ rule tables:
         config_sha256=CONFIG_SHA256,
         runs=RUNS,
         comparisons=COMPARISONS,
+        smoke_test=SMOKE_TEST,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),
@@ -139,6 +149,7 @@ rule comparison_figures:
         floor_labels=[LABELS[name] for name in TRAINING_FREE],
         floor_methods=[method_params(name) for name in TRAINING_FREE],
         n_ids=GRID_IMAGES,
+        smoke_test=SMOKE_TEST,
     threads: config["resources"]["evaluate"]["threads"]
     resources:
         **rule_resources("evaluate"),

@@ -9,4 +9,5 @@ run(sm, comparison_figures, manifest=sm.input.manifest, labels=list(sm.params.la
     histories=list(sm.input.histories), grid_png=sm.output.grid, buckets_png=sm.output.buckets,
     curves_png=sm.output.curves, n_ids=sm.params.n_ids,
     trained_labels=list(sm.params.trained_labels), floors=list(sm.input.floors),
-    floor_labels=list(sm.params.floor_labels), floor_methods=list(sm.params.floor_methods))
+    floor_labels=list(sm.params.floor_labels), floor_methods=list(sm.params.floor_methods),
+    smoke_test=sm.params.smoke_test)

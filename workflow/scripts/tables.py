@@ -1,5 +1,6 @@
-"""Snakemake adapter: every table (benchmark, test metrics, experiments, seed report, provenance)."""
-from ndmha.table import write_tables
+"""Snakemake adapter: every table (benchmark, test metrics, experiments, seed report, provenance,
+floor, comparisons, scorecard) and the report's front page."""
+from ndmha.tables import write_tables
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -13,4 +14,7 @@ run(sm, write_tables, paper_csv=sm.input.paper, seed_report_csv=sm.input.seed_re
     config_sha256=sm.params.config_sha256, runs=dict(sm.params.runs),
     per_image=dict(zip(sm.params.runs, sm.input.per_image)),
     comparisons=[list(pair) for pair in sm.params.comparisons],
-    comparisons_csv=sm.output.comparisons, comparisons_md=sm.output.comparisons_md)
+    comparisons_csv=sm.output.comparisons, comparisons_md=sm.output.comparisons_md,
+    scorecard_csv=sm.output.scorecard, scorecard_md=sm.output.scorecard_md,
+    report_front=sm.output.front, description=sm.input.description,
+    smoke_test=sm.params.smoke_test)
