@@ -266,3 +266,21 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
             raise ExperimentError("only", f"'{unknown[0]}' is not an experiment ({list(entries)})")
         experiments = {n: e for n, e in experiments.items() if e.group in only}
     return experiments
+
+
+def train_settings(cfg: dict[str, Any], experiment: Experiment,
+                   deform_backend: str = "auto") -> dict[str, Any]:
+    """The keyword arguments of ``ndmha.train.TrainSettings`` for one trained run: the config's
+    shared ``train`` settings, overridden by the experiment's own (its seed included)."""
+    shared = {k: v for k, v in cfg["train"].items() if k != "per_model"}
+    return {
+        **shared,
+        **experiment.train,
+        **({"init_from": experiment.init_from} if experiment.init_from else {}),
+        "experiment": experiment.name,
+        "architecture": experiment.architecture,
+        "options": experiment.options,
+        "loss": experiment.loss,
+        "perceptual": cfg.get("perceptual", {}),
+        "deform_backend": deform_backend,
+    }

@@ -166,8 +166,9 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     assert ours["gmac_without_deformable"][1] <= 15.01 < ours["gmac"][1]
     md = (tiny_run / "tables" / "benchmark.md").read_text()
     cells = re.sub(r" +\|", " |", md)  # the Markdown's column padding aside
-    assert "| baseline U-Net (ours) | measured |" in cells
-    assert "| NDMHA (ours) | measured |" in cells
+    # the Markdown names a measured row by its experiment and its label below the table
+    assert "| baseline | ours |" in cells and "| ndmha | ours |" in cells
+    assert "- baseline: baseline U-Net" in md and "every column" in md.lower()
     assert "Caveat: NDMHA (ours): perceptual loss used random VGG19 weights" in md
     assert "Caveat: NDMHA (ours): LPIPS n/a (weights not found" in md
     assert "the training-free floor (OpenCV Telea, " in md
@@ -184,6 +185,58 @@ def test_table_has_paper_and_measured_rows(tiny_run: Path) -> None:
     assert list(experiments["label"]) == ["baseline U-Net", "NDMHA", "OpenCV Telea"]
 
 
+def test_every_markdown_table_fits_a_screen(tiny_run: Path) -> None:
+    """Every .md under the results is for a reader: no line wider than MAX_WIDTH (130), and
+    each names the CSV that keeps every column."""
+    from ndmha.tables.format import MAX_WIDTH
+
+    written = sorted(tiny_run.rglob("*.md"))
+    assert {p.name for p in written} >= {"benchmark.md", "experiments.md", "comparisons.md",
+                                         "floor.md", "scorecard.md", "seed_report.md"}
+    for path in written:
+        lines = path.read_text().splitlines()
+        assert max(len(line) for line in lines) <= MAX_WIDTH, path
+        if path.name != "seed_report.md":
+            assert "Every column, in full precision, is in " in " ".join(lines), path
+
+
+def test_scorecard_has_a_row_a_claim(tiny_run: Path) -> None:
+    from ndmha.tables.scorecard import CLAIMS
+
+    card = pd.read_csv(tiny_run / "tables" / "scorecard.csv")
+    assert list(card["claim_id"]) == [c.claim_id for c in CLAIMS]
+    # the tiny run's seed-report U-Net is the seed report's network: its count is exact
+    assert card.set_index("claim_id").loc["seed_unet_parameters", "verdict"] == "reproduced"
+    assert card.set_index("claim_id").loc["paper_psnr", "verdict"] == "not testable here"
+
+
+@pytest.mark.long
+def test_gpu_study_runner_is_the_workflows_chain(tiny_run: Path, tmp_path: Path) -> None:
+    """bench/gpu_study.py (the 8,000-step study on a lent GPU, which has no Snakemake) on the
+    CPU: stopped at its deadline it exits 75 and says the run is unfinished; called again it
+    resumes, finishes and scores the test split; the model is the workflow's, to the bit."""
+    config = tiny_run.parent / "config.yaml"
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_study.py"), "--config", str(config),
+           "--data", str(tiny_run / "data"), "--experiments", "ndmha", "--seeds", "0",
+           "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    stopped = subprocess.run([*cmd, "--deadline-s", "0"], capture_output=True, text=True,
+                             timeout=600)
+    assert stopped.returncode == 75, (stopped.stdout + stopped.stderr)[-2000:]
+    first = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert first["finished"].tolist() == [False]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    row = runs.iloc[0]
+    assert (row["experiment"], row["seed"], row["steps"], bool(row["finished"])) == \
+        ("ndmha", 0, 4, True)
+    assert (tmp_path / "out" / "ndmha.seed0" / "train_log.csv").exists()
+    # the same settings and seed (TINY's train.seed is 0) as the workflow's ndmha: the same
+    # weights, so the same test scores (runs.csv rounds PSNR to 3 decimals)
+    ours = json.loads((tiny_run / "metrics" / "ndmha" / "summary.json").read_text())
+    assert row["psnr"] == round(ours["psnr"], 3) and row["test_images"] == ours["images"]
+
+
 def test_report_has_every_section(tiny_run: Path) -> None:
     workdir = tiny_run.parent
     result = snakemake(workdir, workdir / "config.yaml", "--report",
@@ -194,8 +247,11 @@ def test_report_has_every_section(tiny_run: Path) -> None:
                  "data_samples.png", "curves.png", "predictions.png", "comparison.png",
                  "metrics_vs_hole.png", "experiments_psnr.png", "benchmark.csv",
                  "test_metrics.csv", "experiments.csv", "seed_report.csv", "provenance.csv",
-                 "floor.csv", "telea", "tiny demo", "comparisons.csv", "comparisons.png"):
+                 "floor.csv", "telea", "tiny demo", "comparisons.csv", "comparisons.png",
+                 "scorecard.csv", "Reproduction scorecard", "NDMHA has 4.1 M parameters"):
         assert text in html, text
+    # the report opens on the scorecard, before the workflow's description
+    assert html.index("Reproduction scorecard") < html.index("Facial image inpainting study")
     embedded = report_files(html)  # the tables travel inside the HTML as data URIs
     assert "OpenCV Telea (training-free, measured here)" in embedded["benchmark.csv"]
     assert "NDMHA does not clear the training-free floor (OpenCV Telea, " in embedded["floor.csv"] \
@@ -425,8 +481,7 @@ def test_training_free_jobs_ask_for_no_gpu(tmp_path: Path) -> None:
 
 
 def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -> None:
-    """configs/study.yaml (about 2 h 35 min per seed on 2 cores when run): valid, its DAG trains
-    the four networks with three seeds each and scores the three training-free methods once,
+    """configs/study.yaml: valid, its DAG trains the six networks with three seeds each and scores the three training-free methods once,
     its split holds validation images out of training (the curves never monitor the test
     split), and its header's one-seed command gives one run per network."""
     import ndmha.config
@@ -436,21 +491,24 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     experiments = ndmha.config.resolve_experiments(config)
     kinds = {e.group: e.kind for e in experiments.values()}
     assert sorted(n for n, k in kinds.items() if k == "trained") == [
-        "baseline", "baseline_2000", "ndmha", "ndmha_released"]
+        "baseline", "baseline_2000", "ndmha", "ndmha_8000", "ndmha_released",
+        "ndmha_released_8000"]
     assert sorted(n for n, k in kinds.items() if k == "training-free") == [
         "biharmonic", "navier_stokes", "telea"]
     assert sorted(e.seed for e in experiments.values() if e.group == "ndmha") == [0, 1, 2]
     # the networks are compared with the U-Net trained at their budget, not the longer one
     pairs = ndmha.config.default_comparisons(experiments)
     assert ["ndmha", "baseline_2000"] in pairs and ["ndmha_released", "baseline_2000"] in pairs
+    # and at 8,000 steps with the U-Net's 8,000 (the same train settings: an equal budget)
+    assert ["ndmha_8000", "baseline"] in pairs and ["ndmha_released_8000", "baseline"] in pairs
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("rule train:") == 12 and result.stdout.count("rule predict:") == 15
+    assert result.stdout.count("rule train:") == 18 and result.stdout.count("rule predict:") == 21
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"),
                       "--config", "seeds=[0]")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("rule train:") == 4 and "baseline.seed0" in result.stdout
-    # a part of the study (this session's runs): only its experiments' jobs, the tables over them
+    assert result.stdout.count("rule train:") == 6 and "baseline.seed0" in result.stdout
+    # a part of the study: only its experiments' jobs, the tables over them
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "study.yaml"), "--config",
                       "only=[biharmonic, baseline_2000, ndmha_released]")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -13,6 +13,7 @@ from ndmha.config import (
     first_runs,
     resolve_experiments,
     sha256_json,
+    train_settings as experiment_train_settings,
     typed,
 )
 
@@ -175,20 +176,8 @@ def one_of(names):
 
 def train_settings(name):
     """The keyword arguments of ndmha.train.TrainSettings for one experiment: the shared train
-    settings, overridden by the experiment's own."""
-    experiment = EXPERIMENTS[name]
-    shared = {k: v for k, v in config["train"].items() if k != "per_model"}
-    return {
-        **shared,
-        **experiment.train,
-        **({"init_from": experiment.init_from} if experiment.init_from else {}),
-        "experiment": name,
-        "architecture": experiment.architecture,
-        "options": experiment.options,
-        "loss": experiment.loss,
-        "perceptual": config.get("perceptual", {}),
-        "deform_backend": DEFORM_BACKEND,
-    }
+    settings, overridden by the experiment's own (ndmha.config.train_settings)."""
+    return experiment_train_settings(config, EXPERIMENTS[name], DEFORM_BACKEND)
 
 
 def method_params(name):
