@@ -16,6 +16,8 @@ cosine decay over each experiment's own budget. Each run trains in its own proce
 Time limits: at ``--deadline-s`` every run still training gets SIGTERM, finishes its step, writes
 its mid-epoch checkpoint and exits 75 (ndmha.train); the work folder (``--work``, git-ignored)
 stays on the machine, and the same command again resumes every unfinished run where it stopped.
+The crossing, from the curves of one device:
+``python -m ndmha crossing --a OUT/ndmha_8000.seed*/train_log.csv --b OUT/baseline.seed*/train_log.csv``.
 Each call writes into ``--out``: ``runs.csv`` (one row a run: the docs/study_runs.csv columns plus
 wall time, device, finished or not and its step), every run's ``train_log.csv`` (the validation
 curve every epoch: 250 steps at batch 8) and ``summary.json``, and ``gpu_study.md``.
@@ -139,13 +141,15 @@ def main() -> None:
     parser.add_argument("--data", default=None,
                         help="the prepared data folder with manifest.csv (default: the "
                              "config's results_dir/data)")
-    parser.add_argument("--experiments", nargs="+", default=["ndmha_8000", "ndmha_released_8000"])
+    # the U-Net's 8,000 steps again on the same device: curves of one device are compared
+    parser.add_argument("--experiments", nargs="+",
+                        default=["baseline", "ndmha_8000", "ndmha_released_8000"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--work", default=None,
                         help="checkpoints and models (default: results/gpu_study, git-ignored; "
                              "kept between calls on a warm machine)")
     parser.add_argument("--device", default=None, help="default: cuda when present")
-    parser.add_argument("--parallel", type=int, default=6, help="runs training at once")
+    parser.add_argument("--parallel", type=int, default=9, help="runs training at once")
     parser.add_argument("--deadline-s", type=float, default=1e9,
                         help="stop training (checkpointed) this long after the start")
     parser.add_argument("--max-steps", type=int, default=None, help="a trial at a few steps")

@@ -106,6 +106,39 @@ def compare_recorded(args: argparse.Namespace) -> None:
     print(to_markdown(comparisons_view(table), note + "\n\n" + COMPARISONS_NOTE))
 
 
+def crossing_command(args: argparse.Namespace) -> None:
+    """Where a's seed-mean validation PSNR passes b's, or the gap's trend, from train_log.csv
+    files (one a seed, in the same seed order on both sides)."""
+    import pandas as pd
+
+    from ndmha.errors import DataError
+    from ndmha.uncertainty import crossing
+
+    def curves(paths: list[str]) -> dict[int, pd.Series]:
+        out = {}
+        for i, path in enumerate(paths):
+            try:
+                log = pd.read_csv(path)
+                out[i] = log.set_index("steps")["val_psnr"].astype(float)
+            except (OSError, KeyError, pd.errors.ParserError) as error:
+                raise DataError(f"{path}: not a training log with steps and val_psnr "
+                                f"({error})") from error
+        return out
+
+    result = crossing(curves(args.a), curves(args.b), args.window)
+    if result["crossing_step"] is not None:
+        print(f"a passes b at step {result['crossing_step']:,} (seed-mean validation PSNR); "
+              f"per seed pair: {result['pair_crossings']}")
+    else:
+        low, high = result["slope_low"], result["slope_high"]
+        spread = f" (95 % interval {low:+.3f} to {high:+.3f})" if low is not None else ""
+        closes = (f"the mean trend closes it at about step {result['closes_at_step']:,}"
+                  if result["closes_at_step"] else "the mean trend does not close it")
+        print(f"not within {result['last_step']:,} steps: a − b {result['last_gap']:+.2f} dB "
+              f"there, trend {result['slope_per_1000']:+.3f} dB per 1,000 steps over the last "
+              f"{args.window:,}{spread}, {result['seed_pairs']} seed pairs; {closes}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,13 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                             description="Seed-aware paired comparisons (the workflow's "
                             "comparisons.md without its per-image columns) from a CSV of "
                             "recorded per-seed test means, e.g. docs/study_runs.csv: runs of "
-                            "several sessions on the same test images.")
+                            "several machines on the same test images.")
     p.add_argument("runs", help="CSV: experiment, seed, kind, test_images and the metrics")
     p.add_argument("--pair", nargs=2, action="append", required=True, metavar=("A", "B"),
                    help="a − b (repeat; 'floor' is the best training-free row)")
     p.add_argument("--metric", action="append", default=None,
                    help="only these metrics (repeat; default every recorded one)")
     p.set_defaults(func=compare_recorded)
+    p = commands.add_parser("crossing", help="where one validation curve passes another",
+                            description=crossing_command.__doc__)
+    p.add_argument("--a", nargs="+", required=True, help="a's train_log.csv files, one a seed")
+    p.add_argument("--b", nargs="+", required=True, help="b's, in the same seed order")
+    p.add_argument("--window", type=int, default=2000,
+                   help="the trend's last steps (default 2,000)")
+    p.set_defaults(func=crossing_command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -149,3 +149,43 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def _passes(gap: pd.Series) -> int | None:
+    """The first step from which ``gap`` (indexed by step) stays above 0 to its end."""
+    below = gap.index[gap <= 0]
+    after = gap.index[gap.index > below.max()] if len(below) else gap.index
+    return int(after[0]) if len(after) else None
+
+
+def crossing(a: dict[Any, pd.Series], b: dict[Any, pd.Series], window: int = 2000
+             ) -> dict[str, Any]:
+    """Where network a's validation curve passes b's. ``a`` and ``b`` map a seed to its
+    validation PSNR indexed by optimizer step (seeds paired as :func:`paired_difference` pairs
+    them; the steps both curves share). The crossing is the first step from which the mean over
+    seed pairs of a − b stays above 0, with each pair's own crossing step (None: not within its
+    steps). Without one, the trend says what budget would be needed: each pair's least-squares
+    slope of a − b over its last ``window`` steps, in dB per 1,000 steps, their mean and 95 %
+    t-interval over pairs, and the steps at which the mean gap would close at the mean slope
+    (None when it is not closing)."""
+    gaps = []
+    for x, y in _pairs(a, b):
+        common = x.index.intersection(y.index)
+        if len(common) < 2:
+            raise ValueError("a crossing needs curves on at least two common steps")
+        gaps.append((x[common] - y[common]).sort_index())
+    mean_gap = pd.concat(gaps, axis=1).dropna().mean(axis=1)
+    slopes = []
+    for gap in gaps:
+        recent = gap[gap.index >= gap.index.max() - window]
+        slopes.append(float(stats.linregress(recent.index.to_numpy(dtype=np.float64),
+                                             recent.to_numpy(dtype=np.float64)).slope) * 1000
+                      if len(recent) >= 2 else float("nan"))
+    trend = t_interval(slopes)
+    last_step, last_gap = int(mean_gap.index[-1]), float(mean_gap.iloc[-1])
+    closes = (last_step + math.ceil(-last_gap / (trend["mean"] / 1000))
+              if last_gap <= 0 and trend["mean"] > 0 else None)
+    return {"crossing_step": _passes(mean_gap), "pair_crossings": [_passes(g) for g in gaps],
+            "last_step": last_step, "last_gap": last_gap, "seed_pairs": len(gaps),
+            "slope_per_1000": trend["mean"], "slope_low": trend["low"],
+            "slope_high": trend["high"], "closes_at_step": closes}

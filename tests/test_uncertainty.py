@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +21,7 @@ from ndmha.errors import DataError
 from ndmha.tables import comparisons_table, recorded_comparisons
 from ndmha.uncertainty import (
     UNSEEDED,
+    crossing,
     holm,
     paired_difference,
     paired_means,
@@ -244,3 +247,37 @@ def test_only_keeps_a_part_of_the_study_and_its_pairs() -> None:
     with pytest.raises(ExperimentError) as err:
         resolve_experiments({**config, "only": ["baseline", "unet"]})
     assert err.value.key == "only" and "'unet'" in err.value.message
+
+
+def _line(steps: np.ndarray, start: float, slope_per_1000: float) -> pd.Series:
+    return pd.Series(start + slope_per_1000 * steps / 1000, index=steps)
+
+
+def test_crossing_finds_the_step_where_the_mean_curve_passes() -> None:
+    """Two seeds rising 0.5 dB per 1,000 steps from 1.2 and 0.9 dB under a flat b: their mean
+    gap −1.05 + 0.5 k (k thousand steps) passes 0 at 2,100 steps, the first logged step above is
+    2,250; the seeds' own at 2,500 (from 2,400) and 2,000 (from 1,800)."""
+    steps = np.arange(250, 4001, 250)
+    a = {0: _line(steps, -1.2, 0.5), 1: _line(steps, -0.9, 0.5)}
+    b = {0: _line(steps, 0.0, 0.0), 1: _line(steps, 0.0, 0.0)}
+    result = crossing(a, b)
+    assert result["crossing_step"] == 2250 and result["pair_crossings"] == [2500, 2000]
+    # a curve that dips below again later has not passed until it stays above
+    a[0] = a[0].where(a[0].index != 3000, -1.0)
+    assert crossing(a, b)["crossing_step"] == 3250
+
+
+def test_crossing_absent_reports_the_trend_and_the_budget_it_implies() -> None:
+    steps = np.arange(250, 8001, 250)
+    a = {s: _line(steps, -3.0 + 0.1 * s, 0.2 + 0.02 * s) for s in range(3)}
+    b = {s: _line(steps, 0.0, 0.0) for s in range(3)}
+    result = crossing(a, b)
+    assert result["crossing_step"] is None and result["pair_crossings"] == [None, None, None]
+    # exact lines: each pair's slope is its own (0.20, 0.22, 0.24 dB per 1,000 steps)
+    assert result["slope_per_1000"] == pytest.approx(0.22, abs=1e-9)
+    assert result["slope_low"] < 0.22 < result["slope_high"] and result["seed_pairs"] == 3
+    gap = float(np.mean([-3.0 + 0.1 * s + (0.2 + 0.02 * s) * 8 for s in range(3)]))
+    assert result["last_gap"] == pytest.approx(gap, abs=1e-9)
+    assert result["closes_at_step"] == 8000 + math.ceil(-gap / 0.22e-3)
+    shrinking = crossing({0: _line(steps, -1.0, -0.1)}, {0: _line(steps, 0.0, 0.0)})
+    assert shrinking["closes_at_step"] is None and shrinking["slope_low"] is None  # one pair
