@@ -69,13 +69,13 @@ def launch(run: object, cfg: dict, manifest: Path, work: Path, device: str,
         settings["max_steps"] = max_steps
     folder = work / run.name
     folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / "train.log", "a")
-    return subprocess.Popen(
-        [sys.executable, "-m", "ndmha", "train", "--manifest", str(manifest), "--model-out",
-         str(folder / "model.pt"), "--log-csv", str(folder / "train_log.csv"), "--checkpoint",
-         str(folder / "last.pt"), "--settings", json.dumps(settings)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
-                                                             "PYTHONPATH": str(ROOT)})
+    with open(folder / "train.log", "a") as log:  # the child holds its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "ndmha", "train", "--manifest", str(manifest), "--model-out",
+             str(folder / "model.pt"), "--log-csv", str(folder / "train_log.csv"),
+             "--checkpoint", str(folder / "last.pt"), "--settings", json.dumps(settings)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def train_all(runs: dict, cfg: dict, manifest: Path, work: Path, device: str, parallel: int,

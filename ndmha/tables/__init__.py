@@ -76,6 +76,8 @@ def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
         floor, verdict = floor_table(merged, labels)
         write_csv(floor, floor_csv)
         write_md(floor_view(floor), floor_md, "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
+    if comparisons_csv is None and scorecard_csv is None:
+        return table
     # the comparisons name experiments by label (the CSV's a and b); the views and the scorecard
     # by experiment name
     names = {label_of(s, labels): s["experiment"] for s in merged}

@@ -9,10 +9,9 @@ import functools
 import json
 from typing import Any
 
-import pandas as pd
-
 from ndmha import uncertainty
 from ndmha.models import build_model, count_gmac
+from ndmha.tables.format import missing
 
 BUDGET = ["epochs", "steps", "images_seen", "batch", "train_time_s", "train_device"]
 #: over seeds (ndmha.uncertainty): the spread between seeds and the 95 % interval of each
@@ -206,10 +205,9 @@ def budget_cell(row: dict) -> str:
     if device in NOT_TRAINED_HERE.values():
         return "not ours"
     steps, batch, epochs = row.get("steps"), row.get("batch"), row.get("epochs")
-    if steps is not None and not pd.isna(steps):
-        return f"{steps:,.0f} × {batch:.0f}" if batch is not None and not pd.isna(batch) \
-            else f"{steps:,.0f} steps"
-    if epochs is not None and not pd.isna(epochs):
+    if not missing(steps):
+        return f"{steps:,.0f} × {batch:.0f}" if not missing(batch) else f"{steps:,.0f} steps"
+    if not missing(epochs):
         return f"{epochs:.0f} epochs"
     return ""
 
