@@ -30,10 +30,10 @@ demo: install
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 dry-run: install
-	$(BIN)/snakemake -n --configfile configs/celebahq.yaml $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake -n --configfile configs/paper_celebahq.yaml $(SNAKEMAKE_ARGS)
 
 # the full reproduction on a SLURM cluster (edit the cluster / resources keys of the config first)
-CLUSTER_CONFIG ?= configs/celebahq.yaml
+CLUSTER_CONFIG ?= configs/paper_celebahq.yaml
 cluster: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/slurm --configfile $(CLUSTER_CONFIG) $(SNAKEMAKE_ARGS)
 
