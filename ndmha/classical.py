@@ -21,7 +21,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ndmha.data.prepare import is_hole
+from ndmha.data.masks import is_hole
 
 
 def telea(corrupted: np.ndarray, holes: np.ndarray, radius: float = 3.0) -> np.ndarray:

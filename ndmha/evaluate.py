@@ -16,17 +16,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import cv2
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from ndmha import classical
 from ndmha.data.dataset import InpaintingDataset, to_image, to_tensor
-from ndmha.data.prepare import to_holes
+from ndmha.data.masks import BUCKETS, hole_buckets, to_holes
+
 from ndmha.data.split import read_manifest
 from ndmha.fidelity import (
     LPIPSMetric,
@@ -266,32 +266,7 @@ def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: st
                    experiment=experiment)
 
 
-#: hole-area buckets (fractions) as LaMa and MAT report them; the last one takes the rest
-BUCKET_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 PER_IMAGE = ("psnr", "ssim", "l1", "lpips")
-
-
-BUCKETS = tuple(f"{round(a * 100)}-{round(b * 100)}%" for a, b in
-                zip(BUCKET_EDGES[:-1], BUCKET_EDGES[1:]))
-
-
-def hole_buckets(ratios: Sequence[float]) -> pd.Categorical:
-    """Each hole ratio's bucket (``"10-20%"`` for 0.15), ordered as :data:`BUCKETS`:
-    ``pandas.cut`` on [low, high), the last bucket's upper edge moved one float past 1.0 so that
-    a hole ratio of 100 % stays in it. A ratio outside [0, 1] is an error naming it."""
-    bins = [*BUCKET_EDGES[:-1], float(np.nextafter(BUCKET_EDGES[-1], np.inf))]
-    values = np.asarray(ratios, dtype=float)
-    cut = pd.cut(values, bins, right=False, labels=list(BUCKETS), ordered=True)
-    outside = values[pd.isna(cut)]
-    if len(outside):
-        raise ValueError(f"hole ratio {outside[0]} is outside [{BUCKET_EDGES[0]}, "
-                         f"{BUCKET_EDGES[-1]}]")
-    return cut
-
-
-def bucket_label(ratio: float) -> str:
-    """The bucket of one hole ratio (:func:`hole_buckets`)."""
-    return str(hole_buckets([ratio])[0])
 
 
 #: images per metrics batch, for 256 px images: larger images take proportionally fewer, so
@@ -312,9 +287,14 @@ def _per_image(frame: pd.DataFrame, composites: list[Path], lpips: LPIPSMetric |
         values = image_metrics(pred, target)
         if not isinstance(lpips, str):
             values["lpips"] = lpips(pred, target)
-        labels = hole_buckets(chunk["hole_ratio"])
+        # the NVIDIA protocol: the category of the source mask, computed from its file at its
+        # own resolution (ndmha.data.masks); otherwise the prepared mask's hole ratio's bucket
+        labels = (list(chunk["mask_category"]) if "mask_category" in chunk.columns
+                  else hole_buckets(chunk["hole_ratio"]))
         for j, (image_id, ratio) in enumerate(zip(chunk["id"], chunk["hole_ratio"])):
             rows.append({"id": image_id, "hole_ratio": ratio, "bucket": labels[j],
+                         **({"mask_border": chunk["mask_border"].iloc[j]}
+                            if "mask_border" in chunk.columns else {}),
                          "image_size": target.shape[-1],
                          **{k: float(values[k][j]) if k in values else math.nan
                             for k in PER_IMAGE}})

@@ -19,7 +19,8 @@ import torch
 
 from ndmha.data.dataset import mask_tensor, to_image, to_tensor
 from ndmha.classical import composite
-from ndmha.data.prepare import overlay, to_holes
+from ndmha.data.masks import to_holes
+from ndmha.data.prepare import overlay
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
 from ndmha.models.layers import AUTO

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from ndmha.data.split import read_manifest
-from ndmha.evaluate import bucket_label, floor_psnr, predict, predict_training_free, score
+from ndmha.data.masks import bucket_label
+from ndmha.evaluate import floor_psnr, predict, predict_training_free, score
 from ndmha.figures import comparison_figures, data_samples, experiment_grid, training_curves
 from ndmha.io import read_image, write_image
 from ndmha.tables import write_tables
@@ -95,7 +96,7 @@ def test_bucket_rejects_impossible_ratio(ratio: float) -> None:
 
 def test_buckets_come_in_their_order_and_keep_a_full_hole() -> None:
     """pandas.cut's buckets: ordered as BUCKETS whatever the images' order, 100 % in the last."""
-    from ndmha.evaluate import BUCKETS, hole_buckets
+    from ndmha.data.masks import BUCKETS, hole_buckets
 
     cut = hole_buckets([1.0, 0.05, 0.35, 0.6])
     assert list(cut.categories) == list(BUCKETS) and cut.ordered

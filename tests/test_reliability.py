@@ -48,7 +48,7 @@ def test_grayscale_rgba_and_16bit_pngs_are_converted_and_said(tmp_path: Path,
     assert read_face(src / "d_plain.png")[1] is None
     with caplog.at_level(logging.WARNING, logger="ndmha"):
         out = convert_images(src, tmp_path / "jpg", n_images=4, size=16, quality=100)
-    assert "3 of 4 PNGs were converted" in caplog.text and "b_rgba.png: alpha" in caplog.text
+    assert "3 of 4 images were converted" in caplog.text and "b_rgba.png: alpha" in caplog.text
     assert np.abs(read_image(out[0]).astype(int) - 200).max() <= 2  # gray value kept in RGB
     assert np.abs(read_image(out[1]).astype(int) - 90).max() <= 2   # alpha dropped, colour kept
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from ndmha.data.prepare import is_hole, overlay
+from ndmha.data.masks import is_hole
+from ndmha.data.prepare import overlay
 from ndmha.data.split import read_manifest
 from ndmha.errors import ConfigError
 from ndmha.io import read_image

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
+from ndmha.data.masks import HOLE_LEVEL, grey_pixels, is_hole, to_holes
 from ndmha.errors import DataError
 from ndmha.io import (
     atomic_open,
@@ -24,12 +26,14 @@ from ndmha.io import (
     relative_posix,
     staged_dir,
     take_first,
+    write_bytes,
     write_image,
 )
 
 log = logging.getLogger("ndmha")
 
 PAIRS_COLUMNS = ("id", "image", "mask", "corrupted", "hole_ratio")
+JPG_SUFFIXES = (".jpg", ".jpeg")
 
 
 def square_resize(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
@@ -71,55 +75,89 @@ def _report_conversions(notes: list[tuple[Path, str | None]], what: str) -> None
                     len(notes), what, min(5, len(converted)))
 
 
-def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size: int,
-                   quality: int = 95, threads: int = 1) -> list[Path]:
-    """Convert the first ``n_images`` PNGs of ``src_dir`` (sorted) to ``size``-pixel JPGs.
+def convert_listed(images: Sequence[tuple[str, Path]], out_dir: str | Path, size: int,
+                   quality: int = 95, threads: int = 1, fingerprint: dict | None = None) -> None:
+    """Convert each ``(id, source)`` to ``out_dir/<id>.jpg`` at ``size`` pixels.
 
     Images are centre-cropped to a square and resized with INTER_AREA (CelebA-HQ's 1024 px -> 256 px).
-    Grayscale, RGBA and 16-bit PNGs are converted (see :func:`read_face`) and the log says which.
-    Each JPG is written atomically into a staging folder that a rerun resumes.
+    Grayscale, RGBA and 16-bit images are converted (see :func:`read_face`) and the log says which.
+    A source that is already a colour JPG of ``size`` x ``size`` (Places2's 256 px release) is
+    copied byte for byte: encoding it again would only lose detail. Each JPG is written
+    atomically into a staging folder that a rerun with the same ``fingerprint`` resumes.
     """
-    sources = take_first(list_images(src_dir, (".png",), "PNG images"), n_images, src_dir,
-                         "PNG images")
-    check_unique_ids(sources, src_dir)
-    fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_images, "size": size,
-                   "quality": quality}
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    with staged_dir(out_dir, fingerprint) as stage:
-        def convert(src: Path) -> tuple[Path, str | None]:
-            dst = stage / f"{src.stem}.jpg"
+    with staged_dir(out_dir, {**(fingerprint or {}), "size": size, "quality": quality}) as stage:
+        def convert(item: tuple[str, Path]) -> tuple[Path, str | None]:
+            image_id, src = item
+            dst = stage / f"{image_id}.jpg"
             if dst.exists():
                 return src, None
             image, note = read_face(src)
-            write_image(dst, square_resize(image, size, cv2.INTER_AREA), params)
+            if src.suffix.lower() in JPG_SUFFIXES and note is None \
+                    and image.shape[:2] == (size, size):
+                write_bytes(dst, Path(src).read_bytes())
+            else:
+                write_image(dst, square_resize(image, size, cv2.INTER_AREA), params)
             return src, note
-        _report_conversions(map_parallel(convert, sources, threads, "PNG -> JPG"), "PNGs")
+        _report_conversions(map_parallel(convert, list(images), threads, "image -> JPG"),
+                            "images")
+
+
+def folder_images(src_dir: str | Path, n_images: int) -> list[tuple[str, Path]]:
+    """The first ``n_images`` PNGs of ``src_dir`` (sorted) as ``(id, path)``, the id being the
+    file name without extension (unique)."""
+    sources = take_first(list_images(src_dir, (".png",), "PNG images"), n_images, src_dir,
+                         "PNG images")
+    check_unique_ids(sources, src_dir)
+    return [(p.stem, p) for p in sources]
+
+
+def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size: int,
+                   quality: int = 95, threads: int = 1) -> list[Path]:
+    """Convert the first ``n_images`` PNGs of ``src_dir`` (sorted) to ``size``-pixel JPGs
+    (:func:`convert_listed`)."""
+    sources = folder_images(src_dir, n_images)
+    convert_listed(sources, out_dir, size, quality, threads,
+                   {"src": str(Path(src_dir).resolve()), "n": n_images})
     log.info("converted %d PNGs from %s to %dpx JPG (quality %d) in %s",
              len(sources), src_dir, size, quality, out_dir)
-    return [Path(out_dir) / f"{p.stem}.jpg" for p in sources]
-
-
-HOLE_LEVEL = 127  # a grayscale mask's pixel above this is a hole (white holes), the one threshold
-
-
-def is_hole(mask: np.ndarray) -> np.ndarray:
-    """Where a grayscale uint8 mask (255 = hole) marks a hole: ``mask > HOLE_LEVEL``, boolean."""
-    return mask > HOLE_LEVEL
-
-
-def to_holes(mask: np.ndarray, hole: str = "white") -> np.ndarray:
-    """Source mask (grayscale uint8) -> our convention: uint8, 255 = hole, thresholded at
-    :data:`HOLE_LEVEL`."""
-    if hole not in ("white", "black"):
-        raise ValueError(f"mask hole colour must be 'white' or 'black', not {hole!r}")
-    holes = is_hole(mask) if hole == "white" else ~is_hole(mask)
-    return holes.astype(np.uint8) * 255
+    return [Path(out_dir) / f"{i}.jpg" for i, _ in sources]
 
 
 def binarize_mask(mask: np.ndarray, size: int, hole: str = "white") -> np.ndarray:
     """Source mask -> our convention (:func:`to_holes`), centre-cropped and nearest-resized to
     ``size`` x ``size``."""
     return square_resize(to_holes(mask, hole), size, cv2.INTER_NEAREST)
+
+
+def mask_name(rank: int, total: int) -> str:
+    """The prepared mask of the image of rank ``rank`` among ``total``: ``00000.png``..., wide
+    enough that the names sort in rank order (6 digits from 100,001 images on)."""
+    return f"{rank:0{max(5, len(str(max(total - 1, 0))))}d}.png"
+
+
+def prepare_listed(masks: Sequence[tuple[int, Path]], total: int, out_dir: str | Path, size: int,
+                   hole: str = "white", binary: str = "threshold", threads: int = 1,
+                   fingerprint: dict | None = None) -> None:
+    """Binarize and resize each ``(rank, source)`` mask to ``out_dir/<mask_name(rank)>``.
+
+    ``binary`` (:func:`~ndmha.data.masks.grey_pixels`) ``threshold``: grey pixels are
+    thresholded at :data:`HOLE_LEVEL` and the log says which masks had them; ``strict``: a mask
+    with grey pixels is an error naming it.
+    """
+    fingerprint = {**(fingerprint or {}), "size": size, "hole": hole, "total": total}
+    with staged_dir(out_dir, fingerprint) as stage:
+        def prepare(item: tuple[int, Path]) -> tuple[Path, str | None]:
+            rank, src = item
+            dst = stage / mask_name(rank, total)
+            if dst.exists():
+                return src, None
+            mask = read_image(src, cv2.IMREAD_GRAYSCALE)
+            grey = grey_pixels(mask, src, binary)
+            write_image(dst, binarize_mask(mask, size, hole))
+            note = f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}"
+            return src, note if grey else None
+        _report_conversions(map_parallel(prepare, list(masks), threads, "masks"), "masks")
 
 
 def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: int,
@@ -129,23 +167,12 @@ def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: 
     Output masks are named by their rank (``00000.png``...) so that image i pairs with mask i.
     """
     sources = take_first(list_images(src_dir, what="masks"), n_masks, src_dir, "masks")
-    fingerprint = {"src": str(Path(src_dir).resolve()), "n": n_masks, "size": size, "hole": hole}
-    with staged_dir(out_dir, fingerprint) as stage:
-        def prepare(item: tuple[int, Path]) -> tuple[Path, str | None]:
-            i, src = item
-            dst = stage / f"{i:05d}.png"
-            if dst.exists():
-                return src, None
-            mask = read_image(src, cv2.IMREAD_GRAYSCALE)
-            write_image(dst, binarize_mask(mask, size, hole))
-            grey = np.count_nonzero((mask > 0) & (mask < 255))
-            note = f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}"
-            return src, note if grey else None
-        _report_conversions(map_parallel(prepare, list(enumerate(sources)), threads, "masks"),
-                            "masks")
+    prepare_listed(list(enumerate(sources)), len(sources), out_dir, size, hole,
+                   threads=threads, fingerprint={"src": str(Path(src_dir).resolve()),
+                                                 "n": n_masks})
     log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
              len(sources), src_dir, hole, size, out_dir)
-    return [Path(out_dir) / f"{i:05d}.png" for i in range(len(sources))]
+    return [Path(out_dir) / mask_name(i, len(sources)) for i in range(len(sources))]
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
