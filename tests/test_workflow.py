@@ -328,17 +328,18 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, changes: dict, message:
 
 
 def test_full_reproduction_dry_run(tmp_path: Path) -> None:
-    """configs/celebahq.yaml: a clear stop while the data is missing, the DAG once it is there."""
-    config = yaml.safe_load((ROOT / "configs" / "celebahq.yaml").read_text())
-    missing = snakemake(tmp_path, ROOT / "configs" / "celebahq.yaml", "-n")
+    """configs/paper_celebahq.yaml: a clear stop while the data is missing, the DAG once it is there."""
+    config = yaml.safe_load((ROOT / "configs" / "paper_celebahq.yaml").read_text())
+    missing = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
     assert missing.returncode != 0
     assert f"config key data.images_dir: folder '{config['data']['images_dir']}' does not exist" \
         in missing.stdout + missing.stderr
     (tmp_path / config["data"]["images_dir"]).mkdir(parents=True)
     (tmp_path / config["data"]["masks_dir"]).mkdir(parents=True)
-    present = snakemake(tmp_path, ROOT / "configs" / "celebahq.yaml", "-n")
+    present = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
     assert present.returncode == 0, present.stderr
-    for rule in ("convert", "masks", "overlay", "split", "train", "predict", "metrics",
+    for rule in ("sources", "convert", "masks", "overlay", "gather", "split", "train", "predict",
+                 "metrics",
                  "tables", "data_figure", "training_curves", "prediction_grid",
                  "comparison_figures"):
         assert f"rule {rule}:" in present.stdout
@@ -367,7 +368,7 @@ def test_config_overrides_merge_over_a_configfile(tmp_path: Path) -> None:
     """--configfile still replaces config.yaml (no demo rule), --config merges over it."""
     (tmp_path / "faces").mkdir()
     (tmp_path / "qd").mkdir()
-    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "celebahq.yaml"),
+    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "paper_celebahq.yaml"),
                       "--config", f"data={{images_dir: {tmp_path / 'faces'}, "
                                   f"masks_dir: {tmp_path / 'qd'}}}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -638,11 +639,11 @@ def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: 
 
 
 def test_celebahq_config_shows_every_kind_and_it_is_valid(tmp_path: Path) -> None:
-    """The commented experiments section of configs/celebahq.yaml, uncommented with its paths
+    """The commented experiments section of configs/paper_celebahq.yaml, uncommented with its paths
     filled in, is a valid config with one experiment of each kind."""
     import ndmha.config
 
-    text = (ROOT / "configs" / "celebahq.yaml").read_text()
+    text = (ROOT / "configs" / "paper_celebahq.yaml").read_text()
     block = text[text.index("# experiments:"):].split("\n\n")[0]
     uncommented = "\n".join(line[2:] for line in block.splitlines())
     for folder in ("NDMA_Facial_Inpainting/checkpoints", "lama/outputs"):

@@ -4,7 +4,10 @@ CelebA-HQ and QD-IMD cannot be downloaded here, so the default workflow runs on 
 draws itself. Faces: a background, hair, a face ellipse with a skin tone, ears, neck, eyes with iris
 and pupil, brows, nose and mouth, with varied pose (roll, yaw, position, scale), colours and lighting.
 Masks: random thick strokes on black, white = hole (QD-IMD's polarity), with the hole ratio spread
-uniformly over a configured range (5-60 % by default). Every image depends only on (seed, index).
+uniformly over a configured range (5-60 % by default); or boxes, blobs and straight strokes with
+sharp corners in the NVIDIA test set's six categories, half of them touching the border. The
+faces can also be laid out as Places2 is (for its protocol's demo). Every image depends only on
+(seed, index).
 """
 
 from __future__ import annotations
@@ -203,6 +206,70 @@ def draw_mask(size: int, seed: int, index: int, ratio_range: tuple[float, float]
     return mask
 
 
+def _nvidia_shape(mask: np.ndarray, rng: np.random.Generator, low: float, high: float,
+                  at_edge: bool) -> None:
+    """One NVIDIA-like hole on ``mask``: a rotated box, a polygonal blob or a thick stroke of
+    straight segments, each with sharp corners (filled polygons, no rounded caps); its centre in
+    ``[low, high)`` of the side, or on one edge of the image when ``at_edge``."""
+    size = mask.shape[0]
+    centre = rng.uniform(low, high, 2)
+    if at_edge:
+        axis, side = rng.integers(2), rng.integers(2)
+        centre[axis] = 0.0 if side == 0 else size - 1.0
+    kind = rng.integers(3)
+    extent = size * rng.uniform(0.06, 0.16)
+    if kind == 0:  # box
+        box = ((float(centre[0]), float(centre[1])),
+               (float(extent * rng.uniform(0.6, 1.6)), float(extent * rng.uniform(0.6, 1.6))),
+               float(rng.uniform(0, 90)))
+        cv2.fillPoly(mask, [np.round(cv2.boxPoints(box)).astype(np.int32)], 255, cv2.LINE_8)
+    elif kind == 1:  # blob: a star-shaped polygon
+        angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 10))))
+        radii = extent * rng.uniform(0.4, 1.0, len(angles))
+        points = centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255, cv2.LINE_8)
+    else:  # stroke: straight thick segments, each a filled quadrilateral
+        width = size * rng.uniform(0.02, 0.05)
+        point = centre
+        for _ in range(int(rng.integers(2, 5))):
+            heading = rng.uniform(0, 2 * np.pi)
+            end = point + extent * rng.uniform(0.6, 1.4) * np.array([np.cos(heading),
+                                                                     np.sin(heading)])
+            normal = width / 2 * np.array([-np.sin(heading), np.cos(heading)])
+            quad = np.array([point + normal, end + normal, end - normal, point - normal])
+            cv2.fillPoly(mask, [np.round(quad).astype(np.int32)], 255, cv2.LINE_8)
+            point = end
+
+
+def draw_nvidia_mask(size: int, seed: int, index: int, border_margin: int = 1) -> np.ndarray:
+    """One mask like the NVIDIA Irregular Mask test set's: uint8, 255 = hole; boxes, blobs and
+    thick straight strokes with sharp corners. Its category cycles with ``index`` through the six
+    hole-ratio categories (1-10 % ... 50-60 %: the ratio drawn uniformly inside the category),
+    and every other block of six touches the image border
+    (:func:`~ndmha.data.masks.touches_border` with ``border_margin``) while the rest keep
+    clear of it, as the test set's two halves do."""
+    category, at_border = index % 6, (index // 6) % 2 == 0
+    rng = np.random.default_rng([seed, index, 0x4E56])
+    lower, upper = max(0.01, 0.1 * category), 0.1 * (category + 1)
+    target = rng.uniform(lower + 0.01, upper - 0.01)
+    margin = max(1, border_margin)
+    for _ in range(50):  # an attempt that overshoots its category is drawn again
+        mask = np.zeros((size, size), np.uint8)
+        inner = (margin + size * 0.1, size - margin - size * 0.1)
+        if at_border:
+            _nvidia_shape(mask, rng, *inner, at_edge=True)
+        for _ in range(400):
+            if mask.mean() / 255.0 >= target:
+                break
+            _nvidia_shape(mask, rng, *inner, at_edge=False)
+        if not at_border:  # clear the border band
+            mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = 0, 0, 0, 0
+        if lower <= mask.mean() / 255.0 < upper:
+            return mask
+    raise RuntimeError(f"no NVIDIA-style mask of {lower:.0%}-{upper:.0%} drawn at {size}px "
+                       f"(seed {seed}, index {index})")
+
+
 def _draw_all(folder: str | Path, fingerprint: dict, n: int, name: str,
               draw: Callable[[int], np.ndarray], threads: int, desc: str) -> None:
     """``draw(i)`` for i < ``n`` as ``name.format(i)`` PNGs in ``folder``, through a staging folder
@@ -215,14 +282,57 @@ def _draw_all(folder: str | Path, fingerprint: dict, n: int, name: str,
         map_parallel(one, list(range(n)), threads, desc)
 
 
+#: the demo's Places2 scene classes (Places365's folder layout: first letter / class)
+DEMO_SCENES = ("a/abbey", "b/beach", "c/canyon")
+
+
+def write_places2_layout(root: str | Path, n_train: int, n_val: int, size: int, seed: int,
+                         threads: int = 1) -> None:
+    """Procedural images in Places365-Standard's layout and file lists (the 256 px release):
+    ``data_256/<class>/<8 digits>.jpg`` listed in ``places365_train_standard.txt``,
+    ``val_256/Places365_val_<8 digits>.jpg`` in ``places365_val.txt``, so that the Places2
+    reader (:func:`ndmha.data.sources.places2_images`) runs on them. The root is staged and
+    renamed when complete."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    train = [f"{DEMO_SCENES[i % len(DEMO_SCENES)]}/{i // len(DEMO_SCENES) + 1:08d}.jpg"
+             for i in range(n_train)]
+    val = [f"Places365_val_{i + 1:08d}.jpg" for i in range(n_val)]
+    files = [("data_256/" + e, i) for i, e in enumerate(train)]
+    files += [("val_256/" + e, n_train + i) for i, e in enumerate(val)]
+    with staged_dir(root, {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed}) as out:
+        def one(item: tuple[str, int]) -> None:
+            path = out / item[0]
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_image(path, draw_face(size, seed, item[1]), params)
+        map_parallel(one, files, threads, "demo Places2 images")
+        (out / "places365_train_standard.txt").write_text(
+            "".join(f"/{e} {i % len(DEMO_SCENES)}\n" for i, e in enumerate(train)))
+        (out / "places365_val.txt").write_text("".join(f"{e} {i % len(DEMO_SCENES)}\n"
+                                                       for i, e in enumerate(val)))
+
+
 def make_demo_dataset(images_dir: str | Path, masks_dir: str | Path, n_images: int, n_masks: int,
                       size: int, mask_size: int, seed: int,
-                      ratio_range: tuple[float, float] = (0.05, 0.60), threads: int = 1) -> None:
-    """Write ``n_images`` faces (``000000.png``...) and ``n_masks`` masks as PNG, each atomically."""
+                      ratio_range: tuple[float, float] = (0.05, 0.60), threads: int = 1,
+                      layout: str = "folders", masks: str = "strokes", n_val: int = 0) -> None:
+    """Write ``n_images`` faces and ``n_masks`` masks (``00000.png``...), each atomically.
+
+    ``layout`` ``folders``: the faces as ``000000.png``... in ``images_dir``; ``places2``: as a
+    Places2 tree in ``images_dir`` (:func:`write_places2_layout`), ``n_val`` of them in its
+    validation list. ``masks`` ``strokes``: QD-IMD-like (:func:`draw_mask`, ``ratio_range``);
+    ``nvidia``: NVIDIA-test-set-like (:func:`draw_nvidia_mask`)."""
     fingerprint = {"size": size, "mask_size": mask_size, "seed": seed, "ratio": list(ratio_range)}
-    _draw_all(images_dir, fingerprint, n_images, "{:06d}.png",
-              lambda i: draw_face(size, seed, i), threads, "demo faces")
-    _draw_all(masks_dir, fingerprint, n_masks, "{:05d}.png",
-              lambda i: draw_mask(mask_size, seed, i, ratio_range), threads, "demo masks")
-    log.info("demo dataset: %d faces (%dpx) in %s, %d masks (%dpx) in %s",
-             n_images, size, images_dir, n_masks, mask_size, masks_dir)
+    if layout == "places2":
+        write_places2_layout(images_dir, n_images - n_val, n_val, size, seed, threads)
+    else:
+        _draw_all(images_dir, fingerprint, n_images, "{:06d}.png",
+                  lambda i: draw_face(size, seed, i), threads, "demo faces")
+    if masks == "nvidia":
+        _draw_all(masks_dir, {**fingerprint, "masks": masks}, n_masks, "{:05d}.png",
+                  lambda i: draw_nvidia_mask(mask_size, seed, i), threads, "demo masks")
+    else:
+        _draw_all(masks_dir, fingerprint, n_masks, "{:05d}.png",
+                  lambda i: draw_mask(mask_size, seed, i, ratio_range), threads, "demo masks")
+    log.info("demo dataset: %d images (%dpx, %s) in %s, %d %s masks (%dpx) in %s", n_images,
+             size, layout, images_dir, n_masks, masks, mask_size, masks_dir)

@@ -14,6 +14,8 @@ from ndmha.io import atomic_open, relative_posix
 log = logging.getLogger("ndmha")
 
 MANIFEST_COLUMNS = ["id", "image", "mask", "corrupted", "split", "hole_ratio"]
+#: the NVIDIA protocol's columns (ndmha.data.sources), kept when the pairs have them
+MASK_COLUMNS = ["mask_source", "mask_hole_ratio", "mask_category", "mask_border"]
 SPLITS = ("train", "val", "test")
 REPORT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -43,7 +45,7 @@ def split_sizes(n_images: int, scheme: str, test: int | None = None,
             raise ConfigError(f"split.scheme: 'report' (60/20/20) needs at least 5 images, "
                               f"data.n_images is {n_images}")
         return {"train": n_images - val - test_n, "val": val, "test": test_n}
-    raise ConfigError(f"split.scheme: must be 'paper' or 'report', got {scheme!r}")
+    raise ConfigError(f"split.scheme: must be 'paper', 'report' or 'lists', got {scheme!r}")
 
 
 def assign_splits(ids: list[str], sizes: dict[str, int], seed: int) -> list[str]:
@@ -60,21 +62,49 @@ def assign_splits(ids: list[str], sizes: dict[str, int], seed: int) -> list[str]
     return labels.tolist()
 
 
+def listed_splits(given: list[str], val: int, seed: int) -> list[str]:
+    """The ``lists`` scheme: each image's split as its dataset gives it (Places2: its training
+    list -> train, its validation list -> test), ``val`` of the training images held out for
+    validation by a seeded permutation."""
+    labels = list(given)
+    unknown = sorted(set(labels) - {"train", "test"})
+    if unknown or "test" not in labels:
+        raise DataError(f"split.scheme 'lists': the data give splits {sorted(set(labels))}; "
+                        "a train and a test split are needed (data.source: places2)")
+    train = [i for i, label in enumerate(labels) if label == "train"]
+    if not 0 <= val < len(train):
+        raise ConfigError(f"split.val: {val} validation images leave none of the "
+                          f"{len(train)} training images to train on")
+    for j in np.random.default_rng(seed).permutation(len(train))[:val]:
+        labels[train[j]] = "val"
+    return labels
+
+
 def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, seed: int,
                test: int | None = None, val: int = 0) -> pd.DataFrame:
-    """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted, split)."""
+    """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted,
+    split, hole_ratio, and the mask protocol's columns when the pairs have them). ``lists``
+    keeps the pairs' own ``split`` column (:func:`listed_splits`)."""
     pairs = pd.read_csv(pairs_csv, dtype={"id": str})
     if pairs.empty:
         raise DataError(f"{pairs_csv}: no image/mask pairs")
     pairs = pairs.sort_values("id", kind="stable").reset_index(drop=True)
-    sizes = split_sizes(len(pairs), scheme, test, val)
-    pairs["split"] = assign_splits(pairs["id"].tolist(), sizes, seed)
-    manifest = pairs[MANIFEST_COLUMNS].copy()
+    if scheme == "lists":
+        if "split" not in pairs.columns:
+            raise DataError(f"{pairs_csv}: split.scheme 'lists' needs the data's own splits "
+                            "(data.source: places2)")
+        pairs["split"] = listed_splits(pairs["split"].tolist(), val, seed)
+        sizes = pairs["split"].value_counts().to_dict()
+    else:
+        sizes = split_sizes(len(pairs), scheme, test, val)
+        pairs["split"] = assign_splits(pairs["id"].tolist(), sizes, seed)
+    manifest = pairs[MANIFEST_COLUMNS + [c for c in MASK_COLUMNS if c in pairs.columns]].copy()
     # Paths in the pairs CSV are relative to its folder; rebase them onto the manifest's folder.
     src, dst = Path(pairs_csv).resolve().parent, Path(manifest_csv).resolve().parent
     if src != dst:
-        for column in ("image", "mask", "corrupted"):
-            manifest[column] = [relative_posix(src / p, dst) for p in manifest[column]]
+        for column in ("image", "mask", "corrupted", "mask_source"):
+            if column in manifest.columns:
+                manifest[column] = [relative_posix(src / p, dst) for p in manifest[column]]
     with atomic_open(manifest_csv, newline="") as fh:
         manifest.to_csv(fh, index=False)
     log.info("split %d images (%s, seed %d): %s", len(manifest), scheme, seed, sizes)
@@ -89,8 +119,9 @@ def read_manifest(manifest_csv: str | Path, split: str | None = None) -> pd.Data
     if missing:
         raise DataError(f"{manifest_csv}: missing columns {sorted(missing)}")
     base = manifest_csv.resolve().parent
-    for column in ("image", "mask", "corrupted"):
-        frame[column] = [str(base / p) for p in frame[column]]
+    for column in ("image", "mask", "corrupted", "mask_source"):
+        if column in frame.columns:
+            frame[column] = [str(base / p) for p in frame[column]]
     if split is not None:
         frame = frame[frame["split"] == split].reset_index(drop=True)
     return frame

@@ -44,9 +44,17 @@ def check_config(cfg):
     """Checks that JSON schema cannot express: sizes that must add up, folders that must exist."""
     data, split = cfg["data"], cfg["split"]
     n = data["n_images"]
-    if split["scheme"] == "paper":
+    places2 = data["source"] == "places2" or (
+        data["source"] == "demo" and cfg.get("demo", {}).get("layout") == "places2")
+    if split["scheme"] == "lists" and not places2:
+        config_error("split.scheme", "'lists' takes the dataset's own splits: only Places2 "
+                     "has them (data.source: places2, or demo.layout: places2)")
+    if places2 and split["scheme"] != "lists":
+        config_error("split.scheme", "Places2 is split by its own lists: use 'lists' (its "
+                     "validation list gives the test split)")
+    if split["scheme"] in ("paper", "lists"):
         if "test" not in split:
-            config_error("split.test", "required when split.scheme is 'paper'")
+            config_error("split.test", f"required when split.scheme is '{split['scheme']}'")
         if split["test"] >= n:
             config_error("split.test", f"{split['test']} test images leave none to train on "
                          f"(data.n_images is {n})")
@@ -55,14 +63,23 @@ def check_config(cfg):
                          f"images leave none to train on (data.n_images is {n})")
     elif n < 5:
         config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
-    if data["source"] == "folders":
-        for key in ("images_dir", "masks_dir"):
-            folder = data.get(key, "")
+    if data["source"] in ("folders", "places2"):
+        folders = ({"data.images_dir": data.get("images_dir", "")} if data["source"] == "folders"
+                   else {"data.places2.root": data.get("places2", {}).get("root", "")})
+        folders["data.masks_dir"] = data.get("masks_dir", "")
+        for key, folder in folders.items():
             if not folder:
-                config_error(f"data.{key}", "must be set when data.source is 'folders'")
+                config_error(key, f"must be set when data.source is '{data['source']}'")
             if not Path(folder).is_dir():
-                config_error(f"data.{key}", f"folder '{folder}' does not exist "
+                config_error(key, f"folder '{folder}' does not exist "
                              f"(looked in {Path(folder).resolve()})")
+        if data["source"] == "places2":
+            root = Path(data["places2"]["root"])
+            for key in ("train_list", "val_list", "subset_list"):
+                listing = data["places2"].get(key)
+                if listing and not (root / listing).is_file():
+                    config_error(f"data.places2.{key}", f"file '{listing}' does not exist "
+                                 f"under {root.resolve()}")
     elif "demo" not in cfg:
         config_error("demo", "required when data.source is 'demo'")
     try:
@@ -121,13 +138,24 @@ IMPORTED = [name for name, e in EXPERIMENTS.items() if e.kind == "imported"]
 # the whole config's hash, for the provenance table (only the tables rule reads it)
 CONFIG_SHA256 = sha256_json(config)
 
+DEMO_LAYOUT = config.get("demo", {}).get("layout", "folders")
+# where the source images are read from: a folder of PNGs, or Places2's layout and lists
+IMAGE_SOURCE = "places2" if config["data"]["source"] == "places2" or (
+    config["data"]["source"] == "demo" and DEMO_LAYOUT == "places2") else "folders"
 if config["data"]["source"] == "demo":
-    SOURCE_IMAGES = RESULTS / "demo" / "images"
+    SOURCE_IMAGES = RESULTS / "demo" / ("places2" if DEMO_LAYOUT == "places2" else "images")
     SOURCE_MASKS = RESULTS / "demo" / "masks"
+elif config["data"]["source"] == "places2":
+    SOURCE_IMAGES = Path(config["data"]["places2"]["root"])
+    SOURCE_MASKS = Path(config["data"]["masks_dir"])
 else:
     SOURCE_IMAGES = Path(config["data"]["images_dir"])
     SOURCE_MASKS = Path(config["data"]["masks_dir"])
 
+# the data plan, and the shards that prepare it (data.shards; one gather joins them)
+SOURCES = RESULTS / "data" / "sources.csv"
+SHARDS = config["data"].get("shards", 1)
+SHARD = RESULTS / "data" / "shards" / "{shard}"
 IMAGES = RESULTS / "data" / "images"
 MASKS = RESULTS / "data" / "masks"
 CORRUPTED = RESULTS / "data" / "corrupted"
@@ -210,3 +238,4 @@ def train_input(wildcards):
 
 wildcard_constraints:
     experiment=one_of(EXPERIMENTS),
+    shard=r"\d+",

@@ -1,4 +1,5 @@
-# Data preparation: (demo data) -> PNG->JPG -> masks -> overlay -> split manifest.
+# Data preparation: (demo data) -> the plan -> per shard: PNG->JPG, masks, overlay -> gather ->
+# split manifest. data.shards splits the three middle stages into that many jobs each.
 
 
 if config["data"]["source"] == "demo":
@@ -13,6 +14,9 @@ if config["data"]["source"] == "demo":
             mask_size=config["demo"]["mask_size"],
             ratio=config["demo"]["hole_ratio"],
             seed=config["demo"]["seed"],
+            layout=DEMO_LAYOUT,
+            masks=config["demo"].get("masks", "strokes"),
+            n_val=config["split"].get("test", 0) if DEMO_LAYOUT == "places2" else 0,
         threads: config["resources"]["prepare"]["threads"]
         resources:
             **rule_resources("prepare"),
@@ -26,22 +30,51 @@ if config["data"]["source"] == "demo":
             "../scripts/demo_data.py"
 
 
+rule sources:
+    input:
+        images=SOURCE_IMAGES,
+        masks=SOURCE_MASKS,
+    output:
+        SOURCES,
+    params:
+        source=IMAGE_SOURCE,
+        n=config["data"]["n_images"],
+        protocol=config["data"].get("mask_protocol", "qd-imd"),
+        hole=config["data"]["mask_hole"],
+        mask_count=config["data"].get("mask_count", 0),
+        binary=config["data"].get("mask_binary", "threshold"),
+        margin=config["data"].get("border_margin", 1),
+        places2=config["data"].get("places2", {}),
+        test=config["split"].get("test", 0),
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
+    log:
+        LOGS / "sources.log",
+    benchmark:
+        BENCHMARKS / "sources.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/sources.py"
+
+
 rule convert:
     input:
-        SOURCE_IMAGES,
+        SOURCES,
     output:
-        directory(IMAGES),
+        temp(directory(SHARD / "images")),
     params:
-        n=config["data"]["n_images"],
+        shards=SHARDS,
         size=config["data"]["image_size"],
         quality=config["data"]["jpg_quality"],
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
     log:
-        LOGS / "convert.log",
+        LOGS / "convert_{shard}.log",
     benchmark:
-        BENCHMARKS / "convert.tsv"
+        BENCHMARKS / "convert_{shard}.tsv"
     conda:
         ENV
     script:
@@ -50,20 +83,21 @@ rule convert:
 
 rule masks:
     input:
-        SOURCE_MASKS,
+        SOURCES,
     output:
-        directory(MASKS),
+        temp(directory(SHARD / "masks")),
     params:
-        n=config["data"]["n_images"],
+        shards=SHARDS,
         size=config["data"]["image_size"],
         hole=config["data"]["mask_hole"],
+        binary=config["data"].get("mask_binary", "threshold"),
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
     log:
-        LOGS / "masks.log",
+        LOGS / "masks_{shard}.log",
     benchmark:
-        BENCHMARKS / "masks.tsv"
+        BENCHMARKS / "masks_{shard}.tsv"
     conda:
         ENV
     script:
@@ -72,22 +106,47 @@ rule masks:
 
 rule overlay:
     input:
-        images=IMAGES,
-        masks=MASKS,
+        images=SHARD / "images",
+        masks=SHARD / "masks",
     output:
+        corrupted=temp(directory(SHARD / "corrupted")),
+        pairs=temp(SHARD / "pairs.csv"),
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        **rule_resources("prepare"),
+    log:
+        LOGS / "overlay_{shard}.log",
+    benchmark:
+        BENCHMARKS / "overlay_{shard}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/overlay.py"
+
+
+rule gather:
+    input:
+        sources=SOURCES,
+        shards=expand(SHARD / "pairs.csv", shard=range(SHARDS)),
+        images=expand(SHARD / "images", shard=range(SHARDS)),
+        masks=expand(SHARD / "masks", shard=range(SHARDS)),
+        corrupted=expand(SHARD / "corrupted", shard=range(SHARDS)),
+    output:
+        images=directory(IMAGES),
+        masks=directory(MASKS),
         corrupted=directory(CORRUPTED),
         pairs=PAIRS,
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
     log:
-        LOGS / "overlay.log",
+        LOGS / "gather.log",
     benchmark:
-        BENCHMARKS / "overlay.tsv"
+        BENCHMARKS / "gather.tsv"
     conda:
         ENV
     script:
-        "../scripts/overlay.py"
+        "../scripts/gather.py"
 
 
 rule split:

@@ -1,7 +1,8 @@
-"""Snakemake adapter: PNG -> JPG conversion."""
-from ndmha.data.prepare import convert_images
+"""Snakemake adapter: PNG -> JPG conversion of one shard of the plan."""
+from ndmha.data.sources import convert_shard
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-run(sm, convert_images, src_dir=sm.input[0], out_dir=sm.output[0], n_images=sm.params.n,
-    size=sm.params.size, quality=sm.params.quality, threads=sm.threads)
+run(sm, convert_shard, sources_csv=sm.input[0], out_dir=sm.output[0],
+    shard=int(sm.wildcards.shard), shards=sm.params.shards, size=sm.params.size,
+    quality=sm.params.quality, threads=sm.threads)

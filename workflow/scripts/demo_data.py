@@ -1,9 +1,10 @@
-"""Snakemake adapter: draw the embedded demo faces and masks."""
+"""Snakemake adapter: draw the embedded demo images and masks."""
 from ndmha.data.demo import make_demo_dataset
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
+p = sm.params
 run(sm, make_demo_dataset, images_dir=sm.output.images, masks_dir=sm.output.masks,
-    n_images=sm.params.n, n_masks=sm.params.n, size=sm.params.size,
-    mask_size=sm.params.mask_size, seed=sm.params.seed, ratio_range=tuple(sm.params.ratio),
-    threads=sm.threads)
+    n_images=p.n, n_masks=p.n, size=p.size, mask_size=p.mask_size, seed=p.seed,
+    ratio_range=tuple(p.ratio), threads=sm.threads, layout=p.layout, masks=p.masks,
+    n_val=p.n_val)

@@ -1,7 +1,8 @@
-"""Snakemake adapter: binarize, resize and re-polarise the first N masks."""
-from ndmha.data.prepare import prepare_masks
+"""Snakemake adapter: binarize, resize and re-polarise the masks of one shard of the plan."""
+from ndmha.data.sources import masks_shard
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-run(sm, prepare_masks, src_dir=sm.input[0], out_dir=sm.output[0], n_masks=sm.params.n,
-    size=sm.params.size, hole=sm.params.hole, threads=sm.threads)
+run(sm, masks_shard, sources_csv=sm.input[0], out_dir=sm.output[0],
+    shard=int(sm.wildcards.shard), shards=sm.params.shards, size=sm.params.size,
+    hole=sm.params.hole, binary=sm.params.binary, threads=sm.threads)

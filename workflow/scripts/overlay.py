@@ -1,4 +1,4 @@
-"""Snakemake adapter: corrupt image i with mask i (cv2.bitwise_and)."""
+"""Snakemake adapter: corrupt image i with mask i (cv2.bitwise_and), one shard."""
 from ndmha.data.prepare import overlay_masks
 from ndmha.workflow import run
 
