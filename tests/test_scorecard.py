@@ -124,6 +124,28 @@ def test_a_celebahq_score_is_judged_at_the_claimed_budget() -> None:
     assert verdict(scorecard(full, compared()), "paper_psnr") == REPRODUCED
 
 
+@pytest.mark.parametrize("dataset, others, low, expected", [
+    (DEMO, 2, 0.2, NOT_TESTABLE),                        # the demo is not Places2
+    ("Places2 + NVIDIA masks", 0, 0.2, NOT_TESTABLE),    # no other method's outputs
+    ("Places2 + NVIDIA masks", 2, 0.2, REPRODUCED),      # ahead of both, intervals above 0
+    ("Places2 + NVIDIA masks", 2, -0.1, NOT_REPRODUCED),  # one interval reaches below 0
+])
+def test_the_places2_ranking_needs_places2_and_follows_the_intervals(dataset, others, low,
+                                                                     expected) -> None:
+    """The second protocol's claim: testable only on Places2 with the other methods' outputs on
+    the same masks; reproduced only when NDMHA is ahead of every one of them."""
+    rows = [run("ndmha", "ndmha", 26.0, 8000, dataset=dataset)]
+    rows += [run(f"method{i}", "", 25.0, dataset=dataset, kind="external")
+             for i in range(others)]
+    comparisons = compared(*[("ndmha", f"method{i}", 1.0, low if i else 0.5, 1.5)
+                             for i in range(others)])
+    card = scorecard(rows, comparisons)
+    assert verdict(card, "paper_places2") == expected
+    assert verdict(card, "paper_ahead") == NOT_TESTABLE  # the CelebA-HQ claim stays untested
+    if expected == NOT_TESTABLE:
+        assert "Places2" in card.set_index("claim_id").loc["paper_places2", "why"]
+
+
 def test_the_report_front_page_renders_without_errors() -> None:
     card = scorecard(STUDY, compared(("ndmha", "baseline_2000", -1.0, -1.4, -0.7)))
     text = scorecard_rst(card, "The workflow's description.", smoke_test=True)

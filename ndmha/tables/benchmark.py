@@ -69,7 +69,10 @@ def benchmark_table(paper_csv: str | Path, seed_report_csv: str | Path,
     ours = pd.DataFrame([measured_row(summary, labels) for summary in summaries])
     table = pd.concat([quoted, ours], ignore_index=True).reindex(columns=COLUMNS)
     write_csv(table, out_csv)
-    note = (SSIM_NOTE + " GMAC: one forward pass at 256x256, deformable convs counted as "
+    measured_on = sorted({str(summary.get("dataset", "")) for summary in summaries} - {""})
+    protocol = (f"Protocols: the measured rows on {', '.join(measured_on) or 'no dataset named'}; "
+                "the quoted rows (paper, seed report) on CelebA-HQ + QD-IMD. ")
+    note = (protocol + SSIM_NOTE + " GMAC: one forward pass at 256x256, deformable convs counted as "
             "convs of the same shape; gmac_without_deformable leaves them out, as tools without "
             "a formula for the deformable op count (the likely reading of the paper's column); "
             "gmac_at_size: at the evaluated size. Budget: epochs, optimizer steps, images seen, "
