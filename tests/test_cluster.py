@@ -26,7 +26,9 @@ SLURM_ARGS = ["--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"
               "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
               "1", "--slurm-no-account", "--slurm-keep-successful-logs", "--latency-wait", "5",
               "--seconds-between-status-checks", "1"]
-CONFIG = {**TINY, "models": ["baseline"]}
+# the data stages in four shards: four jobs each on the cluster, gathered by one
+SHARDS = 4
+CONFIG = {**TINY, "models": ["baseline"], "data": {**TINY["data"], "shards": SHARDS}}
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +78,31 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run: tuple[Path, str]) -> None:
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)", output)
     rules = {Path(log).relative_to(workdir / ".snakemake" / "slurm_logs").parts[0]
              for _, log in submitted}
-    expected = {"demo_data", "convert", "masks", "overlay", "split", "data_figure", "train",
+    sharded = {"convert", "masks", "overlay"}
+    expected = {"demo_data", "sources", "gather", "split", "data_figure", "train",
                 "predict", "metrics", "training_curves", "prediction_grid", "comparison_figures",
-                "tables", "comparison_forest"}
+                "tables", "comparison_forest", *sharded}
     assert rules == {f"rule_{r}" for r in expected}
-    assert len({job for job, _ in submitted}) == len(submitted) == len(expected)
+    assert len({job for job, _ in submitted}) == len(submitted) == \
+        len(expected) + (SHARDS - 1) * len(sharded)
+    for rule in sharded:  # one job per shard, each its own SLURM job
+        jobs = [log for _, log in submitted if f"rule_{rule}/" in log]
+        assert len(jobs) == SHARDS
     for _, log in submitted:  # each job ran Snakemake's SLURM job step on the node
         assert "--executor slurm-jobstep" in Path(log).read_text()
 
 
 def test_outputs_equal_a_local_run(slurm_run: tuple[Path, str], tmp_path: Path) -> None:
+    """The SLURM run (four shards a stage) against a local unsharded one: every data file the
+    same bytes, the metrics and the training log the same."""
     workdir, _ = slurm_run
-    local = run(tmp_path, CONFIG, "--cores", "2")
+    unsharded = {**CONFIG, "data": {**CONFIG["data"], "shards": 1}}
+    local = run(tmp_path, unsharded, "--cores", "2")
     assert local.returncode == 0, local.stderr[-3000:]
     a, b = workdir / CONFIG["results_dir"], tmp_path / CONFIG["results_dir"]
+    files = [p.relative_to(a) for p in sorted((a / "data").rglob("*")) if p.is_file()]
+    assert files == [p.relative_to(b) for p in sorted((b / "data").rglob("*")) if p.is_file()]
+    assert [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()] == []
     assert (a / "data" / "manifest.csv").read_bytes() == (b / "data" / "manifest.csv").read_bytes()
     for path in ("metrics/baseline/per_image.csv", "metrics/baseline/buckets.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(a / path), pd.read_csv(b / path))
