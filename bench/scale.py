@@ -6,6 +6,7 @@ stage wrote, and the growth of each against N.
 
     python bench/scale.py --sizes 1000 3000 10000 30000        # the rehearsal (~1 h on 2 cores)
     python bench/scale.py --sizes 60 --pool-faces 8 --pool-masks 8 --out /tmp/scale  # CI-sized
+    python bench/scale.py --sizes 30000 --data-only --shards 4 --out /tmp/s4  # sharded data rules
 
 The faces are procedural (ndmha.data.demo.draw_face at 1024 px: 1.4-1.5 MB PNGs, CelebA-HQ's
 size) and the masks QD-IMD-like strokes at 512 px; to keep disk and time in bounds, ``--pool-faces``
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +39,9 @@ from ndmha.data.demo import draw_face, draw_mask  # noqa: E402
 from ndmha.io import map_parallel, write_image  # noqa: E402
 
 #: what each job wrote (paths under the results folder)
-OUTPUTS = {"convert": ["data/images"], "masks": ["data/masks"],
+OUTPUTS = {"sources": ["data/sources.csv"],  # the shards' own folders are gone after the gather
+           "gather": ["data/images", "data/masks", "data/corrupted", "data/pairs.csv"],
+           "convert": ["data/images"], "masks": ["data/masks"],  # a run before the shards
            "overlay": ["data/corrupted", "data/pairs.csv"], "split": ["data/manifest.csv"],
            "train": ["models", "checkpoints"], "predict": ["predictions"],
            "metrics": ["metrics"], "tables": ["tables"], "data_figure": ["figures/data_samples.png"],
@@ -85,7 +89,7 @@ def config(folder: Path, n: int, args: argparse.Namespace) -> dict:
         "data": {"source": "folders", "name": f"scale rehearsal, {n} procedural faces",
                  "images_dir": str(folder / "images"), "masks_dir": str(folder / "masks"),
                  "mask_hole": "white", "n_images": n, "image_size": args.image_size,
-                 "jpg_quality": 95},
+                 "jpg_quality": 95, **({"shards": args.shards} if args.shards > 1 else {})},
         "split": {"scheme": "paper", "test": test, "seed": 0},
         "models": ["baseline"],
         "train": {"epochs": 1, "max_steps": args.max_steps, "batch_size": args.batch, "lr": 2e-4,
@@ -119,29 +123,30 @@ def rehearse(folder: Path, n: int, args: argparse.Namespace) -> list[dict]:
     for previous in (folder / "results", folder / ".snakemake"):
         shutil.rmtree(previous, ignore_errors=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config(folder, n, args)))
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(args.snakefile), "--directory",
                  str(folder), "--configfile", str(folder / "config.yaml")]
     began = time.perf_counter()
-    done = subprocess.run([*snakemake, "--cores", str(args.threads)], capture_output=True,
-                          text=True)
+    done = subprocess.run([*snakemake, "--cores", str(args.threads),
+                           *(["--until", "split"] if args.data_only else [])],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"N={n}: the workflow failed:\n{(done.stdout + done.stderr)[-3000:]}")
     workflow_s = time.perf_counter() - began
-    report = folder / "results" / "report.html"
-    began = time.perf_counter()
-    subprocess.run([*snakemake, "--report", str(report)], check=True, capture_output=True)
-    report_s = time.perf_counter() - began
     rows = []
     for tsv in sorted((folder / "results" / "benchmarks").glob("*.tsv")):
         job = tsv.stem
-        stage = job.removesuffix("_baseline")
+        stage = re.sub(r"_\d+$", "", job.removesuffix("_baseline"))  # convert_3: shard 3
         bench = pd.read_csv(tsv, sep="\t").iloc[-1]
         files, total = size_of([folder / "results" / p for p in OUTPUTS.get(stage, [])])
         rows.append({"n": n, "job": job, "seconds": float(bench["s"]),
                      "peak_rss_mb": float(bench["max_rss"]), "files": files, "bytes": total})
-    files, total = size_of([report])
-    rows.append({"n": n, "job": "report", "seconds": report_s, "peak_rss_mb": float("nan"),
-                 "files": files, "bytes": total})
+    if not args.data_only:
+        report = folder / "results" / "report.html"
+        began = time.perf_counter()
+        subprocess.run([*snakemake, "--report", str(report)], check=True, capture_output=True)
+        files, total = size_of([report])
+        rows.append({"n": n, "job": "report", "seconds": time.perf_counter() - began,
+                     "peak_rss_mb": float("nan"), "files": files, "bytes": total})
     rows.append({"n": n, "job": "workflow (wall)", "seconds": workflow_s,
                  "peak_rss_mb": float("nan"), "files": float("nan"), "bytes": float("nan")})
     return rows
@@ -207,6 +212,13 @@ def main() -> None:
                         help="where the data and the runs go (tens of GB for 30k)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs",
                         help="where scale.csv, scale_growth.csv and scale.png go")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="data.shards: the conversion, mask and overlay jobs per stage")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only the data rules (--until split), no training or report")
+    parser.add_argument("--snakefile", type=Path, default=ROOT / "Snakefile",
+                        help="another checkout's Snakefile (e.g. a commit before a change, "
+                             "from git worktree) to time its data rules the same way")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of other sizes already in OUT/scale.csv (rerun some "
                              "sizes, e.g. after a disturbed measurement, and refit all of them)")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS = {"convert", "masks", "overlay", "split", "train_baseline", "predict_baseline",
+JOBS = {"sources", "convert_0", "masks_0", "overlay_0", "gather", "split", "train_baseline", "predict_baseline",
         "metrics_baseline", "tables", "data_figure", "training_curves_baseline",
         "prediction_grid_baseline",
         "comparison_figures", "comparison_forest", "report", "workflow (wall)"}
@@ -33,7 +33,8 @@ def test_scale_rehearsal_at_ci_size(tmp_path: Path) -> None:
     results = tmp_path / "work" / "n60" / "results"
     assert len(list((results / "data" / "images").glob("*.jpg"))) == 60
     assert len(list((results / "predictions" / "baseline" / "composite").glob("*.png"))) == 6
-    assert jobs.loc["convert", "files"] == 61  # 60 JPGs and Snakemake's directory timestamp
+    # 60 JPGs, 60 masks, 60 corrupted PNGs, each folder's Snakemake timestamp, the pairs CSV
+    assert jobs.loc["gather", "files"] == 3 * 61 + 1
     assert (out / "scale.png").stat().st_size > 10_000
     growth = pd.read_csv(out / "scale_growth.csv")
     assert set(growth["job"]) == JOBS
