@@ -13,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ndmha-installed
 
-.PHONY: install demo test dry-run cluster mmcv clean
+.PHONY: install demo demo-places2 test dry-run cluster mmcv clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+
+# the paper's second protocol (Places2 layout, NVIDIA-style masks, two shards) on the demo
+demo-places2: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml configs/demo_places2.yaml $(SNAKEMAKE_ARGS)
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile configs/paper_celebahq.yaml $(SNAKEMAKE_ARGS)
