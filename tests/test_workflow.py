@@ -121,7 +121,8 @@ def test_every_output_is_written(tiny_run: Path) -> None:
                       for m in MODELS] + [f"{step}_{m}" for step in ("predict", "metrics",
                                                                      "prediction_grid")
                                           for m in FLOORS]
-    for job in ("demo_data", "convert", "masks", "overlay", "split", "tables", "data_figure",
+    for job in ("demo_data", "sources", "convert_0", "masks_0", "overlay_0", "gather", "split",
+                "tables", "data_figure",
                 "comparison_figures", *per_experiment):
         benchmark = pd.read_csv(tiny_run / "benchmarks" / f"{job}.tsv", sep="\t")
         assert {"s", "max_rss"} <= set(benchmark.columns), job  # Snakemake's benchmark: record
@@ -136,10 +137,10 @@ def test_every_output_is_written(tiny_run: Path) -> None:
     assert "batch 4" in (tiny_run / "logs" / "train_baseline.log").read_text()
     for figure in ("data_samples", "comparison", "metrics_vs_hole"):
         assert (tiny_run / "figures" / f"{figure}.png").stat().st_size > 1000
-    for rule in ("demo_data", "convert", "masks", "overlay", "split", "tables", "data_figure",
-                 "comparison_figures", *per_experiment):
+    for rule in ("demo_data", "sources", "convert_0", "masks_0", "overlay_0", "gather", "split",
+                 "tables", "data_figure", "comparison_figures", *per_experiment):
         assert (tiny_run / "logs" / f"{rule}.log").stat().st_size > 0, rule
-    assert "PNG -> JPG: 100%" in (tiny_run / "logs" / "convert.log").read_text()
+    assert "image -> JPG: 100%" in (tiny_run / "logs" / "convert_0.log").read_text()
     assert not list(tiny_run.rglob("*.partial"))  # no staging folder left behind
 
 

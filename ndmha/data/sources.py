@@ -122,7 +122,7 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
                  mask_count: int = 0, mask_binary: str = "threshold", border_margin: int = 1,
                  places2: dict[str, Any] | None = None, test: int = 0, threads: int = 1
                  ) -> pd.DataFrame:
-    """Write the plan: one row per image, in id order (the order of every later file), with
+    """Write the plan: one row per image, in the order of its files' names (the ids, sorted), with
     its source image and source mask; Places2 adds each image's split, the ``nvidia`` protocol
     each mask's hole ratio, category and border contact
     (:data:`~ndmha.data.split.MASK_COLUMNS`).
@@ -136,7 +136,8 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
                                 p.get("train_list", "places365_train_standard.txt"),
                                 p.get("val_list", "places365_val.txt"), n_images - test, test,
                                 p.get("seed", 0), p.get("subset_list") or None)
-        images.sort(key=lambda item: item[0])
+        # the order of the files' names (<id>.jpg), which every shard's folder sorts into
+        images.sort(key=lambda item: f"{item[0]}.jpg")
     else:
         images = [(i, path, "") for i, path in folder_images(images_dir, n_images)]
     n = len(images)
@@ -249,6 +250,8 @@ def gather_shards(shard_dirs: Sequence[str | Path], sources_csv: str | Path,
         with staged_dir(data_dir / folder, {"shards": [str(d) for d in shard_dirs]}) as stage:
             for d in shard_dirs:
                 for src in sorted((d / folder).iterdir()):
+                    if src.name.startswith("."):  # Snakemake's timestamp of the shard's folder
+                        continue
                     if not (stage / src.name).exists():
                         _link(src, stage / src.name)
     rows: list[dict[str, str]] = []
