@@ -37,6 +37,7 @@ from ndmha.data.sources import (
 )
 from ndmha.data.split import make_split
 from ndmha.errors import DataError
+from test_workflow import ROOT, TINY, _with, snakemake
 
 
 def test_nvidia_style_masks_fill_the_six_categories_half_touching_the_border() -> None:
@@ -129,7 +130,7 @@ def test_places2_layout_and_file_lists_are_read(places2: Path) -> None:
     assert again == images
     (places2 / "subset.txt").write_text("/a/abbey/00000001.jpg 0\nPlaces365_val_00000002.jpg 1\n")
     subset = places2_images(places2, "256", "places365_train_standard.txt", "places365_val.txt",
-                            0, 0, subset_list=places2 / "subset.txt")
+                            0, 0, subset_list="subset.txt")
     assert [i[0] for i in subset] == ["a-abbey-00000001", "Places365_val_00000002"]
 
 
@@ -223,7 +224,7 @@ def test_the_nvidia_plan_deals_each_split_evenly_and_the_manifest_records_it(
     data = tmp_path / "data"
     plan = plan_sources(data / "sources.csv", "places2", 14, places2, masks,
                         mask_protocol="nvidia", mask_count=24, mask_binary="strict",
-                        places2={"root": places2}, test=5)
+                        test=5)
     assert plan["split"].value_counts().to_dict() == {"train": 9, "test": 5}
     for split in ("train", "test"):  # each split's first images: one category after another
         rows = plan[plan["split"] == split]
@@ -248,9 +249,6 @@ def test_the_lists_scheme_needs_the_data_s_splits(manifest: Path, tmp_path: Path
 
 
 # --- the workflow: shards, both protocols' configs, the Places2 demo --------------------------
-
-from test_workflow import ROOT, TINY, _with, snakemake  # noqa: E402
-
 
 def _data_files(results: Path) -> dict[str, bytes]:
     data = results / "data"

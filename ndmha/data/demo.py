@@ -253,9 +253,9 @@ def draw_nvidia_mask(size: int, seed: int, index: int, border_margin: int = 1) -
     lower, upper = max(0.01, 0.1 * category), 0.1 * (category + 1)
     target = rng.uniform(lower + 0.01, upper - 0.01)
     margin = max(1, border_margin)
+    inner = (margin + size * 0.1, size - margin - size * 0.1)  # where inner shapes centre
     for _ in range(50):  # an attempt that overshoots its category is drawn again
         mask = np.zeros((size, size), np.uint8)
-        inner = (margin + size * 0.1, size - margin - size * 0.1)
         if at_border:
             _nvidia_shape(mask, rng, *inner, at_edge=True)
         for _ in range(400):

@@ -95,7 +95,7 @@ def convert_listed(images: Sequence[tuple[str, Path]], out_dir: str | Path, size
             image, note = read_face(src)
             if src.suffix.lower() in JPG_SUFFIXES and note is None \
                     and image.shape[:2] == (size, size):
-                write_bytes(dst, Path(src).read_bytes())
+                write_bytes(dst, src.read_bytes())
             else:
                 write_image(dst, square_resize(image, size, cv2.INTER_AREA), params)
             return src, note

@@ -80,9 +80,11 @@ def pick(entries: list[str], count: int, seed: int, subset: set[str] | None) -> 
     return entries
 
 
-def places2_images(root: str | Path, release: str, train_list: str | Path, val_list: str | Path,
-                   n_train: int, n_test: int, seed: int = 0,
-                   subset_list: str | Path | None = None) -> list[tuple[str, Path, str]]:
+def places2_images(root: str | Path, release: str = "256",
+                   train_list: str | Path = "places365_train_standard.txt",
+                   val_list: str | Path = "places365_val.txt", n_train: int = 0, n_test: int = 0,
+                   seed: int = 0, subset_list: str | Path | None = None
+                   ) -> list[tuple[str, Path, str]]:
     """Places2's ``(id, path, split)``: ``n_train`` images of the training list (split train)
     and ``n_test`` of the validation list (split test, as the inpainting papers score it), each
     a seeded choice (:func:`pick`), 0 meaning all; restricted to the paths of ``subset_list``
@@ -91,7 +93,7 @@ def places2_images(root: str | Path, release: str, train_list: str | Path, val_l
     if release not in PLACES2_FOLDERS:
         raise ConfigError(f"data.places2.release: must be one of {sorted(PLACES2_FOLDERS)}, "
                           f"got {release!r}")
-    subset = set(read_file_list(subset_list)) if subset_list else None
+    subset = set(read_file_list(root / subset_list)) if subset_list else None
     chosen: list[tuple[str, Path, str]] = []
     for split, folder, listing, count in (("train", PLACES2_FOLDERS[release][0], train_list,
                                            n_train),
@@ -128,14 +130,11 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
     (:data:`~ndmha.data.split.MASK_COLUMNS`).
 
     ``source`` ``folders``: the first ``n_images`` PNGs of ``images_dir``; ``places2``: the
-    layout under ``places2["root"]`` (:func:`places2_images`), ``test`` of its validation list
-    and ``n_images - test`` of its training list."""
-    if source == "places2":
-        p = places2 or {}
-        images = places2_images(p.get("root") or images_dir, str(p.get("release", "256")),
-                                p.get("train_list", "places365_train_standard.txt"),
-                                p.get("val_list", "places365_val.txt"), n_images - test, test,
-                                p.get("seed", 0), p.get("subset_list") or None)
+    layout under ``images_dir`` (:func:`places2_images`, with the options of ``places2``),
+    ``test`` of its validation list and ``n_images - test`` of its training list."""
+    if source == "places2":  # images_dir is its root; data.places2's other keys as given
+        options = {k: v for k, v in (places2 or {}).items() if k != "root"}
+        images = places2_images(images_dir, n_train=n_images - test, n_test=test, **options)
         # the order of the files' names (<id>.jpg), which every shard's folder sorts into
         images.sort(key=lambda item: f"{item[0]}.jpg")
     else:

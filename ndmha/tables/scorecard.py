@@ -227,7 +227,7 @@ def _ahead(on: Callable[[dict], bool], needs: str, others_needed: int | None
         results = [(o["experiment"], ev.difference(ours[0]["experiment"], o["experiment"]))
                    for o in others]
         ahead = [name for name, d in results if d and not pd.isna(d["low"]) and d["low"] > 0]
-        enough = len(results) == others_needed if others_needed else len(results) >= 1
+        enough = others_needed is None or len(results) == others_needed
         verdict = REPRODUCED if enough and len(ahead) == len(results) else NOT_REPRODUCED
         wanted = f"{others_needed} needed" if others_needed else "all needed"
         return Finding(f"ahead of {len(ahead)} of {len(results)} (95 % intervals)",

@@ -40,12 +40,19 @@ update_config(config, typed(dict(workflow.config_settings.config)))
 validate_config(config)
 
 
+def image_source(cfg):
+    """Where the source images are read from: "places2" (its layout and lists: data.source
+    places2, or the demo written in that layout) or "folders" (a folder of PNGs)."""
+    demo_layout = cfg.get("demo", {}).get("layout", "folders")
+    return "places2" if cfg["data"]["source"] == "places2" or (
+        cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
+
+
 def check_config(cfg):
     """Checks that JSON schema cannot express: sizes that must add up, folders that must exist."""
     data, split = cfg["data"], cfg["split"]
     n = data["n_images"]
-    places2 = data["source"] == "places2" or (
-        data["source"] == "demo" and cfg.get("demo", {}).get("layout") == "places2")
+    places2 = image_source(cfg) == "places2"
     if split["scheme"] == "lists" and not places2:
         config_error("split.scheme", "'lists' takes the dataset's own splits: only Places2 "
                      "has them (data.source: places2, or demo.layout: places2)")
@@ -139,9 +146,7 @@ IMPORTED = [name for name, e in EXPERIMENTS.items() if e.kind == "imported"]
 CONFIG_SHA256 = sha256_json(config)
 
 DEMO_LAYOUT = config.get("demo", {}).get("layout", "folders")
-# where the source images are read from: a folder of PNGs, or Places2's layout and lists
-IMAGE_SOURCE = "places2" if config["data"]["source"] == "places2" or (
-    config["data"]["source"] == "demo" and DEMO_LAYOUT == "places2") else "folders"
+IMAGE_SOURCE = image_source(config)
 if config["data"]["source"] == "demo":
     SOURCE_IMAGES = RESULTS / "demo" / ("places2" if DEMO_LAYOUT == "places2" else "images")
     SOURCE_MASKS = RESULTS / "demo" / "masks"
