@@ -1,6 +1,9 @@
 # make demo   install what is missing into .venv, then run the whole workflow on the embedded demo
 # make test   install what is missing, then run the test suite
 #
+# The real run: make weights (the pretrained files, into torch's hub cache), point a config at
+# the data, make preflight CONFIG=configs/paper_celebahq.yaml, then snakemake with that config.
+#
 # TORCH_SPEC picks the PyTorch build installed before the package. The default pair is the one that
 # runs here (CPU machines with the local wheels; the same build uses a GPU where there is one).
 # With your own CUDA torch already in the venv:  make demo TORCH_SPEC=
@@ -13,7 +16,7 @@ SNAKEMAKE_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ndmha-installed
 
-.PHONY: install demo demo-places2 test dry-run cluster mmcv clean
+.PHONY: install demo demo-places2 test dry-run weights preflight cluster mmcv clean
 
 install: $(STAMP)
 
@@ -32,6 +35,18 @@ demo: install
 # the paper's second protocol (Places2 layout, NVIDIA-style masks, two shards) on the demo
 demo-places2: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml configs/demo_places2.yaml $(SNAKEMAKE_ARGS)
+
+# VGG19, AlexNet and Inception-v3, hash-checked, into $TORCH_HOME/hub/checkpoints (WEIGHTS_ARGS:
+# --dir DIR, --mirror URL, names)
+WEIGHTS_ARGS ?=
+weights: install
+	$(BIN)/python -m ndmha fetch-weights $(WEIGHTS_ARGS)
+
+# the checks and the cost of a real run before it starts (PREFLIGHT_ARGS: --config overrides, ...)
+CONFIG ?= configs/paper_celebahq.yaml
+PREFLIGHT_ARGS ?=
+preflight: install
+	$(BIN)/python -m ndmha preflight --configfile $(CONFIG) $(PREFLIGHT_ARGS)
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile configs/paper_celebahq.yaml $(SNAKEMAKE_ARGS)

@@ -97,7 +97,8 @@ def config(folder: Path, n: int, args: argparse.Namespace) -> dict:
                   "num_workers": args.threads, "tensorboard": False},
         "loss": {"baseline": {"l1": 1.0}},
         "evaluation": {"lpips": {"net": "alex", "weights": ""},
-                       "fid": {"inception_weights": ""}, "grid_images": 6},
+                       "fid": {"inception_weights": ""}, "grid_images": 6,
+                       "allow_missing_weights": True},
         "resources": {stage: {"threads": args.threads} for stage in ("prepare", "train",
                                                                      "evaluate")},
     }

@@ -7,6 +7,8 @@ Commands:
             torchrun --nproc-per-node N it trains on N GPUs with DistributedDataParallel)
   import-released  the authors' released checkpoint as a model.pt (read as data, never run)
   export-test      the test split's images and masks in another codebase's layout
+  fetch-weights    the pretrained files of the objective and the metrics, hash-checked
+  preflight        check a config's data, weights and device, dev-run it, project its cost
 
 The workflow itself runs with ``snakemake`` (see README.md).
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
 from ndmha.models.layers import AUTO, DEFORM_BACKENDS
 from ndmha.models.released import HOLE_FILLS
+from ndmha.weights import DEFAULT_FETCH, MIRROR_ENV, REGISTRY
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -93,6 +97,52 @@ def export_command(args: argparse.Namespace) -> None:
     setup_logging()
     count = export_test(args.manifest, args.out, args.layout, args.split)
     print(f"{args.out}: {count} {args.split} images in the {args.layout} layout")
+
+
+def fetch_weights_command(args: argparse.Namespace) -> None:
+    """Fetch the pretrained files (torch's hub cache, or --dir), each checked against its
+    publisher's hash; a file already there and right is kept. Every file is tried; the command
+    fails when one could not be fetched."""
+    from ndmha.weights import REGISTRY, WeightsError, fetch
+
+    failed, names = [], args.names or list(DEFAULT_FETCH)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise WeightsError(f"'{unknown[0]}' is not a pretrained file here: one of "
+                           f"{', '.join(sorted(REGISTRY))}")
+    for name in names:
+        spec = REGISTRY[name]
+        try:
+            path, status = fetch(spec, args.dir, args.mirror, progress=not args.quiet)
+        except WeightsError as error:
+            print(f"{spec.file}: error: {error}", file=sys.stderr)
+            failed.append(spec.file)
+            continue
+        print(f"{spec.file}: {'fetched' if status == 'fetched' else 'already there'}, "
+              f"SHA-256 {spec.hash_prefix}... checked: {path} ({spec.use})")
+    if failed:
+        raise WeightsError(f"{len(failed)} of {len(names)} not fetched: "
+                           f"{', '.join(failed)}")
+
+
+def preflight_command(args: argparse.Namespace) -> int:
+    """Check what a run needs before it starts, and project its cost on this device: one table
+    on screen and in --out; exit status 1 when anything blocks, each blocker on a line."""
+    from ndmha.io import setup_logging
+    from ndmha.preflight import blocker_lines, load_config, run_preflight
+
+    setup_logging()
+    cfg = load_config(args.configfile, args.config)
+    report = run_preflight(cfg, args.scratch, steps=args.steps, test_images=args.test_images,
+                           dev=not args.no_dev_run)
+    title = " ".join(str(p) for p in args.configfile) or "config.yaml"
+    text = report.markdown(title)
+    print(text)
+    Path(args.out).write_text(text)
+    for line in blocker_lines(report):
+        print(line, file=sys.stderr)
+    print(f"written to {args.out}", file=sys.stderr)
+    return 1 if report.blockers else 0
 
 
 def compare_recorded(args: argparse.Namespace) -> None:
@@ -200,6 +250,38 @@ def main(argv: list[str] | None = None) -> int:
                    help="lama: <id>.png beside <id>_mask.png; release: input/, mask/, target/")
     p.add_argument("--split", default="test", help="the split to export (default test)")
     p.set_defaults(func=export_command)
+    p = commands.add_parser("fetch-weights", help="the pretrained files, hash-checked",
+                            description=fetch_weights_command.__doc__ + " Configs that leave a "
+                            "weights key empty or give a file name alone find them in torch's "
+                            "hub cache.")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"which files: {', '.join(sorted(REGISTRY))} (default: "
+                        f"{' '.join(DEFAULT_FETCH)}; vgg16 is LPIPS's net: vgg)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="where to put them (default: torch's hub cache, $TORCH_HOME/hub/"
+                        "checkpoints; a config then names each file by its path)")
+    p.add_argument("--mirror", default=None,
+                   help=f"a base URL serving the files under their published names, instead "
+                        f"of the publishers' (or ${MIRROR_ENV})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=fetch_weights_command)
+    p = commands.add_parser("preflight", help="check and cost a run before it starts",
+                            description=preflight_command.__doc__)
+    p.add_argument("--configfile", nargs="+", default=[],
+                   help="the config files, merged in order, as snakemake takes them (default "
+                        "config.yaml)")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides, as snakemake's --config")
+    p.add_argument("--out", default="preflight.md", help="the table's file (default "
+                                                         "preflight.md)")
+    p.add_argument("--steps", type=int, default=3, help="training steps of each dev run")
+    p.add_argument("--test-images", type=int, default=4,
+                   help="test images each dev run predicts and scores")
+    p.add_argument("--no-dev-run", action="store_true",
+                   help="the checks alone: no dev run, no projection")
+    p.add_argument("--scratch", type=Path, default=None,
+                   help="keep the plan, sample and dev runs here (default: a temporary folder)")
+    p.set_defaults(func=preflight_command)
     p = commands.add_parser("compare-recorded", help="paired comparisons of recorded runs",
                             description="Seed-aware paired comparisons (the workflow's "
                             "comparisons.md without its per-image columns) from a CSV of "
@@ -225,14 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     from ndmha.errors import ConfigError, DataError, TrainingInterrupted
 
     try:
-        args.func(args)
+        status = args.func(args)
     except (ConfigError, DataError) as error:  # bad input: one line naming the file or key
         print(f"ndmha {args.command}: error: {error}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stopped:  # a signal: checkpoint written, run it again
         print(f"ndmha {args.command}: {stopped}", file=sys.stderr)
         return TrainingInterrupted.EXIT_STATUS
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

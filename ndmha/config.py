@@ -4,16 +4,18 @@ parse of the workflow stays fast: command-line overrides, experiments, settings 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ndmha.classical import TRAINING_FREE
+from ndmha.errors import ConfigError
 
 SCALARS = (bool, int, float, type(None))
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -284,3 +286,122 @@ def train_settings(cfg: dict[str, Any], experiment: Experiment,
         "perceptual": cfg.get("perceptual", {}),
         "deform_backend": deform_backend,
     }
+
+
+def config_error(key: str, message: str) -> None:
+    raise ConfigError(f"config key {key}: {message}")
+
+
+def image_source(cfg: dict[str, Any]) -> str:
+    """Where the source images are read from: "places2" (its layout and lists: data.source
+    places2, or the demo written in that layout) or "folders" (a folder of PNGs)."""
+    demo_layout = cfg.get("demo", {}).get("layout", "folders")
+    return "places2" if cfg["data"]["source"] == "places2" or (
+        cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
+
+
+def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
+    """Checks that JSON schema cannot express: sizes that must add up, folders that must exist,
+    the experiments and their files. Returns the experiments (:func:`resolve_experiments`); an
+    impossible config raises :class:`~ndmha.errors.ConfigError` naming its key."""
+    data, split = cfg["data"], cfg["split"]
+    n = data["n_images"]
+    places2 = image_source(cfg) == "places2"
+    if split["scheme"] == "lists" and not places2:
+        config_error("split.scheme", "'lists' takes the dataset's own splits: only Places2 "
+                     "has them (data.source: places2, or demo.layout: places2)")
+    if places2 and split["scheme"] != "lists":
+        config_error("split.scheme", "Places2 is split by its own lists: use 'lists' (its "
+                     "validation list gives the test split)")
+    if split["scheme"] in ("paper", "lists"):
+        if "test" not in split:
+            config_error("split.test", f"required when split.scheme is '{split['scheme']}'")
+        if split["test"] >= n:
+            config_error("split.test", f"{split['test']} test images leave none to train on "
+                         f"(data.n_images is {n})")
+        if split["test"] + split.get("val", 0) >= n:
+            config_error("split.val", f"{split['val']} validation and {split['test']} test "
+                         f"images leave none to train on (data.n_images is {n})")
+    elif n < 5:
+        config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
+    if data["source"] in ("folders", "places2"):
+        folders = ({"data.images_dir": data.get("images_dir", "")} if data["source"] == "folders"
+                   else {"data.places2.root": data.get("places2", {}).get("root", "")})
+        folders["data.masks_dir"] = data.get("masks_dir", "")
+        for key, folder in folders.items():
+            if not folder:
+                config_error(key, f"must be set when data.source is '{data['source']}'")
+            if not Path(folder).is_dir():
+                config_error(key, f"folder '{folder}' does not exist "
+                             f"(looked in {Path(folder).resolve()})")
+        if data["source"] == "places2":
+            root = Path(data["places2"]["root"])
+            for key in ("train_list", "val_list", "subset_list"):
+                listing = data["places2"].get(key)
+                if listing and not (root / listing).is_file():
+                    config_error(f"data.places2.{key}", f"file '{listing}' does not exist "
+                                 f"under {root.resolve()}")
+    elif "demo" not in cfg:
+        config_error("demo", "required when data.source is 'demo'")
+    try:
+        experiments = resolve_experiments(cfg)
+    except ExperimentError as err:
+        config_error(err.key, err.message)
+    try:
+        check_comparisons(cfg.get("comparisons", []), experiments)
+    except ExperimentError as err:
+        config_error(err.key, err.message)
+    for name, experiment in experiments.items():
+        for key, path in (("weights", experiment.weights), ("init_from", experiment.init_from),
+                          ("predictions.dir", experiment.predictions.get("dir", ""))):
+            if path and not Path(path).exists():
+                config_error(f"experiments.{name}.{key}", f"'{path}' does not exist "
+                             f"(looked in {Path(path).resolve()})")
+        train = {**cfg["train"], **experiment.train}
+        if "val" in train.get("train_splits", []) and split["scheme"] != "report" \
+                and not split.get("val"):
+            config_error(f"experiments.{name}.train.train_splits",
+                         "no val split to train on (split.scheme 'report', or split.val > 0)")
+    return experiments
+
+
+def pretrained_files(cfg: dict[str, Any], experiments: dict[str, Experiment]
+                     ) -> list[tuple[str, Any, str, bool]]:
+    """The pretrained files a config's losses and metrics use: (config key, its value, the
+    :data:`ndmha.weights.REGISTRY` entry, whether the run needs it). VGG19 is needed when a
+    trained experiment weighs the perceptual term and ``perceptual.allow_random_perceptual`` is
+    off; the metrics' files unless ``evaluation.allow_missing_weights`` (the demo: n/a)."""
+    from ndmha.weights import LPIPS_WEIGHTS
+
+    files = []
+    perceptual = cfg.get("perceptual", {})
+    if any(e.trained and e.loss.get("perceptual") for e in experiments.values()):
+        files.append(("perceptual.vgg19_weights", perceptual.get("vgg19_weights", ""), "vgg19",
+                      not perceptual.get("allow_random_perceptual", False)))
+    evaluation = cfg.get("evaluation", {})
+    required = not evaluation.get("allow_missing_weights", False)
+    lpips = evaluation.get("lpips", {})
+    files.append(("evaluation.lpips.weights", lpips.get("weights", ""),
+                  LPIPS_WEIGHTS[lpips.get("net", "alex")], required))
+    files.append(("evaluation.fid.inception_weights",
+                  evaluation.get("fid", {}).get("inception_weights", ""), "inception", required))
+    return files
+
+
+def check_weights(cfg: dict[str, Any], experiments: dict[str, Experiment]) -> list[Any]:
+    """Find and hash-check every pretrained file the run needs (:func:`pretrained_files`),
+    before any job: one :class:`ConfigError` naming each missing or wrong one, its key, the
+    paths searched and the fetch command. Returns what was found (``ndmha.weights.Located``)."""
+    from ndmha.weights import FETCH_COMMAND, REGISTRY, locate
+
+    found = [(locate(key, value, REGISTRY[name]), needed)
+             for key, value, name, needed in pretrained_files(cfg, experiments)]
+    blocking = [f for f, needed in found if needed and not f.found and not f.off]
+    if blocking:
+        searched = list(dict.fromkeys(str(p.parent if p.name in f.spec.names else p)
+                                      for f in blocking for p in f.searched))
+        raise ConfigError(
+            f"pretrained weights missing: {'; '.join(f'{f.key} ({f.problem})' for f in blocking)}"
+            f"; searched {', '.join(searched)}; fetch them with {FETCH_COMMAND}, give their "
+            f"paths, or switch a metric off (its key: off)")
+    return [f for f, _ in found]

@@ -29,12 +29,12 @@ from ndmha.data.masks import BUCKETS, hole_buckets, to_holes
 
 from ndmha.data.split import read_manifest
 from ndmha.fidelity import (
+    FID_KEY,
     LPIPSMetric,
     fid_kid,
     inception_features,
     lpips_metric,
-    not_available,
-    weights_missing,
+    metric_weights,
 )
 from ndmha.errors import ConfigError, DataError
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
@@ -305,12 +305,10 @@ def _distribution(frame: pd.DataFrame, composites: list[Path], fid: dict[str, An
                   device: torch.device) -> Callable[[pd.Index], dict[str, Any]]:
     """FID, KID and KID's std of any subset of the images (their rows of ``frame``): every image
     goes through Inception once, here, and each subset indexes into those features. Without the
-    weights each reads ``n/a`` with the path."""
-    weights = fid.get("inception_weights", "")
-    if weights_missing(weights):
-        na = not_available(weights, "evaluation.fid.inception_weights")
-        log.warning("FID / KID: %s", na)
-        return lambda index: {"fid": na, "kid": na, "kid_std": na}
+    weights (or switched off) each reads the text of :func:`ndmha.fidelity.metric_weights`."""
+    weights = metric_weights(FID_KEY, fid.get("inception_weights", ""), "inception")
+    if isinstance(weights, str):
+        return lambda index: {"fid": weights, "kid": weights, "kid_std": weights}
     generated = inception_features(composites, weights, device)
     real = inception_features(list(frame["image"]), weights, device)
     return lambda index: fid_kid(generated[index.to_list()], real[index.to_list()])

@@ -1,8 +1,9 @@
 """Metrics that need pretrained networks: LPIPS (lpips package) and FID / KID (torch-fidelity).
 
-Neither network may be downloaded here, so both read their weights from local paths in config.
-When a file is missing the metric is not computed: it reads ``n/a (weights not found at <path>)``,
-never a number from random weights.
+Both read their weights from files found by :mod:`ndmha.weights` (a path in the config, or
+torch's hub cache) and checked against their publishers' hashes. A metric whose file is missing
+or wrong is not computed: it reads ``n/a (weights not found: ...)``, never a number from random
+weights; one switched off in the config (``off``) reads ``off``.
 """
 
 from __future__ import annotations
@@ -16,21 +17,30 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ndmha.weights import LPIPS_WEIGHTS, REGISTRY, locate
+
 log = logging.getLogger("ndmha")
 
 #: lpips backbone name -> the torchvision constructor whose ImageNet checkpoint it needs
 LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16"}
+#: the value of a metric switched off in the config
+OFF = "off"
+LPIPS_KEY = "evaluation.lpips.weights"
+FID_KEY = "evaluation.fid.inception_weights"
 
 
-def not_available(path: str | Path | None, key: str) -> str:
-    """The value a metric takes when its weights are missing (``key``: the config key)."""
-    if not path:
-        return f"n/a (weights not found: {key} is empty)"
-    return f"n/a (weights not found at {Path(path).resolve()})"
-
-
-def weights_missing(path: str | Path | None) -> bool:
-    return not path or not Path(path).is_file()
+def metric_weights(key: str, value: object, name: str) -> Path | str:
+    """The checked file of a metric's config ``key``, or the text the metric reads instead:
+    ``off``, or ``n/a (weights not found: ...)`` naming the file and the paths searched."""
+    found = locate(key, value, REGISTRY[name])
+    if found.off:
+        return OFF
+    if found.found:
+        return found.path
+    searched = ", ".join(str(p) for p in found.searched)
+    text = f"n/a (weights not found: {found.problem}; searched {searched})"
+    log.warning("%s: %s", key, text)
+    return text
 
 
 class LPIPSMetric:
@@ -69,12 +79,12 @@ class LPIPSMetric:
 
 def lpips_metric(settings: dict[str, Any], device: str | torch.device = "cpu"
                  ) -> LPIPSMetric | str:
-    """The LPIPS metric, or its ``n/a`` text when the backbone weights are missing."""
-    weights = settings.get("weights", "")
-    if weights_missing(weights):
-        log.warning("LPIPS: %s", not_available(weights, "evaluation.lpips.weights"))
-        return not_available(weights, "evaluation.lpips.weights")
-    return LPIPSMetric(weights, settings.get("net", "alex"), device)
+    """The LPIPS metric, or the text it reads instead (``off``, ``n/a ...``: metric_weights)."""
+    net = settings.get("net", "alex")
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"evaluation.lpips.net: must be one of {sorted(LPIPS_BACKBONES)}")
+    weights = metric_weights(LPIPS_KEY, settings.get("weights", ""), LPIPS_WEIGHTS[net])
+    return weights if isinstance(weights, str) else LPIPSMetric(weights, net, device)
 
 
 class ImageFiles(Dataset):
@@ -98,7 +108,7 @@ class ImageFiles(Dataset):
 def inception_features(paths: list[str | Path], weights: str | Path,
                        device: str | torch.device = "cpu") -> torch.Tensor:
     """Inception-v3 pool features (N, 2048) of image files: torch-fidelity's FID / KID extractor
-    (``pt_inception-2015-12-05-6726825d.pth`` from a local path), run once per image so that any
+    (``weights-inception-2015-12-05-6726825d.pth``, a checked local file), run once per image so that any
     subset's FID and KID (:func:`fid_kid`) reuse them."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 

@@ -124,7 +124,7 @@ def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
         for label_, table in tables.items():
             ax.plot(table["bucket"], table[key], "o-", label=label_)
         if all(table[key].isna().all() for table in tables.values()):
-            ax.text(0.5, 0.5, f"{label}: n/a (weights not found)", ha="center",
+            ax.text(0.5, 0.5, f"{label}: n/a (weights not found, or off)", ha="center",
                     transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])

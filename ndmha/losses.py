@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +14,12 @@ from torch import nn
 from ndmha.errors import ConfigError
 from ndmha.metrics import composite
 from ndmha.models.discriminator import PatchDiscriminator
+from ndmha.weights import REGISTRY, locate
 
 log = logging.getLogger("ndmha")
 
 TERMS = ("l1", "adversarial", "perceptual", "edge")
+PERCEPTUAL_KEY = "perceptual.vgg19_weights"
 EDGE_EPS = 1e-6
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,8 +65,8 @@ class SobelEdgeLoss(nn.Module):
 class PerceptualLoss(nn.Module):
     """Perceptual loss: L1 between VGG19 features (relu1_1 ... relu5_1) of prediction and target.
 
-    The weights come from a local torchvision checkpoint (``vgg19-dcbb9e9d.pth``); without one the
-    loss refuses to run, unless ``allow_random_perceptual`` is set (the demo), in which case it uses
+    The weights are torchvision's ``vgg19-dcbb9e9d.pth``, found and hash-checked by
+    :mod:`ndmha.weights` (a path, or torch's hub cache); without them the loss refuses to run, unless ``allow_random_perceptual`` is set (the demo), in which case it uses
     a random, frozen VGG19 and says so in the log. The network is frozen either way.
     """
 
@@ -75,23 +76,20 @@ class PerceptualLoss(nn.Module):
         from torchvision.models.feature_extraction import create_feature_extractor
 
         features = vgg19(weights=None).features[:VGG_DEPTH]
-        path = Path(settings.vgg19_weights) if settings.vgg19_weights else None
-        self.random_weights = path is None or not path.is_file()
-        if not self.random_weights:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        found = locate(PERCEPTUAL_KEY, settings.vgg19_weights, REGISTRY["vgg19"])
+        self.random_weights = not found.found
+        if found.found:
+            state = torch.load(found.path, map_location="cpu", weights_only=True)
             prefix = "features."
             features.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                       if k.startswith(prefix)
                                       and int(k.split(".")[1]) < VGG_DEPTH})
         elif not settings.allow_random_perceptual:
-            where = path.resolve() if path else "(perceptual.vgg19_weights is empty)"
-            raise ConfigError(f"perceptual.vgg19_weights: VGG19 weights not found at {where}; "
-                              "give the path of torchvision's vgg19-dcbb9e9d.pth, or set "
-                              "perceptual.allow_random_perceptual: true for a smoke test")
+            raise ConfigError(f"{found.message()}; perceptual.allow_random_perceptual: true "
+                              "allows random weights for a smoke test")
         else:
-            log.warning("perceptual loss uses RANDOM VGG19 weights (no checkpoint at %s): "
-                        "a smoke test, not the paper's perceptual loss",
-                        path.resolve() if path else "perceptual.vgg19_weights")
+            log.warning("perceptual loss uses RANDOM VGG19 weights (%s): a smoke test, not the "
+                        "paper's perceptual loss", found.problem or f"{PERCEPTUAL_KEY} is off")
         # the taps by torchvision's feature extractor (an fx graph of the same layers: the same
         # state_dict keys, bitwise the same features as running the layers one by one)
         self.features = create_feature_extractor(features.eval(), VGG_TAPS).requires_grad_(False)

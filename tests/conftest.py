@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,8 +29,16 @@ LONG_TIMEOUT_S = 2400
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # an empty torch hub cache for the whole run (the workflow's subprocesses too): the files a
+    # developer's torchvision put in ~/.cache/torch must not change what the tests see
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="ndmha-test-torch-home-")
     config.addinivalue_line("markers", "long: trains or runs the workflow; hang guard "
                             f"{LONG_TIMEOUT_S} s instead of the default")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("TORCH_HOME", ""), ignore_errors=True) \
+        if "ndmha-test-torch-home-" in os.environ.get("TORCH_HOME", "") else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +65,23 @@ def manifest(tmp_path_factory: pytest.TempPathFactory, demo_source: dict[str, Pa
     overlay_masks(root / "images", root / "masks", root / "corrupted", root / "pairs.csv")
     make_split(root / "pairs.csv", root / "manifest.csv", scheme="paper", seed=0, test=4)
     return root / "manifest.csv"
+
+
+@pytest.fixture
+def trust(monkeypatch: pytest.MonkeyPatch):
+    """Make a stand-in file (random weights saved here) the published one of a registry entry
+    for this test: its SHA-256 prefix goes into the entry's file name, so that the real hash
+    check accepts it."""
+    from ndmha import weights
+
+    def register(name: str, path: Path) -> Path:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        spec = weights.REGISTRY[name]
+        monkeypatch.setitem(weights.REGISTRY, name, weights.Weights(
+            name, f"{name}-{sha[:8]}.pth", spec.url, spec.use))
+        return path
+
+    return register
 
 
 @pytest.fixture(scope="session")

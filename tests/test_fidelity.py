@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ from ndmha.fidelity import (
     fid_kid,
     inception_features,
     lpips_metric,
-    not_available,
 )
 from ndmha.io import write_image
 
@@ -39,9 +39,21 @@ def test_lpips_loads_the_backbone_from_the_local_checkpoint(alexnet_weights: Pat
 
 def test_missing_weights_read_na_with_the_path(tmp_path: Path) -> None:
     result = lpips_metric({"net": "alex", "weights": str(tmp_path / "alexnet.pth")})
-    assert result == f"n/a (weights not found at {tmp_path / 'alexnet.pth'})"
-    assert lpips_metric({"weights": ""}) == not_available("", "evaluation.lpips.weights")
-    assert "evaluation.lpips.weights is empty" in lpips_metric({"weights": ""})
+    assert result == (f"n/a (weights not found: alexnet-owt-7be5be79.pth not found; searched "
+                      f"{tmp_path / 'alexnet.pth'})")
+    hub = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    assert str(hub / "alexnet-owt-7be5be79.pth") in lpips_metric({"weights": ""})
+    assert str(hub / "vgg16-397923af.pth") in lpips_metric({"net": "vgg", "weights": ""})
+
+
+def test_a_metric_switched_off_reads_off(alexnet_weights: Path) -> None:
+    assert lpips_metric({"net": "alex", "weights": False}) == "off"
+    assert lpips_metric({"net": "alex", "weights": "off"}) == "off"
+
+
+def test_stand_in_weights_that_are_not_the_published_ones_read_na(alexnet_weights: Path) -> None:
+    result = lpips_metric({"net": "alex", "weights": str(alexnet_weights)})
+    assert result.startswith("n/a (weights not found: ") and "is not alexnet-owt-" in result
 
 
 def _faces(folder: Path, seed: int, n: int) -> list[Path]:

@@ -43,15 +43,29 @@ def test_perceptual_random_weights_only_when_allowed(caplog: pytest.LogCaptureFi
     assert not any(p.requires_grad for p in loss.parameters())
 
 
-def test_perceptual_loads_a_local_checkpoint(tmp_path: Path) -> None:
+def test_perceptual_loads_a_local_checkpoint(tmp_path: Path, trust) -> None:
     from torchvision.models import vgg19
 
     torch.manual_seed(0)
     reference = vgg19(weights=None)
     torch.save(reference.state_dict(), tmp_path / "vgg19.pth")
+    trust("vgg19", tmp_path / "vgg19.pth")
     loss = PerceptualLoss(PerceptualSettings(vgg19_weights=str(tmp_path / "vgg19.pth")))
     assert not loss.random_weights
     assert torch.equal(loss.features.get_submodule("0").weight, reference.features[0].weight)
+
+
+def test_perceptual_refuses_a_file_that_is_not_the_published_one(tmp_path: Path) -> None:
+    """A VGG19 checkpoint, but not torchvision's bytes: named, not used; random weights only
+    where they are allowed."""
+    from torchvision.models import vgg19
+
+    torch.save(vgg19(weights=None).state_dict(), tmp_path / "vgg19-dcbb9e9d.pth")
+    settings = PerceptualSettings(vgg19_weights=str(tmp_path / "vgg19-dcbb9e9d.pth"))
+    with pytest.raises(ConfigError, match="is not vgg19-dcbb9e9d.pth: its SHA-256 starts"):
+        PerceptualLoss(settings)
+    settings.allow_random_perceptual = True
+    assert PerceptualLoss(settings).random_weights
 
 
 def test_objective_terms_weights_and_discriminator() -> None:

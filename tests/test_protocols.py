@@ -37,7 +37,7 @@ from ndmha.data.sources import (
 )
 from ndmha.data.split import make_split
 from ndmha.errors import DataError
-from test_workflow import ROOT, TINY, _with, snakemake
+from test_workflow import ROOT, TINY, WEIGHTS_ALLOWED_MISSING, _with, snakemake
 
 
 def test_nvidia_style_masks_fill_the_six_categories_half_touching_the_border() -> None:
@@ -297,7 +297,8 @@ def test_both_protocols_dry_run_from_their_configs(tmp_path: Path) -> None:
     celebahq = yaml.safe_load((ROOT / "configs" / "paper_celebahq.yaml").read_text())
     for key in ("images_dir", "masks_dir"):
         (tmp_path / celebahq["data"][key]).mkdir(parents=True)
-    result = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
+    result = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n", "--config",
+                       *WEIGHTS_ALLOWED_MISSING)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rule sources:" in result.stdout and "rule gather:" in result.stdout
 
@@ -308,7 +309,7 @@ def test_both_protocols_dry_run_from_their_configs(tmp_path: Path) -> None:
         (root / listing).write_text("")
     (tmp_path / places["masks_dir"]).mkdir(parents=True)
     command = ["--configfile", str(ROOT / "configs" / "paper_celebahq.yaml"),
-               str(ROOT / "configs" / "paper_places2.yaml")]
+               str(ROOT / "configs" / "paper_places2.yaml"), "--config", *WEIGHTS_ALLOWED_MISSING]
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
                              "--directory", str(tmp_path), "-n", *command],
                             capture_output=True, text=True, timeout=600)

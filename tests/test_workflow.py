@@ -30,10 +30,13 @@ TINY = {
     "perceptual": {"vgg19_weights": "", "allow_random_perceptual": True},
     "ndmha": {"deform_backend": "torch"},
     "evaluation": {"lpips": {"net": "alex", "weights": ""}, "fid": {"inception_weights": ""},
-                   "grid_images": 3},
+                   "grid_images": 3, "allow_missing_weights": True},
     "resources": {"prepare": {"threads": 2}, "train": {"threads": 2, "mem_mb": 1000},
                   "evaluate": {"threads": 1}},
 }
+#: --config overrides that let a real-data config's DAG build without the pretrained files
+WEIGHTS_ALLOWED_MISSING = ("perceptual={allow_random_perceptual: true}",
+                           "evaluation={allow_missing_weights: true}")
 MODELS = ("baseline", "ndmha")  # the trained experiments
 FLOORS = ("telea",)             # the training-free ones
 
@@ -329,7 +332,9 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, changes: dict, message:
 
 
 def test_full_reproduction_dry_run(tmp_path: Path) -> None:
-    """configs/paper_celebahq.yaml: a clear stop while the data is missing, the DAG once it is there."""
+    """configs/paper_celebahq.yaml: a clear stop while the data is missing, another while the
+    pretrained weights are (the tests' torch hub cache is empty), the DAG once both are there
+    (the weights stood in for by allowing them missing: their hashes cannot be forged)."""
     config = yaml.safe_load((ROOT / "configs" / "paper_celebahq.yaml").read_text())
     missing = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
     assert missing.returncode != 0
@@ -337,7 +342,11 @@ def test_full_reproduction_dry_run(tmp_path: Path) -> None:
         in missing.stdout + missing.stderr
     (tmp_path / config["data"]["images_dir"]).mkdir(parents=True)
     (tmp_path / config["data"]["masks_dir"]).mkdir(parents=True)
-    present = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
+    no_weights = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n")
+    assert no_weights.returncode != 0
+    assert "pretrained weights missing: perceptual.vgg19_weights" in no_weights.stdout
+    present = snakemake(tmp_path, ROOT / "configs" / "paper_celebahq.yaml", "-n", "--config",
+                        *WEIGHTS_ALLOWED_MISSING)
     assert present.returncode == 0, present.stderr
     for rule in ("sources", "convert", "masks", "overlay", "gather", "split", "train", "predict",
                  "metrics",
@@ -371,7 +380,7 @@ def test_config_overrides_merge_over_a_configfile(tmp_path: Path) -> None:
     (tmp_path / "qd").mkdir()
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "paper_celebahq.yaml"),
                       "--config", f"data={{images_dir: {tmp_path / 'faces'}, "
-                                  f"masks_dir: {tmp_path / 'qd'}}}")
+                                  f"masks_dir: {tmp_path / 'qd'}}}", *WEIGHTS_ALLOWED_MISSING)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rule train:" in result.stdout and "demo_data" not in result.stdout
     assert "results/celebahq/models/ndmha/model.pt" in result.stdout
@@ -418,7 +427,7 @@ def test_seed_report_protocol_on_demo_data(tmp_path: Path) -> None:
     numbers beside ours."""
     overrides = ["data={source: demo, name: tiny demo, n_images: 20, image_size: 32}",
                  "demo={image_size: 48, mask_size: 48}", "results_dir=seed run",
-                 "perceptual={allow_random_perceptual: true}", "train={epochs: 1, batch_size: 4}",
+                 *WEIGHTS_ALLOWED_MISSING, "train={epochs: 1, batch_size: 4}",
                  "experiments={ndmha_reduced: {train: {max_train_images: 6, epochs: 2, "
                  "batch_size: 2}}}", "ndmha={deform_backend: torch}"]
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
@@ -660,6 +669,8 @@ def test_celebahq_config_shows_every_kind_and_it_is_valid(tmp_path: Path) -> Non
     for key in ("images_dir", "masks_dir"):  # the data folders must exist for the checks
         (tmp_path / key).mkdir()
         config["data"][key] = str(tmp_path / key)
+    config["perceptual"]["allow_random_perceptual"] = True  # no pretrained files here
+    config["evaluation"]["allow_missing_weights"] = True
     (workdir / "c.yaml").write_text(yaml.safe_dump(config))
     result = _dry_run(workdir, "--configfile", str(workdir / "c.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]

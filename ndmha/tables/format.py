@@ -39,9 +39,14 @@ def missing(value: object) -> bool:
 
 
 def short(value: object) -> object:
-    """A metric value, or ``n/a`` for a metric whose weights were missing (the path goes to the
-    caveats)."""
-    return "n/a" if isinstance(value, str) else value
+    """A metric value, ``off`` for a metric switched off, or ``n/a`` for one whose weights were
+    missing (the path goes to the caveats)."""
+    return text_of(value) if isinstance(value, str) else value
+
+
+def text_of(value: str) -> str:
+    """What a metric that was not computed reads in a table: ``off`` or ``n/a``."""
+    return "off" if value == "off" else "n/a"
 
 
 def compact(values: dict) -> str:
@@ -60,9 +65,9 @@ def cell(column: str, value: object) -> str:
 
 def with_interval(value: object, low: object, high: object, digits: int) -> str:
     """``mean ± half`` of a symmetric 95 % interval (every interval here is Student-t's), the
-    mean alone without one, ``n/a`` for a metric without weights."""
+    mean alone without one, ``n/a`` for a metric without weights, ``off`` for one switched off."""
     if isinstance(value, str):
-        return "n/a"
+        return text_of(value)
     if missing(value):
         return ""
     if missing(low) or missing(high):

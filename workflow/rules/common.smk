@@ -7,15 +7,16 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from ndmha.config import (
-    ExperimentError,
-    check_comparisons,
+    check_config,
+    check_weights,
     default_comparisons,
     first_runs,
-    resolve_experiments,
+    image_source,
     sha256_json,
     train_settings as experiment_train_settings,
     typed,
 )
+from ndmha.errors import ConfigError
 
 
 def config_error(key, message):
@@ -40,78 +41,12 @@ update_config(config, typed(dict(workflow.config_settings.config)))
 validate_config(config)
 
 
-def image_source(cfg):
-    """Where the source images are read from: "places2" (its layout and lists: data.source
-    places2, or the demo written in that layout) or "folders" (a folder of PNGs)."""
-    demo_layout = cfg.get("demo", {}).get("layout", "folders")
-    return "places2" if cfg["data"]["source"] == "places2" or (
-        cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
-
-
-def check_config(cfg):
-    """Checks that JSON schema cannot express: sizes that must add up, folders that must exist."""
-    data, split = cfg["data"], cfg["split"]
-    n = data["n_images"]
-    places2 = image_source(cfg) == "places2"
-    if split["scheme"] == "lists" and not places2:
-        config_error("split.scheme", "'lists' takes the dataset's own splits: only Places2 "
-                     "has them (data.source: places2, or demo.layout: places2)")
-    if places2 and split["scheme"] != "lists":
-        config_error("split.scheme", "Places2 is split by its own lists: use 'lists' (its "
-                     "validation list gives the test split)")
-    if split["scheme"] in ("paper", "lists"):
-        if "test" not in split:
-            config_error("split.test", f"required when split.scheme is '{split['scheme']}'")
-        if split["test"] >= n:
-            config_error("split.test", f"{split['test']} test images leave none to train on "
-                         f"(data.n_images is {n})")
-        if split["test"] + split.get("val", 0) >= n:
-            config_error("split.val", f"{split['val']} validation and {split['test']} test "
-                         f"images leave none to train on (data.n_images is {n})")
-    elif n < 5:
-        config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
-    if data["source"] in ("folders", "places2"):
-        folders = ({"data.images_dir": data.get("images_dir", "")} if data["source"] == "folders"
-                   else {"data.places2.root": data.get("places2", {}).get("root", "")})
-        folders["data.masks_dir"] = data.get("masks_dir", "")
-        for key, folder in folders.items():
-            if not folder:
-                config_error(key, f"must be set when data.source is '{data['source']}'")
-            if not Path(folder).is_dir():
-                config_error(key, f"folder '{folder}' does not exist "
-                             f"(looked in {Path(folder).resolve()})")
-        if data["source"] == "places2":
-            root = Path(data["places2"]["root"])
-            for key in ("train_list", "val_list", "subset_list"):
-                listing = data["places2"].get(key)
-                if listing and not (root / listing).is_file():
-                    config_error(f"data.places2.{key}", f"file '{listing}' does not exist "
-                                 f"under {root.resolve()}")
-    elif "demo" not in cfg:
-        config_error("demo", "required when data.source is 'demo'")
-    try:
-        experiments = resolve_experiments(cfg)
-    except ExperimentError as err:
-        config_error(err.key, err.message)
-    try:
-        check_comparisons(cfg.get("comparisons", []), experiments)
-    except ExperimentError as err:
-        config_error(err.key, err.message)
-    for name, experiment in experiments.items():
-        for key, path in (("weights", experiment.weights), ("init_from", experiment.init_from),
-                          ("predictions.dir", experiment.predictions.get("dir", ""))):
-            if path and not Path(path).exists():
-                config_error(f"experiments.{name}.{key}", f"'{path}' does not exist "
-                             f"(looked in {Path(path).resolve()})")
-        train = {**cfg["train"], **experiment.train}
-        if "val" in train.get("train_splits", []) and split["scheme"] != "report" \
-                and not split.get("val"):
-            config_error(f"experiments.{name}.train.train_splits",
-                         "no val split to train on (split.scheme 'report', or split.val > 0)")
-    return experiments
-
-
-EXPERIMENTS = check_config(config)
+try:  # sizes that must add up, folders that must exist, the experiments (ndmha.config), and
+    # every pretrained file the run needs, found and hash-checked: before any job
+    EXPERIMENTS = check_config(config)
+    check_weights(config, EXPERIMENTS)
+except ConfigError as err:  # one line naming the key (and for weights the fetch command)
+    raise WorkflowError(str(err)) from None
 
 # Scripts import the ndmha package from this repository, whatever environment runs them.
 os.environ["PYTHONPATH"] = os.pathsep.join(

@@ -1,0 +1,525 @@
+"""Preflight: what a real run needs, checked before days of training, and what it will cost.
+
+``python -m ndmha preflight --configfile configs/paper_celebahq.yaml`` (``make preflight``):
+
+- **config**: the schema and the checks the workflow makes when it builds its DAG;
+- **data**: the counts against the config, every source file readable (headers; the first bad
+  one named), the image sizes, the masks' polarity and hole ratios on a sample;
+- **weights**: every pretrained file the objective and the metrics need, present and
+  hash-right (:mod:`ndmha.weights`);
+- **device**: what ``train.device`` resolves to, its name, memory and bf16 support, and the
+  deformable-conv backend ``auto`` picks there;
+- **a fast dev run** of every trained experiment on a few of the real images, after Lightning's
+  ``fast_dev_run``: the data chain on them, a few training steps with the configured objective
+  and batch, one validation batch, prediction and every metric on a few test images. It runs in
+  a scratch folder; nothing under ``results_dir`` is touched;
+- **projection**: from the measured times, the wall time of each experiment and of the whole run
+  on this device, the disk it takes against the space free, and on a cluster the submissions
+  each training job needs at its ``resources.train.runtime``.
+
+One table, on screen and in a file; each blocker also on a line of its own; exit status 1 when
+anything blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ndmha.config import check_config, check_weights, image_source, train_settings, typed
+from ndmha.errors import ConfigError, DataError
+
+log = logging.getLogger("ndmha")
+
+OK, WARN, BLOCK = "ok", "warn", "BLOCK"
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+#: masks whose median hole ratio is above this are taken for inverted: inpainting masks cover
+#: less than half the image (QD-IMD's up to about 60 %, the NVIDIA set's up to 60 %, the
+#: demo's 5-60 %), so a median above one half means the holes are the other colour
+INVERTED_MEDIAN = 0.5
+#: masks and images whose pixels the data check reads in full (headers are read for all)
+SAMPLE = 64
+#: the training jobs' submissions on a cluster without cluster.train_submissions: the SLURM
+#: profile's retries (2) plus one
+PROFILE_SUBMISSIONS = 3
+SIGNAL_MINUTES = 10
+
+
+@dataclass
+class Check:
+    area: str
+    verdict: str
+    detail: str
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    projection: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, area: str, verdict: str, detail: str) -> None:
+        self.checks.append(Check(area, verdict, detail))
+        (log.warning if verdict != OK else log.info)("preflight %s: %s: %s", area, verdict, detail)
+
+    @property
+    def blockers(self) -> list[Check]:
+        return [c for c in self.checks if c.verdict == BLOCK]
+
+    def markdown(self, title: str) -> str:
+        lines = [f"# Preflight: {title}", "", "| check | verdict | detail |", "|---|---|---|"]
+        lines += [f"| {c.area} | {c.verdict} | {c.detail.replace('|', '/')} |"
+                  for c in self.checks]
+        if self.projection:
+            columns = list(self.projection[0])
+            lines += ["", "## Projection on this device", "",
+                      "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |"
+                      for row in self.projection]
+        verdict = (f"{len(self.blockers)} blocker(s): the run would fail" if self.blockers
+                   else "nothing blocks")
+        return "\n".join(lines + ["", f"**{verdict}.**", ""])
+
+
+# -- the config ------------------------------------------------------------------------------
+
+def load_config(configfiles: list[str | Path], overrides: list[str] | None = None
+                ) -> dict[str, Any]:
+    """The config Snakemake would build: the given files merged in order (``config.yaml``
+    without any, as the Snakefile does), then ``key=value`` overrides (YAML values, typed as
+    :func:`ndmha.config.typed` types the workflow's), validated against the schema."""
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    cfg: dict[str, Any] = {}
+    for path in configfiles or [ROOT / "config.yaml"]:
+        try:
+            update_config(cfg, yaml.safe_load(Path(path).read_text()) or {})
+        except OSError as error:
+            raise ConfigError(f"--configfile {path}: {error.strerror}") from error
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--config {item}: give key=value")
+        update_config(cfg, {key: typed(yaml.safe_load(value) if value else value)})
+    try:
+        validate(cfg, str(SCHEMA))
+    except Exception as error:  # snakemake's WorkflowError around jsonschema's error
+        cause = error.__context__
+        where = ".".join(str(p) for p in getattr(cause, "absolute_path", [])) or "(top level)"
+        raise ConfigError(f"config key {where}: {getattr(cause, 'message', error)}") from error
+    return cfg
+
+
+# -- the data --------------------------------------------------------------------------------
+
+def source_folders(cfg: dict[str, Any], scratch: Path) -> tuple[Path, Path]:
+    """Where the source images and masks are; the demo's are drawn into ``scratch``."""
+    data = cfg["data"]
+    if data["source"] == "demo":
+        from ndmha.data.demo import make_demo_dataset
+
+        demo, layout = cfg["demo"], cfg["demo"].get("layout", "folders")
+        make_demo_dataset(scratch / "demo" / "images", scratch / "demo" / "masks",
+                          n_images=data["n_images"], n_masks=data["n_images"],
+                          size=demo["image_size"], mask_size=demo["mask_size"],
+                          seed=demo["seed"], ratio_range=tuple(demo["hole_ratio"]),
+                          layout=layout, masks=demo.get("masks", "strokes"),
+                          n_val=cfg["split"].get("test", 0) if layout == "places2" else 0)
+        return scratch / "demo" / "images", scratch / "demo" / "masks"
+    if data["source"] == "places2":
+        return Path(data["places2"]["root"]), Path(data["masks_dir"])
+    return Path(data["images_dir"]), Path(data["masks_dir"])
+
+
+def header_sizes(paths: list[Path]) -> tuple[dict[tuple[int, int], int], Path | None, str]:
+    """Each file's (width, height) from its header, counted; the first unreadable file and
+    why."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], int] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes[image.size] = sizes.get(image.size, 0) + 1
+        except (OSError, ValueError) as error:
+            return sizes, path, str(error)
+    return sizes, None, ""
+
+
+def describe_sizes(sizes: dict[tuple[int, int], int]) -> str:
+    common = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    text = ", ".join(f"{n:,} at {w}x{h}" for (w, h), n in common)
+    return text + (f", {len(sizes) - 3} other sizes" if len(sizes) > 3 else "")
+
+
+def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
+    """The plan of the whole run (its sources.csv, in ``scratch``), checked; None when the data
+    cannot make one."""
+    import pandas as pd
+
+    from ndmha.data.masks import to_holes
+    from ndmha.data.sources import plan_sources
+    from ndmha.io import read_image
+
+    data = cfg["data"]
+    images_dir, masks_dir = source_folders(cfg, scratch)
+    try:
+        plan = plan_sources(
+            scratch / "sources.csv", image_source(cfg), data["n_images"], images_dir, masks_dir,
+            data.get("mask_protocol", "qd-imd"), data["mask_hole"], data.get("mask_count", 0),
+            data.get("mask_binary", "threshold"), data.get("border_margin", 1),
+            data.get("places2", {}), cfg["split"].get("test", 0))
+    except (DataError, ConfigError) as error:
+        report.add("data: counts", BLOCK, str(error))
+        return None
+    report.add("data: counts", OK, f"{len(plan):,} images and masks planned (data.n_images "
+                                   f"{data['n_images']:,}), ids unique")
+    base = (scratch / "sources.csv").resolve().parent
+    size = data["image_size"]
+    for column, what in (("image", "images"), ("mask", "masks")):
+        paths = list(dict.fromkeys(base / p for p in plan[column]))
+        sizes, bad, why = header_sizes(paths)
+        if bad is not None:
+            report.add(f"data: {what}", BLOCK, f"{bad}: unreadable ({why})")
+            continue
+        small = sum(n for (w, h), n in sizes.items() if min(w, h) < size)
+        verdict = WARN if small else OK
+        note = f"; {small:,} smaller than data.image_size {size} (upsampled)" if small else ""
+        report.add(f"data: {what}", verdict,
+                   f"{len(paths):,} readable: {describe_sizes(sizes)}{note}")
+    # polarity and hole ratios, on masks spread over the plan
+    picks = np.unique(np.linspace(0, len(plan) - 1, min(SAMPLE, len(plan))).astype(int))
+    ratios = []
+    for rank in picks:
+        path = base / plan["mask"].iloc[rank]
+        try:
+            ratios.append(float(to_holes(read_image(path, 0), data["mask_hole"]).mean() / 255))
+        except DataError as error:
+            report.add("data: masks", BLOCK, str(error))
+            return None
+    median = statistics.median(ratios)
+    detail = (f"hole ratio on {len(ratios)} sampled masks: median {median:.0%}, "
+              f"{min(ratios):.0%} to {max(ratios):.0%} (data.mask_hole: {data['mask_hole']})")
+    if median > INVERTED_MEDIAN:
+        other = "black" if data["mask_hole"] == "white" else "white"
+        report.add("data: mask polarity", BLOCK, f"{detail}: the masks look inverted, holes "
+                   f"cover most of each image; set data.mask_hole: {other}")
+    else:
+        report.add("data: mask polarity", OK, detail)
+    return pd.read_csv(scratch / "sources.csv", dtype={"id": str})
+
+
+def prepare_sample(cfg: dict[str, Any], plan: Any, scratch: Path, counts: dict[str, int]
+                   ) -> tuple[Path, dict[str, float]]:
+    """The data chain (JPG, masks, overlay, split) on the plan's first images: a manifest with
+    ``counts`` train / val / test images, and the seconds and bytes per image it took."""
+    from ndmha.data.prepare import convert_listed, overlay_masks, prepare_listed
+    from ndmha.data.split import make_split
+
+    data, n = cfg["data"], sum(counts.values())
+    rows = plan.head(n)
+    if len(rows) < n:
+        raise DataError(f"the dev run needs {n} images, the data plans {len(plan)}")
+    base, out = (scratch / "sources.csv").resolve().parent, scratch / "sample"
+    began = time.perf_counter()
+    convert_listed([(i, base / p) for i, p in zip(rows["id"], rows["image"])], out / "images",
+                   data["image_size"], data.get("jpg_quality", 95))
+    prepare_listed([(r, base / p) for r, p in enumerate(rows["mask"])], n, out / "masks",
+                   data["image_size"], data["mask_hole"], data.get("mask_binary", "threshold"))
+    overlay_masks(out / "images", out / "masks", out / "corrupted", out / "pairs.csv")
+    seconds = (time.perf_counter() - began) / n
+    make_split(out / "pairs.csv", out / "manifest.csv", "paper", seed=0, test=counts["test"],
+               val=counts["val"])
+    sizes = {what: sum(f.stat().st_size for f in (out / what).iterdir()) / n
+             for what in ("images", "masks", "corrupted")}
+    return out / "manifest.csv", {"prepare_seconds": seconds, **sizes}
+
+
+# -- the device and the dev run ----------------------------------------------------------------
+
+def check_device(cfg: dict[str, Any], report: Report) -> Any:
+    import torch
+
+    from ndmha.models.layers import resolve_backend
+    from ndmha.train import resolve_device
+
+    try:
+        device = resolve_device(cfg["train"].get("device", "auto"))
+    except (RuntimeError, ValueError) as error:
+        report.add("device", BLOCK, f"train.device: {error}")
+        return None
+    backend = resolve_backend(cfg.get("ndmha", {}).get("deform_backend", "auto"), device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        bf16 = "bf16 supported" if torch.cuda.is_bf16_supported() else "no bf16"
+        report.add("device", OK, f"cuda: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                   f"{bf16}; deformable conv: {backend}")
+    else:
+        cuda = "no CUDA device visible" if not torch.cuda.is_available() else \
+            f"train.device {cfg['train'].get('device')} (a CUDA device is visible)"
+        bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if hasattr(
+            torch.ops.mkldnn, "_is_mkldnn_bf16_supported") else False
+        report.add("device", WARN if cfg["train"].get("epochs", 0) > 10 else OK,
+                   f"cpu ({torch.get_num_threads()} threads; {cuda}); "
+                   f"{'bf16 in hardware' if bf16 else 'no bf16 in hardware'}; "
+                   f"deformable conv: {backend}")
+    return device
+
+
+def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path, steps: int,
+            device: Any) -> dict[str, float]:
+    """Train ``experiment`` for ``steps`` steps on the sample with its configured settings (one
+    validation batch: the sample's), predict and score the sample's test images; then time
+    ``steps`` more steps on a real batch for the projection. Seconds and bytes measured."""
+    import torch
+
+    from ndmha.evaluate import predict, score
+    from ndmha.train import TrainSettings, Trainer, train
+    from ndmha.train.loop import _datasets, _to_device
+
+    folder = scratch / "runs" / experiment.name
+    settings = train_settings(cfg, experiment, cfg.get("ndmha", {}).get("deform_backend",
+                                                                         "auto"))
+    settings.update(epochs=1, max_steps=steps, tensorboard=False, checkpoint_minutes=0.0)
+    s = TrainSettings(**settings)
+    train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s)
+    began = time.perf_counter()
+    predict(manifest, folder / "model.pt", folder / "pred", device=str(device),
+            deform_backend=s.deform_backend, experiment=experiment.name)
+    predicted = time.perf_counter() - began
+    evaluation = cfg["evaluation"]
+    began = time.perf_counter()
+    score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
+          folder / "summary.json", lpips=evaluation["lpips"], fid=evaluation["fid"],
+          device=str(device))
+    scored = time.perf_counter() - began
+    tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
+    # the steady-state step, after a warm-up step, on a batch of the sample's training images
+    trainer = Trainer(s, manifest, folder / "timing.pt")
+    train_set = _datasets(manifest, s)[0]
+    batch = torch.utils.data.default_collate([train_set[i % len(train_set)]
+                                              for i in range(s.batch_size)])
+    tensors = _to_device(batch, trainer.device, trainer.memory_format, trainer.dtype)
+    trainer.model.train()
+    trainer.objective.train()
+    trainer.train_batch(*tensors)
+    times = []
+    for _ in range(max(2, steps)):
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        began = time.perf_counter()
+        trainer.train_batch(*tensors)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        times.append(time.perf_counter() - began)
+    checkpoint = folder / "last.pt"
+    return {"step_seconds": statistics.median(times),
+            "predict_seconds": predicted / tests, "score_seconds": scored / tests,
+            "model_bytes": (folder / "model.pt").stat().st_size,
+            "checkpoint_bytes": checkpoint.stat().st_size if checkpoint.exists()
+            else 3 * (folder / "model.pt").stat().st_size,
+            "prediction_bytes": sum(f.stat().st_size for f in (folder / "pred").rglob("*.png"))
+            / tests}
+
+
+def floor_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path
+              ) -> dict[str, float]:
+    """A training-free method on the sample's test images, predicted and scored: seconds and
+    bytes per image."""
+    from ndmha.evaluate import predict_training_free, score
+
+    folder = scratch / "runs" / experiment.name
+    began = time.perf_counter()
+    predict_training_free(manifest, experiment.name, experiment.architecture,
+                          experiment.options, folder / "pred")
+    predicted = time.perf_counter() - began
+    evaluation = cfg["evaluation"]
+    score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
+          folder / "summary.json", lpips=evaluation["lpips"], fid=evaluation["fid"],
+          device="cpu")
+    tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
+    return {"predict_seconds": predicted / tests,
+            "score_seconds": (time.perf_counter() - began - predicted) / tests,
+            "prediction_bytes": sum(f.stat().st_size for f in (folder / "pred").rglob("*.png"))
+            / tests}
+
+
+# -- the projection ------------------------------------------------------------------------------
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 360 else f"{seconds / 60:,.1f} min"
+
+
+def gigabytes(count: float) -> str:
+    return f"{count / 1e9:,.1f} GB" if count >= 1e8 else f"{count / 1e6:,.1f} MB"
+
+
+def split_counts(cfg: dict[str, Any]) -> dict[str, int]:
+    """Train / val / test images of the whole run, as the split rule will deal them."""
+    from ndmha.data.split import split_sizes
+
+    n, split = cfg["data"]["n_images"], cfg["split"]
+    if split["scheme"] == "lists":
+        test, val = split["test"], split.get("val", 0)
+        return {"train": n - test - val, "val": val, "test": test}
+    sizes = split_sizes(n, split["scheme"], split.get("test"), split.get("val", 0))
+    return {k: int(sizes.get(k, 0)) for k in ("train", "val", "test")}
+
+
+def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str, dict],
+            data: dict[str, float], report: Report, device: Any) -> float:
+    """The projection rows (per experiment: its runs, steps, step time, wall time, disk), the
+    cluster's submissions; returns the bytes the whole run needs."""
+    counts = split_counts(cfg)
+    n = cfg["data"]["n_images"]
+    threads = cfg["resources"].get("prepare", {}).get("threads", 1) or 1
+    prep = data["prepare_seconds"] * n / threads
+    need = n * (data["images"] + data["masks"] + data["corrupted"])
+    total = prep
+    report.projection.append({"experiment": "data preparation", "runs": 1,
+                              "steps a run": "", "s a step": "",
+                              "wall time": hours(prep), "disk": gigabytes(need)})
+    cluster = cfg.get("cluster", {})
+    runtime = cfg["resources"].get("train", {}).get("runtime")
+    usable = (runtime - cluster.get("signal_minutes", SIGNAL_MINUTES)) if runtime else None
+    allowed = cluster.get("train_submissions", PROFILE_SUBMISSIONS)
+    groups: dict[str, list[Any]] = {}
+    for e in experiments.values():
+        groups.setdefault(e.group, []).append(e)
+    for group, runs in groups.items():
+        first = runs[0]
+        m = measured.get(first.name)
+        if m is None:
+            continue
+        if first.trained:
+            s = {**cfg["train"], **first.train}
+            images = counts["train"] + (counts["val"] if "val" in s.get("train_splits", [])
+                                        else 0)
+            images = min(images, s.get("max_train_images") or images)
+            steps = s.get("max_steps") or s["epochs"] * math.ceil(images / s["batch_size"])
+            val = counts["val"] or counts["test"]
+            train_s = steps * m["step_seconds"] + s["epochs"] * val * m["predict_seconds"]
+            disk = m["model_bytes"] + 2 * m["checkpoint_bytes"]  # last.pt and last.pt.prev
+        else:
+            steps, train_s, disk = "", 0.0, 0.0
+        test_s = counts["test"] * (m["predict_seconds"] + m.get("score_seconds", 0.0))
+        disk += counts["test"] * m["prediction_bytes"]
+        row = {"experiment": group, "runs": len(runs),
+               "steps a run": f"{steps:,}" if steps != "" else "",
+               "s a step": f"{m['step_seconds']:.3f}" if first.trained else "",
+               "wall time": hours(len(runs) * (train_s + test_s)),
+               "disk": gigabytes(len(runs) * disk)}
+        total += len(runs) * (train_s + test_s)
+        need += len(runs) * disk
+        if first.trained and usable and cluster.get("partition"):
+            submissions = math.ceil(train_s / 60 / usable)
+            row["submissions"] = f"{submissions} of {allowed}"
+            if submissions > allowed:
+                verdict = BLOCK if device is not None and device.type == "cuda" else WARN
+                where = "" if verdict == BLOCK else " (measured on this CPU: rerun on the GPU)"
+                report.add(f"cluster: {group}", verdict,
+                           f"{hours(train_s)} of training a run needs {submissions} "
+                           f"submissions of resources.train.runtime {runtime} min "
+                           f"({usable} usable), cluster.train_submissions allows {allowed}: "
+                           f"raise either{where}")
+        report.projection.append(row)
+    for row in report.projection:  # one set of columns
+        row.setdefault("submissions", "")
+    report.projection.append({"experiment": "**the whole run**", "runs": sum(
+        len(r) for r in groups.values()), "steps a run": "", "s a step": "",
+        "wall time": f"**{hours(total)}**", "disk": f"**{gigabytes(need)}**", "submissions": ""})
+    return need
+
+
+def free_space(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def check_disk(cfg: dict[str, Any], need: float, report: Report) -> None:
+    folder = Path(cfg["results_dir"]).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = free_space(folder)
+    detail = (f"{gigabytes(free)} free at {folder} for results_dir, the run needs about "
+              f"{gigabytes(need)}")
+    report.add("disk", BLOCK if free < need else WARN if free < 1.5 * need else OK, detail)
+
+
+# -- the whole preflight ---------------------------------------------------------------------------
+
+def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int = 3,
+                  test_images: int = 4, dev: bool = True) -> Report:
+    """Every check on a loaded config (:func:`load_config`); ``scratch`` (default a temporary
+    folder, removed afterwards) holds the plan, the sample and the dev runs."""
+    report = Report()
+    try:
+        experiments = check_config(cfg)
+    except ConfigError as error:
+        report.add("config", BLOCK, str(error))
+        return report
+    report.add("config", OK, f"{len(experiments)} runs of {len({e.group for e in experiments.values()})}"
+               f" experiments, results_dir {cfg['results_dir']}")
+    try:
+        found = check_weights(cfg, experiments)
+        missing = [f for f in found if not f.found and not f.off]
+        report.add("weights", WARN if missing else OK,
+                   "; ".join(f"{f.key}: {'off' if f.off else f.path if f.found else f.problem}"
+                             for f in found))
+    except ConfigError as error:
+        report.add("weights", BLOCK, str(error))
+    own = scratch is None
+    scratch = Path(tempfile.mkdtemp(prefix="ndmha-preflight-")) if own else Path(scratch)
+    try:
+        plan = check_data(cfg, scratch, report)
+        device = check_device(cfg, report)
+        if plan is None or device is None or not dev:
+            return report
+        trained = [e for e in experiments.values() if e.trained]
+        batch = max([{**cfg["train"], **e.train}["batch_size"] for e in trained] or [1])
+        counts = {"train": batch, "val": batch, "test": test_images}
+        try:
+            manifest, data = prepare_sample(cfg, plan, scratch, counts)
+        except (DataError, ConfigError) as error:
+            report.add("dev run: data", BLOCK, str(error))
+            return report
+        measured: dict[str, dict] = {}
+        firsts = {}
+        for e in experiments.values():
+            firsts.setdefault(e.group, e)
+        for group, e in firsts.items():
+            began = time.perf_counter()
+            try:
+                if e.trained:
+                    measured[e.name] = dev_run(cfg, e, manifest, scratch, steps, device)
+                elif e.kind == "training-free":
+                    measured[e.name] = floor_run(cfg, e, manifest, scratch)
+                else:
+                    continue  # imported weights and outside predictions: checked by the config
+            except Exception as error:  # noqa: BLE001 (any failure here is the finding)
+                report.add(f"dev run: {group}", BLOCK, f"{type(error).__name__}: {error}")
+                continue
+            what = (f"{steps} training steps at batch {batch}, one validation batch, "
+                    if e.trained else "")
+            report.add(f"dev run: {group}", OK, f"{what}prediction and metrics on "
+                       f"{test_images} test images in {time.perf_counter() - began:.1f} s")
+        need = project(cfg, experiments, measured, data, report, device)
+        check_disk(cfg, need, report)
+        return report
+    finally:
+        if own:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def blocker_lines(report: Report) -> list[str]:
+    return [f"preflight blocker: {c.area}: {c.detail}" for c in report.blockers]
+
