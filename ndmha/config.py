@@ -323,7 +323,8 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
             config_error("split.val", f"{split['val']} validation and {split['test']} test "
                          f"images leave none to train on (data.n_images is {n})")
     elif n < 5:
-        config_error("data.n_images", f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
+        config_error("data.n_images",
+                     f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
     if data["source"] in ("folders", "places2"):
         folders = ({"data.images_dir": data.get("images_dir", "")} if data["source"] == "folders"
                    else {"data.places2.root": data.get("places2", {}).get("root", "")})

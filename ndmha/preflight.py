@@ -467,8 +467,9 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
     except ConfigError as error:
         report.add("config", BLOCK, str(error))
         return report
-    report.add("config", OK, f"{len(experiments)} runs of {len({e.group for e in experiments.values()})}"
-               f" experiments, results_dir {cfg['results_dir']}")
+    groups = {e.group for e in experiments.values()}
+    report.add("config", OK, f"{len(experiments)} runs of {len(groups)} experiments, "
+               f"results_dir {cfg['results_dir']}")
     try:
         found = check_weights(cfg, experiments)
         missing = [f for f in found if not f.found and not f.off]
