@@ -423,8 +423,10 @@ def part_e(suite: Suite, deadline: float) -> list[dict[str, Any]]:
 def part_f(suite: Suite, deadline: float) -> list[dict[str, Any]]:
     """train.deterministic's cost and what it buys (bench/determinism.py, one process a mode)."""
     size, batch, steps = (32, 2, 2) if suite.smoke else (256, 8, 6)
-    rows = determinism.both_modes(str(suite.device), size, batch, steps,
-                                  timeout=max(60.0, deadline - time.perf_counter()))
+    # the budget guards the GPU's lease; the smoke run checks the code, so a slow shared CPU
+    # (18 s alone, over 60 s beside a training job) waits for it instead of failing the part
+    timeout = None if suite.smoke else max(60.0, deadline - time.perf_counter())
+    rows = determinism.both_modes(str(suite.device), size, batch, steps, timeout=timeout)
     for row in rows:
         print(row, flush=True)
     return rows
