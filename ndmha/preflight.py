@@ -178,7 +178,8 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
             scratch / "sources.csv", image_source(cfg), data["n_images"], images_dir, masks_dir,
             data.get("mask_protocol", "qd-imd"), data["mask_hole"], data.get("mask_count", 0),
             data.get("mask_binary", "threshold"), data.get("border_margin", 1),
-            data.get("places2", {}), cfg["split"].get("test", 0))
+            data.get("places2", {}), cfg["split"].get("test", 0),
+            layout=data.get("layout", "png"))
     except (DataError, ConfigError) as error:
         report.add("data: counts", BLOCK, str(error))
         return None
@@ -364,11 +365,15 @@ def gigabytes(count: float) -> str:
     return f"{count / 1e9:,.1f} GB" if count >= 1e8 else f"{count / 1e6:,.1f} MB"
 
 
-def split_counts(cfg: dict[str, Any]) -> dict[str, int]:
-    """Train / val / test images of the whole run, as the split rule will deal them."""
-    from ndmha.data.split import split_sizes
+def split_counts(cfg: dict[str, Any], ids: list[str]) -> dict[str, int]:
+    """Train / val / test images of the whole run (``ids``: the plan's), as the split rule
+    will deal them."""
+    from ndmha.data.split import celeba_splits, split_sizes
 
     n, split = cfg["data"]["n_images"], cfg["split"]
+    if split["scheme"] == "celeba":
+        labels = celeba_splits(ids, split["celeba"]["image_list"], split["celeba"]["partition"])
+        return {k: labels.count(k) for k in ("train", "val", "test")}
     if split["scheme"] == "lists":
         test, val = split["test"], split.get("val", 0)
         return {"train": n - test - val, "val": val, "test": test}
@@ -377,10 +382,10 @@ def split_counts(cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str, dict],
-            data: dict[str, float], report: Report, device: Any) -> float:
+            data: dict[str, float], report: Report, device: Any, ids: list[str]) -> float:
     """The projection rows (per experiment: its runs, steps, step time, wall time, disk), the
     cluster's submissions; returns the bytes the whole run needs."""
-    counts = split_counts(cfg)
+    counts = split_counts(cfg, ids)
     n = cfg["data"]["n_images"]
     threads = cfg["resources"].get("prepare", {}).get("threads", 1) or 1
     prep = data["prepare_seconds"] * n / threads
@@ -513,7 +518,7 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
                     if e.trained else "")
             report.add(f"dev run: {group}", OK, f"{what}prediction and metrics on "
                        f"{test_images} test images in {time.perf_counter() - began:.1f} s")
-        need = project(cfg, experiments, measured, data, report, device)
+        need = project(cfg, experiments, measured, data, report, device, list(plan["id"]))
         check_disk(cfg, need, report)
         return report
     finally:
