@@ -322,6 +322,16 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
         if split["test"] + split.get("val", 0) >= n:
             config_error("split.val", f"{split['val']} validation and {split['test']} test "
                          f"images leave none to train on (data.n_images is {n})")
+    elif split["scheme"] == "celeba":
+        if data["source"] != "folders" or data.get("layout", "png") != "celebahq":
+            config_error("split.scheme", "'celeba' maps CelebA-HQ's index: it needs "
+                         "data.source: folders and data.layout: celebahq")
+        for key in ("image_list", "partition"):
+            listing = split.get("celeba", {}).get(key, "")
+            if not listing or not Path(listing).is_file():
+                config_error(f"split.celeba.{key}", f"file '{listing}' does not exist (looked "
+                             f"in {Path(listing).resolve()})" if listing else
+                             "required when split.scheme is 'celeba'")
     elif n < 5:
         config_error("data.n_images",
                      f"the 'report' split (60/20/20) needs at least 5 images, got {n}")

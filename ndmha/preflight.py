@@ -141,13 +141,18 @@ def source_folders(cfg: dict[str, Any], scratch: Path) -> tuple[Path, Path]:
     return Path(data["images_dir"]), Path(data["masks_dir"])
 
 
-def header_sizes(paths: list[Path]) -> tuple[dict[tuple[int, int], int], Path | None, str]:
-    """Each file's (width, height) from its header, counted; the first unreadable file and
-    why."""
+def header_sizes(paths: list[Path], what: str = "headers"
+                 ) -> tuple[dict[tuple[int, int], int], Path | None, str]:
+    """Each file's (width, height) from its header (a fraction of a millisecond a file: seconds
+    for 30,000), counted; the first unreadable file and why."""
+    import sys
+
     from PIL import Image
+    from tqdm import tqdm
 
     sizes: dict[tuple[int, int], int] = {}
-    for path in paths:
+    for path in tqdm(paths, desc=f"preflight: {what}", mininterval=5.0, file=sys.stderr,
+                     leave=False):
         try:
             with Image.open(path) as image:
                 sizes[image.size] = sizes.get(image.size, 0) + 1
@@ -178,7 +183,8 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
             scratch / "sources.csv", image_source(cfg), data["n_images"], images_dir, masks_dir,
             data.get("mask_protocol", "qd-imd"), data["mask_hole"], data.get("mask_count", 0),
             data.get("mask_binary", "threshold"), data.get("border_margin", 1),
-            data.get("places2", {}), cfg["split"].get("test", 0))
+            data.get("places2", {}), cfg["split"].get("test", 0),
+            layout=data.get("layout", "png"))
     except (DataError, ConfigError) as error:
         report.add("data: counts", BLOCK, str(error))
         return None
@@ -188,7 +194,7 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
     size = data["image_size"]
     for column, what in (("image", "images"), ("mask", "masks")):
         paths = list(dict.fromkeys(base / p for p in plan[column]))
-        sizes, bad, why = header_sizes(paths)
+        sizes, bad, why = header_sizes(paths, what)
         if bad is not None:
             report.add(f"data: {what}", BLOCK, f"{bad}: unreadable ({why})")
             continue
@@ -269,8 +275,10 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
             f"train.device {cfg['train'].get('device')} (a CUDA device is visible)"
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if hasattr(
             torch.ops.mkldnn, "_is_mkldnn_bf16_supported") else False
-        report.add("device", WARN if cfg["train"].get("epochs", 0) > 10 else OK,
-                   f"cpu ({torch.get_num_threads()} threads; {cuda}); "
+        long_run = cfg["train"].get("epochs", 0) > 10
+        report.add("device", WARN if long_run else OK,
+                   f"cpu ({torch.get_num_threads()} threads; {cuda}"
+                   f"{'; a long run on a CPU: see the projection' if long_run else ''}); "
                    f"{'bf16 in hardware' if bf16 else 'no bf16 in hardware'}; "
                    f"deformable conv: {backend}")
     return device
@@ -364,11 +372,15 @@ def gigabytes(count: float) -> str:
     return f"{count / 1e9:,.1f} GB" if count >= 1e8 else f"{count / 1e6:,.1f} MB"
 
 
-def split_counts(cfg: dict[str, Any]) -> dict[str, int]:
-    """Train / val / test images of the whole run, as the split rule will deal them."""
-    from ndmha.data.split import split_sizes
+def split_counts(cfg: dict[str, Any], ids: list[str]) -> dict[str, int]:
+    """Train / val / test images of the whole run (``ids``: the plan's), as the split rule
+    will deal them."""
+    from ndmha.data.split import celeba_splits, split_sizes
 
     n, split = cfg["data"]["n_images"], cfg["split"]
+    if split["scheme"] == "celeba":
+        labels = celeba_splits(ids, split["celeba"]["image_list"], split["celeba"]["partition"])
+        return {k: labels.count(k) for k in ("train", "val", "test")}
     if split["scheme"] == "lists":
         test, val = split["test"], split.get("val", 0)
         return {"train": n - test - val, "val": val, "test": test}
@@ -377,10 +389,10 @@ def split_counts(cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str, dict],
-            data: dict[str, float], report: Report, device: Any) -> float:
+            data: dict[str, float], report: Report, device: Any, ids: list[str]) -> float:
     """The projection rows (per experiment: its runs, steps, step time, wall time, disk), the
     cluster's submissions; returns the bytes the whole run needs."""
-    counts = split_counts(cfg)
+    counts = split_counts(cfg, ids)
     n = cfg["data"]["n_images"]
     threads = cfg["resources"].get("prepare", {}).get("threads", 1) or 1
     prep = data["prepare_seconds"] * n / threads
@@ -513,7 +525,7 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
                     if e.trained else "")
             report.add(f"dev run: {group}", OK, f"{what}prediction and metrics on "
                        f"{test_images} test images in {time.perf_counter() - began:.1f} s")
-        need = project(cfg, experiments, measured, data, report, device)
+        need = project(cfg, experiments, measured, data, report, device, list(plan["id"]))
         check_disk(cfg, need, report)
         return report
     finally:

@@ -144,6 +144,21 @@ def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
     assert (buckets["fid"].notna() == (buckets["images"] >= 2)).all()
 
 
+def test_a_metric_switched_off_reads_off_in_the_tables(evaluated: Path, tmp_path: Path) -> None:
+    summary = json.loads((evaluated / "summary.json").read_text())
+    summary.update(lpips="off", fid="off", kid="off", kid_std="off")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
+                         [tmp_path / "summary.json"], tmp_path / "t.csv", tmp_path / "t.md",
+                         tmp_path / "test.csv", labels={"baseline": "baseline U-Net"},
+                         settings={"baseline": {"loss": {"l1": 1.0}}}, config_sha256="c0ffee")
+    ours = table[table["source"] == "measured"].iloc[0]
+    assert (ours["lpips"], ours["fid"], ours["kid"]) == ("off", "off", "off")
+    md = " ".join((tmp_path / "t.md").read_text().split())
+    assert "Caveat: baseline U-Net (ours): LPIPS off (switched off in the config)" in md
+    assert "n/a" not in md.split("Caveat")[0]
+
+
 def test_tables(evaluated: Path, tmp_path: Path) -> None:
     summary = json.loads((evaluated / "summary.json").read_text())
     table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",

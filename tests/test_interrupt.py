@@ -69,8 +69,13 @@ def _same_run(a: Path, b: Path) -> None:
     ra, rb = load_torch(a / "ckpt.pt")["rng"], load_torch(b / "ckpt.pt")["rng"]
     assert torch.equal(ra["torch"], rb["torch"])  # the global RNG stream continued exactly
     oa, ob = load_torch(a / "ckpt.pt")["d_optimizer"], load_torch(b / "ckpt.pt")["d_optimizer"]
-    assert all(torch.equal(x, y) for x, y in zip(oa["state"][0].values(),
-                                                  ob["state"][0].values()))
+    # every parameter's state (step, both moments), not the first one's: a zip would stop at the
+    # shorter side, so the keys are compared first
+    assert oa["state"].keys() == ob["state"].keys() and len(oa["state"]) > 1
+    for index, state in oa["state"].items():
+        assert state.keys() == ob["state"][index].keys()
+        assert all(torch.equal(state[k], ob["state"][index][k]) for k in state)
+    assert oa["param_groups"] == ob["param_groups"]
     pd.testing.assert_frame_equal(pd.read_csv(a / "log.csv").drop(columns=TIMING_COLUMNS),
                                   pd.read_csv(b / "log.csv").drop(columns=TIMING_COLUMNS),
                                   check_exact=True)

@@ -80,6 +80,16 @@ def test_the_comparison_is_read_whichever_way_round_it_was_made() -> None:
         backward, "seed_ndmha_under_unet") == REPRODUCED
 
 
+def test_a_reversed_comparison_across_zero_stays_unresolved() -> None:
+    """baseline − NDMHA with an interval across 0: read the other way round it is NDMHA −
+    baseline from −0.50 to +0.40, not resolved. Negated but not swapped, its ends would read
+    +0.40 to −0.50, whose upper end below 0 would pass for "reproduced"."""
+    card = scorecard(STUDY, compared(("baseline_2000", "ndmha", 0.05, -0.4, 0.5)))
+    assert verdict(card, "seed_ndmha_under_unet") == NOT_REPRODUCED
+    assert "-0.50 to +0.40" in card.set_index("claim_id").loc["seed_ndmha_under_unet",
+                                                                "measured"]
+
+
 def test_overtaking_needs_a_second_equal_budget_and_follows_its_interval() -> None:
     without = [s for s in STUDY if s["experiment"] != "ndmha_8000"]
     assert verdict(scorecard(without, compared()), "seed_overtakes") == NOT_TESTABLE

@@ -3,7 +3,8 @@ decided once (``sources.csv``) so that any number of preparation jobs agree on i
 converts, prepares and overlays one contiguous block of it, and one gather puts the shards'
 files where an unsharded run puts them, byte for byte.
 
-Image sources: a folder of PNGs (CelebA-HQ, the demo), or Places365-Standard's layout and file
+Image sources: a folder of PNGs (the demo), CelebA-HQ in any of the layouts it is distributed
+in (``data.layout: celebahq``: :func:`celebahq_images`), or Places365-Standard's layout and file
 lists (Places2: ``data_256/a/abbey/00000001.jpg`` listed as ``/a/abbey/00000001.jpg 0`` in
 ``places365_train_standard.txt``; ``val_256/Places365_val_00000001.jpg`` in
 ``places365_val.txt``; the high-resolution release in ``data_large`` and ``val_large``).
@@ -20,6 +21,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +42,19 @@ from ndmha.errors import ConfigError, DataError
 from ndmha.io import atomic_open, list_images, relative_posix, staged_dir, take_first
 
 log = logging.getLogger("ndmha")
+
+#: CelebA-HQ's images by its index (0-29999), in the layouts it comes in: the official PNGs
+#: (``00000.png``, also ``imgHQ00000.png``), CelebAMask-HQ's 1024 px JPGs (``CelebA-HQ-img/0.jpg``)
+#: and the 256 px copies (``00000.jpg``, ``0.jpg``): the same id, ``00000``, in every layout
+CELEBAHQ_NAME = re.compile(r"(?:imgHQ)?(\d{1,5})")
+CELEBAHQ_SIZE = 30000
+#: the folder inside a distribution's root that holds the images (CelebAMask-HQ)
+CELEBAHQ_SUBFOLDERS = ("CelebA-HQ-img",)
+CELEBAHQ_EXPECTED = ("CelebA-HQ's images named by their index: 00000.png ... 29999.png (the "
+                     "official PNGs), 0.jpg ... 29999.jpg (CelebAMask-HQ's CelebA-HQ-img), or "
+                     "00000.jpg ... (256 px copies)")
+#: QD-IMD as distributed: qd_imd/train (the masks the seed report took) and qd_imd/test
+QDIMD_TRAIN = "train"
 
 #: Places365-Standard's image folders per release (under data.places2.root)
 PLACES2_FOLDERS = {"256": ("data_256", "val_256"), "large": ("data_large", "val_large")}
@@ -119,17 +134,69 @@ def places2_images(root: str | Path, release: str = "256",
     return chosen
 
 
+def celebahq_images(folder: str | Path, n_images: int) -> list[tuple[str, Path]]:
+    """The first ``n_images`` of CelebA-HQ by index, as ``(id, path)`` with the id the index in
+    five digits, from any of its layouts (:data:`CELEBAHQ_NAME`; CelebAMask-HQ's root is read
+    through its ``CelebA-HQ-img``). Two files of one index, or a file named otherwise, stop
+    with an error naming them."""
+    folder = Path(folder)
+    suffixes = (".png", ".jpg", ".jpeg")
+    files = list_images(folder, suffixes, "CelebA-HQ images")
+    if not files:
+        inner = [folder / sub for sub in CELEBAHQ_SUBFOLDERS if (folder / sub).is_dir()]
+        if inner:
+            log.info("%s: CelebA-HQ's images read from %s", folder, inner[0].name)
+            folder, files = inner[0], list_images(inner[0], suffixes, "CelebA-HQ images")
+    if not files:
+        raise DataError(f"{folder}: no images; expected {CELEBAHQ_EXPECTED}")
+    by_index: dict[int, Path] = {}
+    strays = []
+    for path in files:
+        match = CELEBAHQ_NAME.fullmatch(path.stem)
+        if not match or int(match.group(1)) >= CELEBAHQ_SIZE:
+            strays.append(path)
+        elif int(match.group(1)) in by_index:
+            raise DataError(f"{folder}: {by_index[int(match.group(1))].name} and {path.name} "
+                            f"are both CelebA-HQ image {int(match.group(1))}")
+        else:
+            by_index[int(match.group(1))] = path
+    if strays:
+        more = f" and {len(strays) - 1} more" if len(strays) > 1 else ""
+        raise DataError(f"{folder}: {strays[0].name}{more} not named as CelebA-HQ's images are; "
+                        f"expected {CELEBAHQ_EXPECTED}")
+    if len(by_index) < n_images:
+        raise DataError(f"{folder}: found {len(by_index)} CelebA-HQ images, but {n_images} are "
+                        "configured")
+    return [(f"{index:05d}", by_index[index]) for index in sorted(by_index)[:n_images]]
+
+
+def qdimd_masks(folder: str | Path) -> list[Path]:
+    """The masks of a folder, sorted; QD-IMD's folder as distributed (``train/`` and ``test/``
+    beside each other, no masks at its top) gives its ``train/`` masks."""
+    folder = Path(folder)
+    masks = list_images(folder, what="masks")
+    if not masks and (folder / QDIMD_TRAIN).is_dir():
+        log.info("%s: QD-IMD as distributed: its %s/ masks", folder, QDIMD_TRAIN)
+        masks = list_images(folder / QDIMD_TRAIN, what="masks")
+    if not masks:
+        raise DataError(f"{folder}: no masks; expected mask images (white holes on black, or "
+                        f"data.mask_hole: black), or QD-IMD's folder as distributed (with "
+                        f"{QDIMD_TRAIN}/ and test/)")
+    return masks
+
+
 def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir: str | Path,
                  masks_dir: str | Path, mask_protocol: str = "qd-imd", mask_hole: str = "white",
                  mask_count: int = 0, mask_binary: str = "threshold", border_margin: int = 1,
-                 places2: dict[str, Any] | None = None, test: int = 0, threads: int = 1
-                 ) -> pd.DataFrame:
+                 places2: dict[str, Any] | None = None, test: int = 0, threads: int = 1,
+                 layout: str = "png") -> pd.DataFrame:
     """Write the plan: one row per image, in the order of its files' names (the ids, sorted), with
     its source image and source mask; Places2 adds each image's split, the ``nvidia`` protocol
     each mask's hole ratio, category and border contact
     (:data:`~ndmha.data.split.MASK_COLUMNS`).
 
-    ``source`` ``folders``: the first ``n_images`` PNGs of ``images_dir``; ``places2``: the
+    ``source`` ``folders``: the first ``n_images`` PNGs of ``images_dir`` (``layout: celebahq``:
+    the first by CelebA-HQ's index, :func:`celebahq_images`); ``places2``: the
     layout under ``images_dir`` (:func:`places2_images`, with the options of ``places2``),
     ``test`` of its validation list and ``n_images - test`` of its training list."""
     if source == "places2":  # images_dir is its root; data.places2's other keys as given
@@ -137,6 +204,8 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
         images = places2_images(images_dir, n_train=n_images - test, n_test=test, **options)
         # the order of the files' names (<id>.jpg), which every shard's folder sorts into
         images.sort(key=lambda item: f"{item[0]}.jpg")
+    elif layout == "celebahq":
+        images = [(i, path, "") for i, path in celebahq_images(images_dir, n_images)]
     else:
         images = [(i, path, "") for i, path in folder_images(images_dir, n_images)]
     n = len(images)
@@ -159,7 +228,7 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
             log.info("%d images and %d masks: each mask serves %d or %d images", n, len(index),
                      n // len(index), -(-n // len(index)))
     elif mask_protocol == "qd-imd":
-        masks = list_images(masks_dir, what="masks")
+        masks = qdimd_masks(masks_dir)
         if mask_count and len(masks) != mask_count:
             raise DataError(f"{masks_dir}: found {len(masks)} masks, data.mask_count says "
                             f"{mask_count}")

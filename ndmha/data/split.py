@@ -17,6 +17,8 @@ MANIFEST_COLUMNS = ["id", "image", "mask", "corrupted", "split", "hole_ratio"]
 #: the NVIDIA protocol's columns (ndmha.data.sources), kept when the pairs have them
 MASK_COLUMNS = ["mask_source", "mask_hole_ratio", "mask_category", "mask_border"]
 SPLITS = ("train", "val", "test")
+#: CelebA's list_eval_partition.txt: 0 train, 1 val, 2 test
+CELEBA_PARTITION = {"0": "train", "1": "val", "2": "test"}
 REPORT_FRACTIONS = (0.6, 0.2, 0.2)
 
 
@@ -45,7 +47,8 @@ def split_sizes(n_images: int, scheme: str, test: int | None = None,
             raise ConfigError(f"split.scheme: 'report' (60/20/20) needs at least 5 images, "
                               f"data.n_images is {n_images}")
         return {"train": n_images - val - test_n, "val": val, "test": test_n}
-    raise ConfigError(f"split.scheme: must be 'paper', 'report' or 'lists', got {scheme!r}")
+    raise ConfigError(f"split.scheme: must be 'paper', 'report', 'lists' or 'celeba', got "
+                      f"{scheme!r}")
 
 
 def assign_splits(ids: list[str], sizes: dict[str, int], seed: int) -> list[str]:
@@ -80,11 +83,67 @@ def listed_splits(given: list[str], val: int, seed: int) -> list[str]:
     return labels
 
 
+def _rows(path: Path, what: str) -> list[list[str]]:
+    try:
+        return [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise DataError(f"{path}: cannot read {what} ({error.strerror})") from error
+
+
+def read_celebahq_index(path: str | Path) -> dict[int, str]:
+    """CelebA-HQ's index: its image number -> CelebA's file name, from the progressive-GAN
+    release's ``image_list.txt`` (``idx orig_idx orig_file proc_md5 final_md5``) or
+    CelebAMask-HQ's ``CelebA-HQ-to-CelebA-mapping.txt`` (``idx orig_idx orig_file``)."""
+    rows = _rows(Path(path), "CelebA-HQ's index")
+    if rows and rows[0][0] == "idx":
+        rows = rows[1:]
+    index = {}
+    for number, row in enumerate(rows, start=2):
+        if len(row) < 3 or not row[0].isdigit():
+            raise DataError(f"{path}: line {number} is not 'idx orig_idx orig_file ...' "
+                            f"(CelebA-HQ's image_list.txt): {' '.join(row)[:80]!r}")
+        index[int(row[0])] = row[2]
+    return index
+
+
+def read_celeba_partition(path: str | Path) -> dict[str, str]:
+    """CelebA's ``list_eval_partition.txt``: file name -> train / val / test (0 / 1 / 2)."""
+    parts = {}
+    for number, row in enumerate(_rows(Path(path), "CelebA's partition"), start=1):
+        if len(row) != 2 or row[1] not in CELEBA_PARTITION:
+            raise DataError(f"{path}: line {number} is not '<file> 0|1|2' (CelebA's "
+                            f"list_eval_partition.txt): {' '.join(row)[:80]!r}")
+        parts[row[0]] = CELEBA_PARTITION[row[1]]
+    return parts
+
+
+def celeba_splits(ids: list[str], image_list: str | Path, partition: str | Path) -> list[str]:
+    """Each CelebA-HQ image's split in CelebA's own partition, mapped through CelebA-HQ's
+    index (the split much later work uses: 24,183 / 2,993 / 2,824 of the 30,000)."""
+    index, parts = read_celebahq_index(image_list), read_celeba_partition(partition)
+    labels = []
+    for image_id in ids:
+        if not str(image_id).isdigit():
+            raise DataError(f"{image_list}: id {image_id!r} is not a CelebA-HQ index "
+                            "(data.layout: celebahq names the images by it)")
+        if int(image_id) not in index:
+            raise DataError(f"{image_list}: no line for CelebA-HQ image {int(image_id)}")
+        name = index[int(image_id)]
+        if name not in parts:
+            raise DataError(f"{partition}: no line for {name} (CelebA-HQ image "
+                            f"{int(image_id)})")
+        labels.append(parts[name])
+    return labels
+
+
 def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, seed: int,
-               test: int | None = None, val: int = 0) -> pd.DataFrame:
+               test: int | None = None, val: int = 0,
+               celeba: dict[str, str] | None = None) -> pd.DataFrame:
     """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted,
     split, hole_ratio, and the mask protocol's columns when the pairs have them). ``lists``
-    keeps the pairs' own ``split`` column (:func:`listed_splits`)."""
+    keeps the pairs' own ``split`` column (:func:`listed_splits`); ``celeba`` takes CelebA's
+    partition through CelebA-HQ's index (``celeba``: its ``image_list`` and ``partition``
+    files, :func:`celeba_splits`)."""
     pairs = pd.read_csv(pairs_csv, dtype={"id": str})
     if pairs.empty:
         raise DataError(f"{pairs_csv}: no image/mask pairs")
@@ -94,6 +153,11 @@ def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, see
             raise DataError(f"{pairs_csv}: split.scheme 'lists' needs the data's own splits "
                             "(data.source: places2)")
         pairs["split"] = listed_splits(pairs["split"].tolist(), val, seed)
+        sizes = pairs["split"].value_counts().to_dict()
+    elif scheme == "celeba":
+        celeba = celeba or {}
+        pairs["split"] = celeba_splits(pairs["id"].tolist(), celeba.get("image_list", ""),
+                                       celeba.get("partition", ""))
         sizes = pairs["split"].value_counts().to_dict()
     else:
         sizes = split_sizes(len(pairs), scheme, test, val)

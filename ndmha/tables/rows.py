@@ -98,7 +98,9 @@ def method_name(summary: dict, labels: dict[str, str] | None = None) -> str:
 
 def caveats(summary: dict, labels: dict[str, str] | None = None) -> list[str]:
     """What a reader must know about one measured row."""
-    notes = [f"{k.upper()} {summary[k]}" for k in ("lpips", "fid")  # KID shares FID's weights
+    notes = [f"{k.upper()} {summary[k]}" + (" (switched off in the config)"
+                                            if summary[k] == "off" else "")
+             for k in ("lpips", "fid")  # KID shares FID's weights
              if isinstance(summary[k], str)]
     return [f"{method_name(summary, labels)}: {n}" for n in notes + summary.get("warnings", [])]
 

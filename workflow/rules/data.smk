@@ -46,6 +46,7 @@ rule sources:
         margin=config["data"].get("border_margin", 1),
         places2=config["data"].get("places2", {}),
         test=config["split"].get("test", 0),
+        layout=config["data"].get("layout", "png"),
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
@@ -159,6 +160,7 @@ rule split:
         test=config["split"].get("test"),
         val=config["split"].get("val", 0),
         seed=config["split"]["seed"],
+        celeba=config["split"].get("celeba", {}),
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
