@@ -72,7 +72,17 @@ def test_no_diary_language(page: Path) -> None:
     assert not hits, hits
 
 
-def test_readme_tables_fit_130_characters() -> None:
-    wide = [line for line in (ROOT / "README.md").read_text().splitlines()
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_tables_fit_130_characters(page: Path) -> None:
+    wide = [f"{i}: {len(line)}" for i, line in enumerate(page.read_text().splitlines(), 1)
             if line.startswith("|") and len(line) > 130]
     assert not wide, wide
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_dated_headings(page: Path) -> None:
+    """A page of current figures dates each table in its text; a date in a heading makes a
+    section of a log (the date a figure was measured is fine beside the figure)."""
+    dated = [line for line in page.read_text().splitlines()
+             if re.match(r"#+ .*\b20\d\d-\d\d(-\d\d)?\b", line)]
+    assert not dated, dated

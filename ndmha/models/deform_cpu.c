@@ -5,7 +5,8 @@
  * Why by hand: on a CPU the ecosystem's kernels (torchvision.ops.deform_conv2d, mmcv.ops) are 8-10x
  * slower than grid_sample plus elementwise products, and that path spends most of NDMHA's training
  * step in grid_sampler_2d_backward and in products of (N, C, 9, H, W) tensors
- * (docs/performance.md, "NDMHA's CPU step"). Here nothing of that size is ever written.
+ * (docs/performance.md, "The deformable-conv backends on a CPU"). Here nothing of that
+ * size is ever written.
  *
  * Compiled once per machine by ndmha/models/deform_cpu.py (no Python headers, no torch headers),
  * twice: -DSCALAR=float -DSUFFIX=f32 and -DSCALAR=double -DSUFFIX=f64.
