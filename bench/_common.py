@@ -83,8 +83,8 @@ def peak_mib(device: torch.device) -> float | None:
 
 
 def machine(device: torch.device) -> str:
-    """The GPU's name, or the CPU model and its threads (ndmha.provenance.device_name)."""
-    from ndmha.provenance import device_name
+    """The GPU's name, or the CPU model and its threads (ndmha.devices.device_name)."""
+    from ndmha.devices import device_name
 
     return device_name(device)
 

@@ -1,4 +1,4 @@
-"""Model files from elsewhere, read as data: the authors' released checkpoint and plain state
+"""Model files from elsewhere, read as data (the package's own files: :mod:`ndmha.state`): the authors' released checkpoint and plain state
 dicts, turned into a ``model.pt`` of :mod:`ndmha` without running anything they contain.
 
 The release (shrutiphutke/NDMA_Facial_Inpainting) saves its generator, ``Luna_Net`` of
@@ -28,19 +28,17 @@ forced, would run whatever the pickle names. Here:
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ndmha.errors import ConfigError
-from ndmha.io import write_bytes
+from ndmha.hashing import sha256_file
 from ndmha.models import architecture_options, build_model, count_parameters
-from ndmha.provenance import sha256_file
+from ndmha.state import is_model_file, read_ours, save_torch
 
 log = logging.getLogger("ndmha")
 
@@ -273,19 +271,6 @@ def bgr_to_rgb(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_torch(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to memory, then written atomically (a full disk is then an ``OSError`` that
-    names the file, where torch's own writer raises an opaque RuntimeError)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getbuffer())
-
-
-def load_torch(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint or model file safely (tensors and plain containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def released_weights(src: str | Path, hole_fill: str = "black", channel_order: str = "bgr"
                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
     """The authors' checkpoint as ReleasedNDMHA's (options, state dict, what the file held,
@@ -330,24 +315,6 @@ def size_warnings(image_size: int | None) -> list[str]:
     return [f"the authors' checkpoint was trained at 256 px; scored here at {image_size} px"]
 
 
-def is_model_file(state: Any) -> bool:
-    """A ``model.pt`` of this project (trained or imported), not a foreign checkpoint."""
-    return isinstance(state, dict) and "architecture" in state and "state_dict" in state
-
-
-def _ours(path: Path) -> dict[str, Any] | None:
-    """A model.pt or training checkpoint of this project; None for any other file (read
-    ``weights_only``, so a foreign pickle fails to load here and nothing in it runs)."""
-    try:
-        state = load_torch(path)
-    except Exception:  # a whole pickled module, or another foreign format
-        return None
-    if is_model_file(state) or (isinstance(state, dict) and "model" in state
-                                and "fingerprint" in state):
-        return state
-    return None
-
-
 def import_weights(src: str | Path, out: str | Path, experiment: str, architecture: str,
                    options: dict[str, Any], image_size: int | None = None) -> dict[str, Any]:
     """An imported experiment's ``model.pt``: a model.pt of this project, copied under the
@@ -357,7 +324,7 @@ def import_weights(src: str | Path, out: str | Path, experiment: str, architectu
     src = Path(src)
     if not src.is_file():
         raise CheckpointError(f"experiments.{experiment}.weights: no such file {src}")
-    state = _ours(src)
+    state = read_ours(src)
     if state is None:
         if architecture != "ndmha_released":
             raise CheckpointError(f"experiments.{experiment}.weights: {src} is not a model.pt "
@@ -406,7 +373,7 @@ def init_weights(path: str | Path, architecture: str, options: dict[str, Any],
     if not path.is_file():
         raise CheckpointError(f"{key}: no such file {path}")
     source = {"file": path.name, "sha256": sha256_file(path)}
-    state = _ours(path)
+    state = read_ours(path)
     if state is None:
         if architecture != "ndmha_released":
             raise CheckpointError(f"{key}: {path} is not a model.pt of this project (only "
@@ -431,14 +398,3 @@ def init_weights(path: str | Path, architecture: str, options: dict[str, Any],
     _check_options(stored_options, options, key, path, architecture_options(architecture))
     return {"model": weights, "discriminator": discriminator,
             "source": {**source, "was": was, "steps_before": steps}}
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu",
-               deform_backend: str | None = None) -> tuple[dict[str, Any], nn.Module]:
-    """What a ``model.pt`` written by :func:`ndmha.train.train` says of itself (architecture and
-    options, experiment, budget, provenance, warnings) and the trained model in eval mode, its
-    deformable convs on ``deform_backend`` (the architecture's default when None)."""
-    state = load_torch(path)
-    model = build_model(state["architecture"], state.get("options"), deform_backend)
-    model.load_state_dict(state.pop("state_dict"))
-    return state, model.to(device).eval()

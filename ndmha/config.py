@@ -5,8 +5,6 @@ parse of the workflow stays fast: command-line overrides, experiments, settings 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +17,6 @@ from ndmha.errors import ConfigError
 
 SCALARS = (bool, int, float, type(None))
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def sha256_json(value: Any) -> str:
-    """SHA-256 of a JSON-able value, keys sorted (the same settings, the same hash)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def typed(value: Any) -> Any:

@@ -41,9 +41,9 @@ from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_jso
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
 from ndmha.models.layers import AUTO
-from ndmha.provenance import collect, device_name
-from ndmha.checkpoints import load_model
-from ndmha.train import resolve_device
+from ndmha.devices import device_name, resolve_device
+from ndmha.provenance import collect
+from ndmha.state import load_model
 
 log = logging.getLogger("ndmha")
 

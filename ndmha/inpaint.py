@@ -24,8 +24,8 @@ from ndmha.data.prepare import overlay
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
 from ndmha.models.layers import AUTO
-from ndmha.checkpoints import load_model
-from ndmha.train import resolve_device
+from ndmha.state import load_model
+from ndmha.devices import resolve_device
 
 log = logging.getLogger("ndmha")
 

@@ -257,7 +257,7 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
     import torch
 
     from ndmha.models.layers import resolve_backend
-    from ndmha.train import resolve_device
+    from ndmha.devices import resolve_device
 
     try:
         device = resolve_device(cfg["train"].get("device", "auto"))

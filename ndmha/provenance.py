@@ -6,7 +6,6 @@ into every ``summary.json``, the tables and the report show it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import platform
@@ -19,17 +18,10 @@ from typing import Any
 import torch
 
 import ndmha
-from ndmha.config import sha256_json
+from ndmha.devices import device_name
+from ndmha.hashing import sha256_file, sha256_json
 
 REPOSITORY = Path(ndmha.__file__).resolve().parents[1]
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_state(repository: Path = REPOSITORY) -> dict[str, Any]:
@@ -46,21 +38,6 @@ def git_state(repository: Path = REPOSITORY) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable name of a device: the GPU's, or the CPU model and its threads."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} CPU ({torch.get_num_threads()} threads)"
 
 
 def _torchvision_version() -> str:

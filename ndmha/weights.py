@@ -19,7 +19,6 @@ This module imports no torch (Snakemake's check of the config at every DAG build
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ndmha.errors import DataError
+from ndmha.hashing import sha256_file
 
 #: torch.hub's HASH_REGEX: the SHA-256 prefix in a published file's name
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
@@ -116,14 +116,6 @@ def candidates(value: str | None, spec: Weights) -> list[Path]:
 def _verified_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ndmha" / "verified-weights.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ndmha.checkpoints import CheckpointError, load_model, read_state, released_state_dict
+from ndmha.checkpoints import CheckpointError, read_state, released_state_dict
+from ndmha.state import load_model
 from ndmha.models import build_model
 
 RELEASE_MODULE = "network_luna_bottleneck"

@@ -57,7 +57,7 @@ def test_predict_writes_raw_and_composite(evaluated: Path, manifest: Path) -> No
 
 
 def test_summary_carries_budget_and_provenance(evaluated: Path, manifest: Path) -> None:
-    from ndmha.provenance import sha256_file
+    from ndmha.hashing import sha256_file
 
     summary = json.loads((evaluated / "summary.json").read_text())
     assert summary["budget"]["train_seconds"] > 0 and "CPU" in summary["budget"]["train_device"]

@@ -4,7 +4,7 @@ its TensorBoard board (:mod:`~ndmha.train.board`) and what makes it repeat
 (:mod:`~ndmha.train.reproducibility`)."""
 
 from ndmha.train.loop import TIMING_COLUMNS, Trainer, evaluate, forward_stages, train, write_history
-from ndmha.train.settings import TrainSettings, autocast, resolve_device
+from ndmha.train.settings import TrainSettings, autocast
 
 __all__ = ["TIMING_COLUMNS", "TrainSettings", "Trainer", "autocast", "evaluate", "forward_stages",
-           "resolve_device", "train", "write_history"]
+           "train", "write_history"]

@@ -50,7 +50,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ndmha import distributed, provenance
-from ndmha.checkpoints import init_weights, load_torch, save_torch
+from ndmha.checkpoints import init_weights
+from ndmha.state import load_torch, save_torch
 from ndmha.data.dataset import EpochSampler, InpaintingDataset
 from ndmha.errors import DataError, TrainingInterrupted
 from ndmha.io import atomic_open
@@ -59,7 +60,8 @@ from ndmha.models import build_model, count_parameters
 from ndmha.train.board import Board
 from ndmha.train.reproducibility import deterministic, rng_state, set_rng_state
 from ndmha.train.running import NonFiniteGuard, RunningMeans, finite
-from ndmha.train.settings import TrainSettings, autocast, resolve_device
+from ndmha.devices import device_name, resolve_device
+from ndmha.train.settings import TrainSettings, autocast
 
 log = logging.getLogger("ndmha")
 
@@ -475,7 +477,7 @@ class Trainer:
                 "batch_size": self.settings.batch_size, "processes": self.ranks.world,
                 "train_images": train_images, "max_steps": self.settings.max_steps,
                 "train_seconds": last.get("wall_seconds", 0.0),
-                "train_device": provenance.device_name(self.device),
+                "train_device": device_name(self.device),
                 **({"init_from": self.init_source} if self.init_source else {})}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ndmha import provenance
+from ndmha.hashing import sha256_file
 from ndmha.errors import ConfigError
 from ndmha.models.layers import AUTO
 
@@ -120,17 +120,10 @@ class TrainSettings:
         if device is not None:
             shaping["amp"] = self.precision(device)
         if self.init_from:  # the starting weights by content, not by path
-            shaping["init_from"] = provenance.sha256_file(self.init_from)
+            shaping["init_from"] = sha256_file(self.init_from)
         digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
         digest.update(Path(manifest).read_bytes())
         return digest.hexdigest()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when present, else cpu; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast(device: torch.device, amp: str, dtype: torch.dtype = torch.float32

@@ -12,11 +12,11 @@ from ndmha.config import (
     default_comparisons,
     first_runs,
     image_source,
-    sha256_json,
     train_settings as experiment_train_settings,
     typed,
 )
 from ndmha.errors import ConfigError
+from ndmha.hashing import sha256_json
 
 
 def config_error(key, message):
