@@ -18,7 +18,7 @@ from ndmha.data.masks import bucket_label
 from ndmha.evaluate import floor_psnr, predict, predict_training_free, score
 from ndmha.figures import comparison_figures, data_samples, experiment_grid, training_curves
 from ndmha.io import read_image, write_image
-from ndmha.tables import write_tables
+from ndmha.tables import Study, write_tables
 from ndmha.train import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
     summary = score(manifest, evaluated / "pred", tmp_path / "p.csv", tmp_path / "b.csv",
                     tmp_path / "s.json", lpips={"net": "alex", "weights": str(alexnet_weights)},
                     fid={"inception_weights": str(inception_weights)}, device="cpu")
-    per_image = pd.read_csv(tmp_path / "p.csv")
+    per_image = pd.read_csv(tmp_path / "provenance.csv")
     assert per_image["lpips"].notna().all() and (per_image["lpips"] >= 0).all()
     assert summary["lpips"] == pytest.approx(per_image["lpips"].mean(), rel=1e-15)
     assert isinstance(summary["fid"], float) and math.isfinite(summary["fid"])
@@ -144,30 +144,38 @@ def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
     assert (buckets["fid"].notna() == (buckets["images"] >= 2)).all()
 
 
+def study(summaries: list[Path], **given: object) -> Study:
+    """The tables' inputs for these tests: the reference tables and one U-Net experiment."""
+    return Study(summaries=summaries, paper_csv=RESOURCES / "paper_benchmark.csv",
+                 seed_report_csv=RESOURCES / "seed_report_results.csv",
+                 **{"labels": {"baseline": "baseline U-Net"}, "config_sha256": "c0ffee",
+                    "settings": {"baseline": {"loss": {"l1": 1.0}}}, **given})
+
+
+def test_write_tables_names_an_unknown_family(evaluated: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no table family \\['flor'\\]"):
+        write_tables(study([evaluated / "summary.json"]), tmp_path, ("floor", "flor"))
+
+
 def test_a_metric_switched_off_reads_off_in_the_tables(evaluated: Path, tmp_path: Path) -> None:
     summary = json.loads((evaluated / "summary.json").read_text())
     summary.update(lpips="off", fid="off", kid="off", kid_std="off")
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
-                         [tmp_path / "summary.json"], tmp_path / "t.csv", tmp_path / "t.md",
-                         tmp_path / "test.csv", labels={"baseline": "baseline U-Net"},
-                         settings={"baseline": {"loss": {"l1": 1.0}}}, config_sha256="c0ffee")
+    table = write_tables(study([tmp_path / "summary.json"]), tmp_path, ("benchmark",))
     ours = table[table["source"] == "measured"].iloc[0]
     assert (ours["lpips"], ours["fid"], ours["kid"]) == ("off", "off", "off")
-    md = " ".join((tmp_path / "t.md").read_text().split())
+    md = " ".join((tmp_path / "benchmark.md").read_text().split())
     assert "Caveat: baseline U-Net (ours): LPIPS off (switched off in the config)" in md
     assert "n/a" not in md.split("Caveat")[0]
 
 
 def test_tables(evaluated: Path, tmp_path: Path) -> None:
     summary = json.loads((evaluated / "summary.json").read_text())
-    table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
-                         [evaluated / "summary.json"], tmp_path / "t.csv", tmp_path / "t.md",
-                         tmp_path / "test.csv", tmp_path / "e.csv", tmp_path / "e.md",
-                         tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "p.csv",
-                         labels={"baseline": "baseline U-Net"},
-                         references={"baseline": "baseline U-Net (seed report)"},
-                         settings={"baseline": {"loss": {"l1": 1.0}}}, config_sha256="c0ffee")
+    table = write_tables(study([evaluated / "summary.json"],
+                               references={"baseline": "baseline U-Net (seed report)"}),
+                         tmp_path, ("benchmark", "test_metrics", "experiments", "seed_report",
+                                    "provenance"))
+    assert not (tmp_path / "floor.csv").exists()  # only the families asked for
     assert list(table["source"]).count("paper") == 10
     assert list(table["source"]).count("seed report") == 2
     ours = table[table["source"] == "measured"].iloc[0]
@@ -184,26 +192,26 @@ def test_tables(evaluated: Path, tmp_path: Path) -> None:
     paper = table[table["method"] == "NDMHA (paper)"].iloc[0]
     assert (paper["psnr_db"], paper["gmac"]) == (28.19, 15.01)
     assert (paper["epochs"], paper["batch"], paper["images_seen"]) == (200, 1, 5_400_000)
-    assert len(pd.read_csv(tmp_path / "t.csv")) == len(table) == 13
-    md = (tmp_path / "t.md").read_text()
+    assert len(pd.read_csv(tmp_path / "benchmark.csv")) == len(table) == 13
+    md = (tmp_path / "benchmark.md").read_text()
     assert md.count("\n|") == 14
     md = " ".join(md.split())  # the notes under the table are wrapped at 100 characters
     assert "not comparable" in md
     assert "Caveat: baseline U-Net (ours): LPIPS n/a (weights not found" in md
     assert "SSIM as Wang et al. define it" in md
     assert "Equal budget: every trained row took 1 epochs, 2 optimizer steps" in md
-    test = pd.read_csv(tmp_path / "test.csv", keep_default_na=False)  # "n/a" stays text
+    test = pd.read_csv(tmp_path / "test_metrics.csv", keep_default_na=False)  # "n/a" stays text
     assert test.iloc[0]["experiment"] == "baseline" and test.iloc[0]["lpips"] == "n/a"
     assert float(test.iloc[0]["loss"]) > 0  # the objective on the test split
-    experiments = pd.read_csv(tmp_path / "e.csv")
+    experiments = pd.read_csv(tmp_path / "experiments.csv")
     assert list(experiments["experiment"]) == ["baseline"]
     assert experiments.iloc[0]["loss_weights"] == "l1=1.0"
     assert experiments.iloc[0]["steps"] == 2 and experiments.iloc[0]["gmac"] == 6.65846
-    seed = pd.read_csv(tmp_path / "s.csv")
+    seed = pd.read_csv(tmp_path / "seed_report.csv")
     psnr = seed[seed["quantity"] == "psnr_db"].iloc[0]
     assert psnr["seed_report"] == 31.7106 and psnr["ours"] == pytest.approx(summary["psnr"],
                                                                             rel=5e-6)
-    provenance = pd.read_csv(tmp_path / "p.csv")
+    provenance = pd.read_csv(tmp_path / "provenance.csv")
     assert provenance.iloc[0]["config_sha256"] == "c0ffee"
     assert len(provenance.iloc[0]["manifest_sha256"]) == 64
     # the CSV keeps 6 significant digits (%.6g): rounding error < 5e-6 relative
@@ -342,13 +350,12 @@ def test_tables_carry_the_floor(evaluated: Path, floor_run: Path, tmp_path: Path
     summaries = [evaluated / "summary.json", floor_run / "summary.json"]
     trained = json.loads(summaries[0].read_text())
     floor = json.loads(summaries[1].read_text())
-    out = {k: tmp_path / k for k in ("t.csv", "t.md", "test.csv", "e.csv", "e.md", "f.csv",
-                                     "f.md")}
-    table = write_tables(RESOURCES / "paper_benchmark.csv", RESOURCES / "seed_report_results.csv",
-                         summaries, out["t.csv"], out["t.md"], out["test.csv"], out["e.csv"],
-                         out["e.md"], floor_csv=out["f.csv"], floor_md=out["f.md"],
-                         labels={"baseline": "baseline U-Net", "floor": "OpenCV Telea"},
-                         settings={"baseline": {"loss": {"l1": 1.0}}})
+    table = write_tables(study(summaries, labels={"baseline": "baseline U-Net",
+                                                  "floor": "OpenCV Telea"}),
+                         tmp_path, ("benchmark", "experiments", "floor"))
+    out = {"t.md": tmp_path / "benchmark.md", "e.md": tmp_path / "experiments.md",
+           "e.csv": tmp_path / "experiments.csv", "f.md": tmp_path / "floor.md",
+           "f.csv": tmp_path / "floor.csv"}
     row = table[table["kind"] == "training-free"].iloc[0]
     assert row["method"] == "OpenCV Telea (training-free, measured here)"
     assert row["train_device"] == "none: training-free" and row["steps"] == 0

@@ -16,6 +16,7 @@ One module a table: :mod:`.benchmark` (with the seed report's protocol), :mod:`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,70 +31,98 @@ from ndmha.tables.format import to_markdown, write_csv, write_md
 from ndmha.tables.rows import aggregate, label_of
 from ndmha.tables.scorecard import scorecard, scorecard_notes, scorecard_rst, scorecard_view
 
-__all__ = ["write_tables", "floor_table", "comparisons_table", "recorded_comparisons",
-           "comparisons_view", "scorecard", "to_markdown"]
+__all__ = ["FILES", "Study", "write_tables", "floor_table", "comparisons_table",
+           "recorded_comparisons", "comparisons_view", "scorecard", "to_markdown"]
+
+#: every file the tables write, by family, all in one folder (the tables rule declares the same)
+FILES: dict[str, tuple[str, ...]] = {
+    "benchmark": ("benchmark.csv", "benchmark.md"),
+    "test_metrics": ("test_metrics.csv",),
+    "experiments": ("experiments.csv", "experiments.md"),
+    "seed_report": ("seed_report.csv", "seed_report.md"),
+    "provenance": ("provenance.csv",),
+    "floor": ("floor.csv", "floor.md"),
+    "comparisons": ("comparisons.csv", "comparisons.md"),
+    "scorecard": ("scorecard.csv", "scorecard.md", "report_front.rst"),
+}
 
 
-def write_tables(paper_csv: str | Path, seed_report_csv: str | Path,
-                 summaries: list[str | Path], out_csv: str | Path, out_md: str | Path,
-                 test_csv: str | Path, experiments_csv: str | Path | None = None,
-                 experiments_md: str | Path | None = None, seed_csv: str | Path | None = None,
-                 seed_md: str | Path | None = None, provenance_csv: str | Path | None = None,
-                 floor_csv: str | Path | None = None, floor_md: str | Path | None = None,
-                 labels: dict[str, str] | None = None,
-                 references: dict[str, str] | None = None,
-                 settings: dict[str, dict] | None = None,
-                 config_sha256: str = "", runs: dict[str, dict] | None = None,
-                 per_image: dict[str, str | Path] | None = None,
-                 comparisons: list[list[str]] | None = None,
-                 comparisons_csv: str | Path | None = None,
-                 comparisons_md: str | Path | None = None,
-                 scorecard_csv: str | Path | None = None,
-                 scorecard_md: str | Path | None = None,
-                 report_front: str | Path | None = None,
-                 description: str | Path | None = None,
-                 smoke_test: bool = False) -> pd.DataFrame:
-    """Every table (CSV, and Markdown where a reader reads it): the benchmark, the seed report's
-    test metrics for our experiments, the experiments with their budgets, the seed report's
-    protocol beside ours (``references``: experiment -> the seed report's method), the
-    provenance of every row, the floor, the paired comparisons and the scorecard; returns the
-    benchmark table. ``runs`` (run -> its experiment and seed) merges an experiment's seeds into
-    one row with its spread and interval (the test metrics and provenance stay per run);
-    ``comparisons`` with ``per_image`` (run -> per-image CSV) writes the paired comparisons.
-    ``report_front``: the report's front page, the scorecard before ``description`` (the
-    workflow's report text, a file)."""
-    loaded = [json.loads(Path(p).read_text()) for p in summaries]
-    merged = aggregate(loaded, runs)
-    test_metrics_table(loaded, test_csv)
-    table = benchmark_table(paper_csv, seed_report_csv, merged, out_csv, out_md, labels)
-    if experiments_csv is not None:
-        experiments_table(merged, experiments_csv, experiments_md, labels, settings)
-    if seed_csv is not None:
-        seed_report_table(seed_report_csv, merged, seed_csv, seed_md, references or {}, labels)
-    if provenance_csv is not None:
-        provenance_table(loaded, provenance_csv, config_sha256)
-    if floor_csv is not None:
+@dataclass
+class Study:
+    """What the tables are made of: the runs' summaries, the reference tables, and what the
+    config says of the experiments.
+
+    ``labels``: experiment -> its label in the tables; ``references``: experiment -> the seed
+    report's method it reproduces; ``settings``: experiment -> its loss weights; ``runs``: run ->
+    its experiment and seed (merges an experiment's seeds into one row with its spread and
+    interval; the test metrics and provenance stay per run); ``per_image``: run -> its per-image
+    CSV and ``comparisons`` the pairs compared on them; ``description``: the workflow's report
+    text, which the report's front page shows after the scorecard."""
+
+    summaries: list[str | Path]
+    paper_csv: str | Path
+    seed_report_csv: str | Path
+    labels: dict[str, str] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)
+    config_sha256: str = ""
+    runs: dict[str, dict] | None = None
+    per_image: dict[str, str | Path] = field(default_factory=dict)
+    comparisons: list[list[str]] = field(default_factory=list)
+    description: str | Path | None = None
+    smoke_test: bool = False
+
+
+def write_tables(study: Study, out: str | Path, families: tuple[str, ...] = tuple(FILES)
+                 ) -> pd.DataFrame:
+    """Every table family of ``families`` (default: all), as the files :data:`FILES` names in
+    the folder ``out`` (CSV, and Markdown where a reader reads it); returns the benchmark
+    table."""
+    unknown = set(families) - set(FILES)
+    if unknown:
+        raise ValueError(f"no table family {sorted(unknown)}; the families: {list(FILES)}")
+    out = Path(out)
+    loaded = [json.loads(Path(p).read_text()) for p in study.summaries]
+    merged = aggregate(loaded, study.runs)
+    labels = study.labels
+    table = benchmark_table(study.paper_csv, study.seed_report_csv, merged,
+                            out / "benchmark.csv", out / "benchmark.md", labels)
+    if "test_metrics" in families:
+        test_metrics_table(loaded, out / "test_metrics.csv")
+    if "experiments" in families:
+        experiments_table(merged, out / "experiments.csv", out / "experiments.md", labels,
+                          study.settings)
+    if "seed_report" in families:
+        seed_report_table(study.seed_report_csv, merged, out / "seed_report.csv",
+                          out / "seed_report.md", study.references, labels)
+    if "provenance" in families:
+        provenance_table(loaded, out / "provenance.csv", study.config_sha256)
+    if "floor" in families:
         floor, verdict = floor_table(merged, labels)
-        write_csv(floor, floor_csv)
-        write_md(floor_view(floor), floor_md, "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
-    if comparisons_csv is None and scorecard_csv is None:
-        return table
-    # the comparisons name experiments by label (the CSV's a and b); the views and the scorecard
-    # by experiment name
-    names = {label_of(s, labels): s["experiment"] for s in merged}
-    compared, note = comparisons_table(comparisons or [], per_image or {}, merged, runs, labels)
-    if comparisons_csv is not None:
-        write_csv(compared, comparisons_csv)
-        write_md(comparisons_view(compared, names), comparisons_md,
+        write_csv(floor, out / "floor.csv")
+        write_md(floor_view(floor), out / "floor.md", "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
+    if "comparisons" in families or "scorecard" in families:
+        _write_comparisons(study, merged, out, families)
+    return table
+
+
+def _write_comparisons(study: Study, merged: list[dict], out: Path,
+                       families: tuple[str, ...]) -> None:
+    """The paired comparisons and the scorecard read from them: the comparisons name
+    experiments by label (the CSV's a and b), the views and the scorecard by experiment name."""
+    names = {label_of(s, study.labels): s["experiment"] for s in merged}
+    compared, note = comparisons_table(study.comparisons, study.per_image, merged, study.runs,
+                                       study.labels)
+    if "comparisons" in families:
+        write_csv(compared, out / "comparisons.csv")
+        write_md(comparisons_view(compared, names), out / "comparisons.md",
                  "\n" + note + "\n\n" + COMPARISONS_NOTE + "\n")
-    if scorecard_csv is not None:
+    if "scorecard" in families:
         by_name = compared.assign(a=[names.get(a, a) for a in compared["a"]],
                                   b=[names.get(b, b) for b in compared["b"]])
         card = scorecard(merged, by_name)
-        write_csv(card, scorecard_csv)
-        write_md(scorecard_view(card), scorecard_md, scorecard_notes(card))
-        if report_front is not None:
-            text = Path(description).read_text() if description is not None else ""
-            with atomic_open(report_front) as fh:
-                fh.write(scorecard_rst(card, text, smoke_test))
-    return table
+        write_csv(card, out / "scorecard.csv")
+        write_md(scorecard_view(card), out / "scorecard.md", scorecard_notes(card))
+        text = Path(study.description).read_text() if study.description is not None else ""
+        with atomic_open(out / "report_front.rst") as fh:
+            fh.write(scorecard_rst(card, text, study.smoke_test))
