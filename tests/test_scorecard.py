@@ -161,5 +161,9 @@ def test_the_report_front_page_renders_without_errors() -> None:
     text = scorecard_rst(card, "The workflow's description.", smoke_test=True)
     html = publish_parts(text, writer_name="html",
                          settings_overrides={"report_level": 2, "halt_level": 2})["html_body"]
-    assert html.count("<tr") == len(CLAIMS) + 1 and "smoke test" in html
+    assert html.count("<li>") == len(CLAIMS) and "smoke test" in html
+    # no table: beside the report's workflow graph a wide table ran under the graph's labels
+    assert "<table" not in html
+    first = card.iloc[0]
+    assert f"P1 {first['verdict']}." in html and str(first["why"]).split()[0] in html
     assert "The workflow's description." in html and "{{" not in text

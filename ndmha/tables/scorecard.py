@@ -365,20 +365,25 @@ def _rst_cell(value: object) -> str:
 
 
 def scorecard_rst(table: pd.DataFrame, description: str, smoke_test: bool = False) -> str:
-    """The report's front page: the scorecard first (a reStructuredText list-table of the claim,
-    as quoted, as measured, the verdict and why), then the workflow's description."""
+    """The report's front page: the scorecard first, one list item a claim (its number and
+    verdict, the claim as quoted, as measured here, and why), then the workflow's description.
+    A list, not a table: the report sets its description beside the workflow graph, and a table of
+    seven columns grew wider than that column and ran under the graph; a list wraps at any width.
+    """
     lines = ["Reproduction scorecard", "======================", "",
-             "One row a claim of the paper or the seed report: what this run measured, at which "
+             "One item a claim of the paper or the seed report: what this run measured, at which "
              "budget, and the verdict that follows from its tables (scorecard.csv in the "
              "*scorecard* section; how each verdict is decided: ndmha/tables/scorecard.py).", ""]
     if smoke_test:
         lines += ["**This run is a smoke test** (the embedded demo at smoke-test budgets): its "
                   "verdicts on learned quality say nothing of the networks; the study's "
                   "findings and figures are in docs/study.md.", ""]
-    rows = [["", "source", "claim", "quoted", "measured here", "verdict", "why"],
-            *([n, r["source"], r["claim"], r["quoted"], r["measured"], r["verdict"], r["why"]]
-              for n, r in zip(_numbers(table), table.to_dict("records")))]
-    lines += [".. list-table::", "   :header-rows: 1", "   :widths: 4 10 24 10 22 10 20", ""]
-    for row in rows:
-        lines += [f"   {'*' if j == 0 else ' '} - {_rst_cell(v)}" for j, v in enumerate(row)]
-    return "\n".join(lines) + "\n\n" + description
+    for n, r in zip(_numbers(table), table.to_dict("records")):
+        cell = {k: _rst_cell(r[k]) for k in ("source", "claim", "quoted", "measured", "verdict",
+                                             "why")}
+        measured = ("Not measured here." if cell["measured"] == "–"
+                    else f"Measured here: {cell['measured']}.")
+        why = cell["why"][:1].upper() + cell["why"][1:]
+        lines += [f"- **{n} {cell['verdict']}.** {cell['claim']} ({cell['source']}: "
+                  f"{cell['quoted']}). {measured} {why}", ""]
+    return "\n".join(lines) + "\n" + description
