@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ndmha.models import build_model, count_gmac, count_parameters
 from ndmha.models.baseline import BaselineUNet
+
+
+def unet_gmac(size: int) -> float:
+    """The U-Net's MACs derived from its shapes (the report's Keras summary): a 3x3 conv
+    (k^2 c_in c_out h w MACs) per encoder block at 32, 64, 128, 256 channels and sizes s, s/2,
+    s/4, s/8 (input: RGB + mask), the 512-channel bottleneck at s/16; per decoder step a 2x2
+    stride-2 transposed conv (k^2 c_in c_out on its input's h w) and a 3x3 conv of the
+    concatenation; a 1x1 conv to RGB. Biases, BatchNorm, pooling and activations are not MACs."""
+    macs, channels, side = 0, 4, size
+    for width in (32, 64, 128, 256):
+        macs += 9 * channels * width * side * side
+        channels, side = width, side // 2
+    macs += 9 * 256 * 512 * side * side                      # the bottleneck, at size / 16
+    channels = 512
+    for width in (256, 128, 64, 32):
+        macs += 4 * channels * width * side * side            # up: input h w, 2x2 taps
+        side *= 2
+        macs += 9 * (2 * width) * width * side * side         # the block on the concatenation
+        channels = width
+    macs += 32 * 3 * side * side
+    return macs / 1e9
+
+
+def test_gmac_derived_from_the_shapes() -> None:
+    assert round(unet_gmac(256), 2) == 6.66  # the figure quoted beside the paper's table
+    for size in (64, 256):
+        assert count_gmac(BaselineUNet(), size) == pytest.approx(unet_gmac(size), rel=1e-12)
 
 
 def test_parameter_counts_match_the_report() -> None:
