@@ -33,6 +33,9 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch() -> None:
         optimizer.step()
         losses.append(float(loss.detach()))
     assert set(parts) == {"l1"}
+    # 25 Adam steps on the one batch it trains on: a working step memorises it; a step that
+    # updates nothing (no gradient, a wrong sign) leaves the loss where it was or raises it, so a
+    # 20 % drop separates the two with room for the batch's own noise
     assert losses[-1] < 0.8 * losses[0]
 
 
