@@ -293,6 +293,14 @@ def image_source(cfg: dict[str, Any]) -> str:
         cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
 
 
+def folder_layout(cfg: dict[str, Any]) -> str:
+    """The layout the source images are read in: ``data.layout`` describes the user's folder
+    (``data.source: folders``); the demo writes its own PNGs, so a config laid over with
+    ``data.source: demo`` reads them as PNGs whatever its layout says."""
+    data = cfg["data"]
+    return data.get("layout", "png") if data["source"] == "folders" else "png"
+
+
 def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
     """Checks that JSON schema cannot express: sizes that must add up, folders that must exist,
     the experiments and their files. Returns the experiments (:func:`resolve_experiments`); an

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ndmha.config import check_config, check_weights, image_source, train_settings, typed
+from ndmha.config import (check_config, check_weights, folder_layout, image_source,
+                          train_settings, typed)
 from ndmha.errors import ConfigError, DataError
 
 log = logging.getLogger("ndmha")
@@ -184,7 +185,7 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
             data.get("mask_protocol", "qd-imd"), data["mask_hole"], data.get("mask_count", 0),
             data.get("mask_binary", "threshold"), data.get("border_margin", 1),
             data.get("places2", {}), cfg["split"].get("test", 0),
-            layout=data.get("layout", "png"))
+            layout=folder_layout(cfg))
     except (DataError, ConfigError) as error:
         report.add("data: counts", BLOCK, str(error))
         return None

@@ -46,3 +46,13 @@ def test_a_bad_config_names_its_key(key: str) -> None:
     with pytest.raises(ConfigError) as err:
         check_config(edited(CASES[key]))
     assert str(err.value).startswith(f"config key {key}: "), str(err.value)
+
+
+def test_a_layout_applies_to_the_users_folder_only() -> None:
+    """configs/seed_report.yaml reads CelebA-HQ by its index; laid over with the demo (its
+    header's switch), the demo's own PNGs are read as PNGs."""
+    from ndmha.config import folder_layout
+
+    real = edited(lambda c: c["data"].update(source="folders", layout="celebahq"))
+    assert folder_layout(real) == "celebahq"
+    assert folder_layout(edited(lambda c: c["data"].update(layout="celebahq"))) == "png"

@@ -11,6 +11,7 @@ from ndmha.config import (
     check_weights,
     default_comparisons,
     first_runs,
+    folder_layout,
     image_source,
     train_settings as experiment_train_settings,
     typed,

@@ -46,7 +46,7 @@ rule sources:
         margin=config["data"].get("border_margin", 1),
         places2=config["data"].get("places2", {}),
         test=config["split"].get("test", 0),
-        layout=config["data"].get("layout", "png"),
+        layout=folder_layout(config),
     threads: config["resources"]["prepare"]["threads"]
     resources:
         **rule_resources("prepare"),
