@@ -175,7 +175,20 @@ def crossing_command(args: argparse.Namespace) -> None:
                                 f"({error})") from error
         return out
 
-    result = crossing(curves(args.a), curves(args.b), args.window)
+    a, b = curves(args.a), curves(args.b)
+    result = crossing(a, b, args.window)
+    if args.figure:
+        from ndmha.figures import crossing_figure
+
+        floors = {}
+        for item in args.floor or []:
+            label, _, value = item.rpartition("=")
+            try:
+                floors[label] = float(value)
+            except ValueError as error:
+                raise DataError(f"--floor {item!r}: expected LABEL=PSNR") from error
+        crossing_figure({args.labels[0]: list(a.values()), args.labels[1]: list(b.values())},
+                        args.figure, floors)
     if result["crossing_step"] is not None:
         print(f"a passes b at step {result['crossing_step']:,} (seed-mean validation PSNR); "
               f"per seed pair: {result['pair_crossings']}")
@@ -299,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b", nargs="+", required=True, help="b's, in the same seed order")
     p.add_argument("--window", type=int, default=2000,
                    help="the trend's last steps (default 2,000)")
+    p.add_argument("--figure", default=None,
+                   help="also draw both curves against steps (PNG), seeds as a band")
+    p.add_argument("--labels", nargs=2, default=["a", "b"], metavar=("A", "B"),
+                   help="the two networks' names in the figure")
+    p.add_argument("--floor", action="append", metavar="LABEL=PSNR",
+                   help="a training-free method's PSNR on the same split, as a line (repeat)")
     p.set_defaults(func=crossing_command)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -180,6 +180,35 @@ def experiment_curves(histories: list[tuple[str, str | Path]], out: str | Path,
     _save(fig, out)
 
 
+def crossing_figure(curves: dict[str, list[pd.Series]], out: str | Path,
+                    floors: dict[str, float] | None = None) -> None:
+    """Validation PSNR against optimizer steps of the networks a crossing compares
+    (``curves``: label -> one series per seed, PSNR indexed by step): the seed mean with a band
+    of ± one sd between seeds where there are two or more, and the training-free floor as
+    horizontal lines (``floors``: label -> PSNR on the same split)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label_, seeds in curves.items():
+        frame = pd.concat(seeds, axis=1).dropna()  # the steps every seed reached
+        mean = frame.mean(axis=1)
+        n = frame.shape[1]
+        line, = ax.plot(mean.index, mean, "o-", ms=3,
+                        label=label_ + (f" (mean of {n} seeds, ± sd)" if n > 1 else " (1 seed)"))
+        if n > 1:
+            sd = frame.std(axis=1, ddof=1)
+            ax.fill_between(mean.index, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
+                            lw=0)
+    for (label_, value), style in zip((floors or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="0.35", ls=style, lw=1.2,
+                   label=f"{label_} (training-free): {value:.2f} dB")
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("validation PSNR (dB), composite")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out)
+
+
 def comparison_forest(comparisons_csv: str | Path, out: str | Path,
                       metric: str = "psnr") -> None:
     """The paired differences of ``metric`` (a − b) with their seed-aware 95 % intervals (thick)

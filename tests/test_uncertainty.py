@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -286,3 +287,24 @@ def test_crossing_absent_reports_the_trend_and_the_budget_it_implies() -> None:
     assert result["closes_at_step"] == 8000 + math.ceil(-gap / 0.22e-3)
     shrinking = crossing({0: _line(steps, -1.0, -0.1)}, {0: _line(steps, 0.0, 0.0)})
     assert shrinking["closes_at_step"] is None and shrinking["slope_low"] is None  # one pair
+
+
+def test_crossing_command_draws_the_curves_with_the_floor(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """The recorded curves (docs/curves' form: steps, val_psnr, an SSIM column that may be
+    blank) in, the verdict line and a figure out; a malformed --floor is named."""
+    from ndmha.__main__ import main
+    from ndmha.io import read_image
+
+    steps = np.arange(250, 4001, 250)
+    for name, start, slope in (("a", 24.0, 1.0), ("b", 26.0, 0.2)):
+        pd.DataFrame({"steps": steps, "val_psnr": _line(steps, start, slope).to_numpy(),
+                      "val_ssim": ""}).to_csv(tmp_path / f"{name}.csv", index=False)
+    args = ["crossing", "--a", str(tmp_path / "a.csv"), "--b", str(tmp_path / "b.csv"),
+            "--figure", str(tmp_path / "c.png"), "--labels", "NDMHA", "U-Net",
+            "--floor", "biharmonic=28.45"]
+    assert main(args) == 0
+    image = read_image(tmp_path / "c.png")
+    assert image.shape[1] > 400 and image.std() > 10  # drawn, not blank
+    assert main(args[:-1] + ["biharmonic=high"]) == 2
+    assert "--floor 'biharmonic=high': expected LABEL=PSNR" in capsys.readouterr().err
