@@ -135,7 +135,7 @@ def test_score_with_weights(evaluated: Path, manifest: Path, tmp_path: Path,
     summary = score(manifest, evaluated / "pred", tmp_path / "p.csv", tmp_path / "b.csv",
                     tmp_path / "s.json", lpips={"net": "alex", "weights": str(alexnet_weights)},
                     fid={"inception_weights": str(inception_weights)}, device="cpu")
-    per_image = pd.read_csv(tmp_path / "provenance.csv")
+    per_image = pd.read_csv(tmp_path / "p.csv")
     assert per_image["lpips"].notna().all() and (per_image["lpips"] >= 0).all()
     assert summary["lpips"] == pytest.approx(per_image["lpips"].mean(), rel=1e-15)
     assert isinstance(summary["fid"], float) and math.isfinite(summary["fid"])
