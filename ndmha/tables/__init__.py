@@ -77,36 +77,36 @@ def write_tables(study: Study, out: str | Path, families: tuple[str, ...] = tupl
                  ) -> pd.DataFrame:
     """Every table family of ``families`` (default: all), as the files :data:`FILES` names in
     the folder ``out`` (CSV, and Markdown where a reader reads it); returns the benchmark
-    table."""
+    table, which is written whatever the families (every other table is read beside it)."""
     unknown = set(families) - set(FILES)
     if unknown:
         raise ValueError(f"no table family {sorted(unknown)}; the families: {list(FILES)}")
-    out = Path(out)
+    path = {family: [Path(out) / name for name in names] for family, names in FILES.items()}
     loaded = [json.loads(Path(p).read_text()) for p in study.summaries]
     merged = aggregate(loaded, study.runs)
     labels = study.labels
     table = benchmark_table(study.paper_csv, study.seed_report_csv, merged,
-                            out / "benchmark.csv", out / "benchmark.md", labels)
+                            *path["benchmark"], labels)
     if "test_metrics" in families:
-        test_metrics_table(loaded, out / "test_metrics.csv")
+        test_metrics_table(loaded, *path["test_metrics"])
     if "experiments" in families:
-        experiments_table(merged, out / "experiments.csv", out / "experiments.md", labels,
+        experiments_table(merged, *path["experiments"], labels,
                           study.settings)
     if "seed_report" in families:
-        seed_report_table(study.seed_report_csv, merged, out / "seed_report.csv",
-                          out / "seed_report.md", study.references, labels)
+        seed_report_table(study.seed_report_csv, merged, *path["seed_report"], study.references,
+                          labels)
     if "provenance" in families:
-        provenance_table(loaded, out / "provenance.csv", study.config_sha256)
+        provenance_table(loaded, *path["provenance"], study.config_sha256)
     if "floor" in families:
         floor, verdict = floor_table(merged, labels)
-        write_csv(floor, out / "floor.csv")
-        write_md(floor_view(floor), out / "floor.md", "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
+        write_csv(floor, path["floor"][0])
+        write_md(floor_view(floor), path["floor"][1], "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
     if "comparisons" in families or "scorecard" in families:
-        _write_comparisons(study, merged, out, families)
+        _write_comparisons(study, merged, path, families)
     return table
 
 
-def _write_comparisons(study: Study, merged: list[dict], out: Path,
+def _write_comparisons(study: Study, merged: list[dict], path: dict[str, list[Path]],
                        families: tuple[str, ...]) -> None:
     """The paired comparisons and the scorecard read from them: the comparisons name
     experiments by label (the CSV's a and b), the views and the scorecard by experiment name."""
@@ -114,15 +114,15 @@ def _write_comparisons(study: Study, merged: list[dict], out: Path,
     compared, note = comparisons_table(study.comparisons, study.per_image, merged, study.runs,
                                        study.labels)
     if "comparisons" in families:
-        write_csv(compared, out / "comparisons.csv")
-        write_md(comparisons_view(compared, names), out / "comparisons.md",
+        write_csv(compared, path["comparisons"][0])
+        write_md(comparisons_view(compared, names), path["comparisons"][1],
                  "\n" + note + "\n\n" + COMPARISONS_NOTE + "\n")
     if "scorecard" in families:
         by_name = compared.assign(a=[names.get(a, a) for a in compared["a"]],
                                   b=[names.get(b, b) for b in compared["b"]])
         card = scorecard(merged, by_name)
-        write_csv(card, out / "scorecard.csv")
-        write_md(scorecard_view(card), out / "scorecard.md", scorecard_notes(card))
+        write_csv(card, path["scorecard"][0])
+        write_md(scorecard_view(card), path["scorecard"][1], scorecard_notes(card))
         text = Path(study.description).read_text() if study.description is not None else ""
-        with atomic_open(out / "report_front.rst") as fh:
+        with atomic_open(path["scorecard"][2]) as fh:
             fh.write(scorecard_rst(card, text, study.smoke_test))
