@@ -138,6 +138,23 @@ def metrics_vs_hole(buckets: dict[str, str | Path], out: str | Path) -> None:
     _save(fig, out)
 
 
+def _mean_with_band(ax: plt.Axes, xs: np.ndarray, psnr: np.ndarray, label: str) -> None:
+    """One network's curve: the mean over seeds (rows of ``psnr``), with a band of ± one sd
+    between seeds where there are two or more."""
+    mean = psnr.mean(axis=0)
+    line, = ax.plot(xs, mean, "o-", ms=3, label=label)
+    if len(psnr) > 1:
+        sd = psnr.std(axis=0, ddof=1)
+        ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def _floor_lines(ax: plt.Axes, floors: dict[str, float] | None) -> None:
+    """The training-free methods as horizontal lines, one line style each."""
+    for (label, value), style in zip((floors or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
+        ax.axhline(value, color="0.35", ls=style, lw=1.2,
+                   label=f"{label} (training-free): {value:.2f} dB")
+
+
 def experiment_curves(histories: list[tuple[str, str | Path]], out: str | Path,
                       floors: dict[str, float] | None = None, split: str | None = None) -> None:
     """Validation PSNR of every trained experiment against optimizer steps and against training
@@ -155,15 +172,9 @@ def experiment_curves(histories: list[tuple[str, str | Path]], out: str | Path,
         for ax, x in zip(axes, ("steps", "wall_seconds")):
             xs = np.mean([log_[x].to_numpy()[:epochs] for log_ in logs], axis=0)
             seeds = f" (mean of {len(logs)} seeds, ± sd)" if len(logs) > 1 else ""
-            line, = ax.plot(xs, psnr.mean(axis=0), "o-", ms=3, label=label_ + seeds)
-            if len(logs) > 1:
-                sd = psnr.std(axis=0, ddof=1)
-                ax.fill_between(xs, psnr.mean(axis=0) - sd, psnr.mean(axis=0) + sd,
-                                color=line.get_color(), alpha=0.2, lw=0)
-    for (label_, value), style in zip((floors or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
-        for ax in axes:
-            ax.axhline(value, color="0.35", ls=style, lw=1.2,
-                       label=f"{label_} (training-free): {value:.2f} dB")
+            _mean_with_band(ax, xs, psnr, label_ + seeds)
+    for ax in axes:
+        _floor_lines(ax, floors)
     if split is None:
         split = pd.read_csv(histories[0][1])["val_split"].iloc[-1] if histories else "test"
     if not histories:
@@ -189,17 +200,10 @@ def crossing_figure(curves: dict[str, list[pd.Series]], out: str | Path,
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label_, seeds in curves.items():
         frame = pd.concat(seeds, axis=1).dropna()  # the steps every seed reached
-        mean = frame.mean(axis=1)
         n = frame.shape[1]
-        line, = ax.plot(mean.index, mean, "o-", ms=3,
-                        label=label_ + (f" (mean of {n} seeds, ± sd)" if n > 1 else " (1 seed)"))
-        if n > 1:
-            sd = frame.std(axis=1, ddof=1)
-            ax.fill_between(mean.index, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
-                            lw=0)
-    for (label_, value), style in zip((floors or {}).items(), ("--", ":", "-.")):
-        ax.axhline(value, color="0.35", ls=style, lw=1.2,
-                   label=f"{label_} (training-free): {value:.2f} dB")
+        _mean_with_band(ax, frame.index.to_numpy(), frame.to_numpy().T,
+                        label_ + (f" (mean of {n} seeds, ± sd)" if n > 1 else " (1 seed)"))
+    _floor_lines(ax, floors)
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("validation PSNR (dB), composite")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
