@@ -1,5 +1,6 @@
-"""Model files from elsewhere, read as data (the package's own files: :mod:`ndmha.state`): the authors' released checkpoint and plain state
-dicts, turned into a ``model.pt`` of :mod:`ndmha` without running anything they contain.
+"""Model files from elsewhere, read as data (the package's own files: :mod:`ndmha.state`): the
+authors' released checkpoint and plain state dicts, turned into a ``model.pt`` of :mod:`ndmha`
+without running anything they contain.
 
 The release (shrutiphutke/NDMA_Facial_Inpainting) saves its generator, ``Luna_Net`` of
 ``network_luna_bottleneck.py``, as a whole pickled module (``torch.save(net)``); its ``test.py``
