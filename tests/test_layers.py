@@ -109,6 +109,26 @@ def test_deform_backends_agree(backend: str, modulated: bool, groups: int) -> No
         assert torch.allclose(ref, got, rtol=0, atol=TOLERANCE[backend])
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+def test_every_backend_takes_a_map_smaller_than_its_kernel(backend: str) -> None:
+    """A 16 px input reaches NDMHA's deepest deformable convs as 2 x 2 maps; mmcv's own kernel
+    refuses a map smaller than the kernel, so every backend must still give the reference's
+    result there (same tolerance as the agreement test)."""
+    ok, why = deform_backend_available(backend)
+    if not ok:
+        pytest.skip(why)
+    x = torch.rand(1, 6, 2, 2, dtype=DTYPE[backend])
+    outs = {}
+    for name in ("torch", backend):
+        torch.manual_seed(1)
+        layer = DeformConv2d(6, 6, groups=6, backend=name).to(DTYPE[backend])
+        with torch.no_grad():
+            layer.offset.weight.normal_(0, 0.3)
+        outs[name] = layer(x)
+    assert outs[backend].shape == (1, 6, 2, 2)
+    assert torch.allclose(outs["torch"], outs[backend], rtol=0, atol=TOLERANCE[backend])
+
+
 def test_unknown_or_missing_backend_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="ndmha.deform_backend: unknown"):
         DeformConv2d(4, 4, backend="cuda-magic")
