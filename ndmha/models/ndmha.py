@@ -128,7 +128,7 @@ class NDMHAGenerator(nn.Module):
     (False: the fine stage reads the input directly); ``init`` (``kaiming``: kaiming-normal gated
     convs as released, the default; ``default``: PyTorch's), ``gate_bias`` (with kaiming: the
     gates' initial bias; the default 2 opens them, which is what lets the signal and its gradient
-    through the stacks of gated convs: docs/architecture.md, "Why NDMHA learned slower") and
+    through the stacks of gated convs: docs/architecture.md, "Initialisation: open gates") and
     ``output`` (``sigmoid`` or ``linear`` heads); ``deform_backend``, the deformable-conv
     implementation.
     """
