@@ -16,7 +16,9 @@ def test_faces_are_deterministic_and_differ_between_indices() -> None:
     np.testing.assert_array_equal(a, b)
     others = [draw_face(64, seed=0, index=i) for i in range(6)]
     diffs = [np.abs(others[0].astype(int) - o.astype(int)).mean() for o in others[1:]]
-    assert min(diffs) > 5  # every face visibly different
+    # two renders that differed only in the sensor noise (sd 2 grey levels) would differ by
+    # 2 * 2 / sqrt(pi) = 2.3 on average; different faces measured 62-91
+    assert min(diffs) > 5
     assert not np.array_equal(draw_face(64, seed=1, index=5), a)
 
 
@@ -26,7 +28,8 @@ def test_faces_have_a_skin_region_in_the_centre() -> None:
         centre = draw_face(96, seed=0, index=i)[30:66, 30:66] // 24  # coarse colour bins
         _, counts = np.unique(centre.reshape(-1, 3), axis=0, return_counts=True)
         shares.append(counts.max() / counts.sum())
-    # one colour (the skin, under a lighting gradient) dominates the middle of every face
+    # one colour (the skin, under a lighting gradient) dominates the middle of every face:
+    # measured min 0.25, median 0.57 over these 20 faces
     assert min(shares) > 0.2 and np.median(shares) > 0.45
 
 
@@ -37,7 +40,10 @@ def test_masks_are_binary_with_hole_ratio_in_range() -> None:
         assert set(np.unique(mask)) <= {0, 255}
         ratios.append((mask == 255).mean())
     ratios = np.array(ratios)
-    assert ratios.min() >= 0.05 and ratios.max() <= 0.75  # the last stroke may overshoot a little
+    # strokes stop once the target (<= 0.6) is reached, so only the last one overshoots: at most
+    # 0.08 of the side thick and 11 x 0.12 of it long, 0.106 of the image: under 0.75
+    # (measured 0.058-0.611 over 400 masks)
+    assert ratios.min() >= 0.05 and ratios.max() <= 0.75
     assert ratios.max() - ratios.min() > 0.3  # spread over the range, not one size
 
 
