@@ -34,7 +34,7 @@ demo: install
 
 # the paper's second protocol (Places2 layout, NVIDIA-style masks, two shards) on the demo
 demo-places2: install
-	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml configs/demo_places2.yaml $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --configfile configs/demo_places2.yaml $(SNAKEMAKE_ARGS)
 
 # VGG19, AlexNet and Inception-v3, hash-checked, into $TORCH_HOME/hub/checkpoints (WEIGHTS_ARGS:
 # --dir DIR, --mirror URL, names)

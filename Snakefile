@@ -9,8 +9,10 @@ min_version("9.0")
 
 
 # The workflow's config.yaml (the demo) is the default; a --configfile given on the command line
-# replaces it instead of being merged over it, so no demo setting leaks into another study.
-# --config key=value merges over whichever of the two is in use.
+# replaces it instead of being merged over it, so no demo setting leaks into another study
+# unless that file says so: the shipped configs are overlays that name their base (`extends:
+# config.yaml`, laid under them by workflow/rules/common.smk). --config key=value merges over
+# whichever is in use.
 if not workflow.overwrite_configfiles:
 
     configfile: os.path.join(workflow.basedir, "config.yaml")

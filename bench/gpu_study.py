@@ -43,7 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ndmha.config import resolve_experiments, train_settings  # noqa: E402
+from ndmha.config import compose, resolve_experiments, train_settings  # noqa: E402
 from ndmha.evaluate import predict, score  # noqa: E402
 
 #: the study_runs.csv columns, then what a GPU row adds
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="a trial at a few steps")
     args = parser.parse_args()
     began = time.perf_counter()
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = compose(yaml.safe_load(Path(args.config).read_text()), ROOT)  # over config.yaml
     data = Path(args.data or Path(cfg["results_dir"]) / "data")
     manifest = (data / "manifest.csv").resolve()
     if not manifest.exists():

@@ -44,6 +44,44 @@ def typed(value: Any) -> Any:
     return value
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base`` as Snakemake merges config files: mappings key by key, any
+    other value (a list included) replaced. Neither argument is changed."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def compose(cfg: dict[str, Any], root: str | Path) -> dict[str, Any]:
+    """A config laid over the file its ``extends`` names (relative to ``root``, the
+    repository), which may extend another in turn. ``models`` and ``experiments`` are two
+    spellings of what to run, so a layer that gives one drops the other of the layers below it;
+    a top-level key set to null is removed (an overlay's way to drop a key of its base). A
+    config without ``extends`` is returned as it is, less its nulls."""
+    layers, seen = [cfg], set()
+    name = cfg.get("extends")
+    while name:
+        path = (Path(root) / name).resolve()
+        if path in seen:
+            raise ConfigError(f"config key extends: {name} extends itself")
+        seen.add(path)
+        try:
+            base = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError(f"config key extends: {path}: {error.strerror}") from error
+        layers.append(base)
+        name = base.get("extends")
+    out: dict[str, Any] = {}
+    for layer in reversed(layers):
+        for spelling, other in (("models", "experiments"), ("experiments", "models")):
+            if layer.get(spelling) is not None:  # two spellings of one key: the upper one wins
+                out.pop(other, None)
+        out = merge(out, layer)
+    return {k: v for k, v in out.items() if v is not None and k != "extends"}
+
+
 #: how the tables and figures name each architecture (an experiment may set its own label)
 ARCHITECTURE_LABELS = {"baseline": "baseline U-Net", "ndmha": "NDMHA",
                        "ndmha_released": "NDMHA (released structure)",

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ndmha.config import (check_config, check_weights, folder_layout, image_source,
+from ndmha.config import (check_config, check_weights, compose, folder_layout, image_source,
                           train_settings, typed)
 from ndmha.errors import ConfigError, DataError
 
@@ -97,7 +97,8 @@ def load_config(configfiles: list[str | Path], overrides: list[str] | None = Non
                 ) -> dict[str, Any]:
     """The config Snakemake would build: the given files merged in order (``config.yaml``
     without any, as the Snakefile does), then ``key=value`` overrides (YAML values, typed as
-    :func:`ndmha.config.typed` types the workflow's), validated against the schema."""
+    :func:`ndmha.config.typed` types the workflow's), laid over the file ``extends`` names
+    (:func:`ndmha.config.compose`), validated against the schema."""
     import yaml
     from snakemake.utils import update_config, validate
 
@@ -112,6 +113,7 @@ def load_config(configfiles: list[str | Path], overrides: list[str] | None = Non
         if not sep:
             raise ConfigError(f"--config {item}: give key=value")
         update_config(cfg, {key: typed(yaml.safe_load(value) if value else value)})
+    cfg = compose(cfg, ROOT)
     try:
         validate(cfg, str(SCHEMA))
     except Exception as error:  # snakemake's WorkflowError around jsonschema's error

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ndmha.config import check_config
+from ndmha.config import check_config, compose
 from ndmha.data.demo import draw_face, draw_mask
 from ndmha.data.prepare import convert_listed
 from ndmha.data.sources import celebahq_images, plan_sources, qdimd_masks
@@ -154,7 +154,7 @@ def test_the_celeba_scheme_is_checked_and_runs_through_the_workflow(tmp_path: Pa
     for i in range(N):
         write_image(tmp_path / "qd_imd" / "train" / f"{i:05d}.png", draw_mask(32, 2, i))
     image_list, partition = celeba_files(tmp_path / "lists", N)
-    config = yaml.safe_load((ROOT / "configs" / "paper_celebahq.yaml").read_text())
+    config = compose(yaml.safe_load((ROOT / "configs" / "paper_celebahq.yaml").read_text()), ROOT)
     config["data"].update(layout="celebahq", images_dir=str(images), n_images=N, image_size=32,
                           masks_dir=str(tmp_path / "qd_imd"))
     config.update(results_dir=str(tmp_path / "results"), models=["telea"])

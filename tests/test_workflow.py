@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -219,7 +218,7 @@ def test_scorecard_has_a_row_a_claim(tiny_run: Path) -> None:
 
 @pytest.mark.long
 def test_gpu_study_runner_is_the_workflows_chain(tiny_run: Path, tmp_path: Path) -> None:
-    """bench/gpu_study.py (the 8,000-step study on a lent GPU, which has no Snakemake) on the
+    """bench/gpu_study.py (the 8,000-step study on a GPU machine, which has no Snakemake) on the
     CPU: stopped at its deadline it exits 75 and says the run is unfinished; called again it
     resumes, finishes and scores the test split; the model is the workflow's, to the bit."""
     config = tiny_run.parent / "config.yaml"
@@ -466,7 +465,8 @@ def test_ablation_config_is_valid_and_builds_its_dag(tmp_path: Path) -> None:
     experiment is valid and gets its train, predict and metrics jobs."""
     import ndmha.config
 
-    config = yaml.safe_load((ROOT / "configs" / "ablation.yaml").read_text())
+    config = ndmha.config.compose(yaml.safe_load((ROOT / "configs" / "ablation.yaml").read_text()),
+                                  ROOT)
     experiments = ndmha.config.resolve_experiments(config)
     result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "ablation.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -504,7 +504,8 @@ def test_study_config_is_valid_and_monitors_a_validation_split(tmp_path: Path) -
     split), and its header's one-seed command gives one run per network."""
     import ndmha.config
 
-    config = yaml.safe_load((ROOT / "configs" / "study.yaml").read_text())
+    config = ndmha.config.compose(yaml.safe_load((ROOT / "configs" / "study.yaml").read_text()),
+                                  ROOT)
     assert config["split"]["scheme"] == "paper" and config["split"]["val"] > 0
     experiments = ndmha.config.resolve_experiments(config)
     kinds = {e.group: e.kind for e in experiments.values()}
@@ -539,12 +540,10 @@ def test_ablations_run_on_the_study_data_with_both_configs(tmp_path: Path) -> No
     join the study's experiments in the study's results folder (its data, split and training
     budget win), each trained once under ``seeds=[0]``, the floor scored once."""
     import ndmha.config
-    from snakemake.utils import update_config
 
     ablation, study = (yaml.safe_load((ROOT / "configs" / name).read_text())
                        for name in ("ablation.yaml", "study.yaml"))
-    merged = copy.deepcopy(ablation)
-    update_config(merged, study)
+    merged = ndmha.config.compose(ndmha.config.merge(ablation, study), ROOT)  # as Snakemake does
     merged["seeds"] = [0]
     experiments = ndmha.config.resolve_experiments(merged)
     trained = [e.name for e in experiments.values() if e.trained]
@@ -667,6 +666,7 @@ def test_celebahq_config_shows_every_kind_and_it_is_valid(tmp_path: Path) -> Non
     (tmp_path / "NDMA_Facial_Inpainting/checkpoints/netG_model.pth").write_bytes(b"x")
     config = yaml.safe_load(text.replace("models: [", "# models: [", 1))
     config.update(yaml.safe_load(uncommented.replace("/path/to", str(tmp_path))))
+    config = ndmha.config.compose(config, ROOT)  # over config.yaml, whose models it replaces
     kinds = {n: e.kind for n, e in ndmha.config.resolve_experiments(config).items()}
     assert kinds["authors_checkpoint"] == "imported" and kinds["lama"] == "external"
     assert kinds["authors_finetuned"] == "trained" and kinds["biharmonic"] == "training-free"

@@ -9,6 +9,7 @@ from snakemake.utils import update_config, validate
 from ndmha.config import (
     check_config,
     check_weights,
+    compose,
     default_comparisons,
     first_runs,
     folder_layout,
@@ -39,6 +40,14 @@ def validate_config(cfg):
 # --config key=value overrides: Snakemake keeps nested values as strings; type them as a config
 # file would (train={epochs: 50} -> 50), over config.yaml or the --configfile alike.
 update_config(config, typed(dict(workflow.config_settings.config)))
+# A shipped config is an overlay: laid over the file its `extends` names (configs/study.yaml over
+# config.yaml), a top-level key set to null removed (ndmha.config.compose).
+try:
+    _composed = compose(config, workflow.basedir)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_composed)
 validate_config(config)
 
 
