@@ -21,12 +21,15 @@ LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
 def bench_trainer(manifest: Path, device: torch.device, **settings: object):
     """A training run's state (``ndmha.train.Trainer``) for timing its steps: one epoch's
     settings, random VGG19 weights allowed, generator and objective in training mode;
-    ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...)."""
+    ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...) and the
+    ``deform_backend`` the trainer builds the model with."""
+    from ndmha.models.layers import AUTO
     from ndmha.train import Trainer, TrainSettings
 
+    backend = str(settings.pop("deform_backend", AUTO))
     config = TrainSettings(epochs=1, device=str(device),
                            perceptual={"allow_random_perceptual": True}, **settings)
-    trainer = Trainer(config, manifest, manifest.with_suffix(".pt"))
+    trainer = Trainer(config, manifest, manifest.with_suffix(".pt"), backend)
     trainer.model.train()
     trainer.objective.train()
     return trainer

@@ -43,7 +43,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ndmha.config import compose, resolve_experiments, train_settings  # noqa: E402
+from ndmha.config import (compose, deform_backend, resolve_experiments,  # noqa: E402
+                          train_settings)
 from ndmha.evaluate import predict, score  # noqa: E402
 
 #: the study_runs.csv columns, then what a GPU row adds
@@ -73,7 +74,8 @@ def launch(run: object, cfg: dict, manifest: Path, work: Path, device: str,
         return subprocess.Popen(
             [sys.executable, "-m", "ndmha", "train", "--manifest", str(manifest), "--model-out",
              str(folder / "model.pt"), "--log-csv", str(folder / "train_log.csv"),
-             "--checkpoint", str(folder / "last.pt"), "--settings", json.dumps(settings)],
+             "--checkpoint", str(folder / "last.pt"), "--settings", json.dumps(settings),
+             "--deform-backend", deform_backend(cfg)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -122,7 +124,8 @@ def score_run(name: str, run: object, cfg: dict, manifest: Path, work: Path, out
         return row
     summary_path = folder / "summary.json"
     if not summary_path.exists():
-        predict(manifest, folder / "model.pt", folder / "pred", device=device, experiment=name)
+        predict(manifest, folder / "model.pt", folder / "pred", device=device,
+                deform_backend=deform_backend(cfg), experiment=name)
         score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
               summary_path, dataset=cfg["data"]["name"], lpips=cfg["evaluation"]["lpips"],
               fid=cfg["evaluation"]["fid"], device=device)

@@ -68,7 +68,8 @@ def train_command(args: argparse.Namespace) -> None:
     setup_logging()
     try:
         train(args.manifest, args.model_out, args.log_csv, args.checkpoint,
-              TrainSettings(**json.loads(args.settings)), args.tensorboard_dir)
+              TrainSettings(**json.loads(args.settings)), args.tensorboard_dir,
+              args.deform_backend)
     finally:
         distributed.shutdown()
 
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", required=True,
                    help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
     p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
+    p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+                   help="NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)")
     p.set_defaults(func=train_command)
     p = commands.add_parser("import-released", help="the authors' checkpoint as a model.pt",
                             description="Read the authors' netG_model.pth (a whole pickled "

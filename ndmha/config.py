@@ -301,8 +301,14 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     return experiments
 
 
-def train_settings(cfg: dict[str, Any], experiment: Experiment,
-                   deform_backend: str = "auto") -> dict[str, Any]:
+def deform_backend(cfg: dict[str, Any]) -> str:
+    """The config's ``ndmha.deform_backend`` ("auto": each job resolves it on its own device,
+    :func:`ndmha.models.layers.resolve_backend`), handed as one keyword to training and to
+    prediction alike."""
+    return cfg.get("ndmha", {}).get("deform_backend", "auto")
+
+
+def train_settings(cfg: dict[str, Any], experiment: Experiment) -> dict[str, Any]:
     """The keyword arguments of ``ndmha.train.TrainSettings`` for one trained run: the config's
     shared ``train`` settings, overridden by the experiment's own (its seed included)."""
     shared = {k: v for k, v in cfg["train"].items() if k != "per_model"}
@@ -315,7 +321,6 @@ def train_settings(cfg: dict[str, Any], experiment: Experiment,
         "options": experiment.options,
         "loss": experiment.loss,
         "perceptual": cfg.get("perceptual", {}),
-        "deform_backend": deform_backend,
     }
 
 

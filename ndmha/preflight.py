@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ndmha.config import (check_config, check_weights, compose, folder_layout, image_source,
-                          train_settings, typed)
+from ndmha.config import (check_config, check_weights, compose, deform_backend, folder_layout,
+                          image_source, train_settings, typed)
 from ndmha.errors import ConfigError, DataError
 
 log = logging.getLogger("ndmha")
@@ -267,7 +267,7 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
     except (RuntimeError, ValueError) as error:
         report.add("device", BLOCK, f"train.device: {error}")
         return None
-    backend = resolve_backend(cfg.get("ndmha", {}).get("deform_backend", "auto"), device)
+    backend = resolve_backend(deform_backend(cfg), device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         bf16 = "bf16 supported" if torch.cuda.is_bf16_supported() else "no bf16"
@@ -299,14 +299,15 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     from ndmha.train.loop import _datasets, _to_device
 
     folder = scratch / "runs" / experiment.name
-    settings = train_settings(cfg, experiment, cfg.get("ndmha", {}).get("deform_backend",
-                                                                         "auto"))
+    backend = deform_backend(cfg)
+    settings = train_settings(cfg, experiment)
     settings.update(epochs=1, max_steps=steps, tensorboard=False, checkpoint_minutes=0.0)
     s = TrainSettings(**settings)
-    train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s)
+    train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s,
+          deform_backend=backend)
     began = time.perf_counter()
     predict(manifest, folder / "model.pt", folder / "pred", device=str(device),
-            deform_backend=s.deform_backend, experiment=experiment.name)
+            deform_backend=backend, experiment=experiment.name)
     predicted = time.perf_counter() - began
     evaluation = cfg["evaluation"]
     began = time.perf_counter()
@@ -316,7 +317,7 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     scored = time.perf_counter() - began
     tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
     # the steady-state step, after a warm-up step, on a batch of the sample's training images
-    trainer = Trainer(s, manifest, folder / "timing.pt")
+    trainer = Trainer(s, manifest, folder / "timing.pt", backend)
     train_set = _datasets(manifest, s)[0]
     batch = torch.utils.data.default_collate([train_set[i % len(train_set)]
                                               for i in range(s.batch_size)])

@@ -14,7 +14,7 @@ import torch
 
 from ndmha.state import load_torch
 
-SETTINGS = {"architecture": "ndmha", "epochs": 2, "seed": 0, "device": "cpu", "deform_backend": "torch",
+SETTINGS = {"architecture": "ndmha", "epochs": 2, "seed": 0, "device": "cpu",
             "loss": {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5},
             "perceptual": {"allow_random_perceptual": True}, "dtype": "float64", "amp": "off"}
 #: Both runs train in float64, so that the only difference between them is the order of the
@@ -36,7 +36,8 @@ def _train(manifest: Path, out: Path, batch_size: int, processes: int
                  f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
     cmd = [*launcher, "-m", "ndmha", "train", "--manifest", str(manifest), "--model-out",
            str(out / "model.pt"), "--log-csv", str(out / "log.csv"), "--checkpoint",
-           str(out / "ckpt.pt"), "--settings", json.dumps({**SETTINGS, "batch_size": batch_size})]
+           str(out / "ckpt.pt"), "--settings", json.dumps({**SETTINGS, "batch_size": batch_size}),
+           "--deform-backend", "torch"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -100,6 +101,7 @@ def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.Mo
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
     assert cmd[5:8] == ["-m", "ndmha", "train"] and cmd[-2:] == ["--tensorboard-dir", "tb"]
     assert json.loads(cmd[cmd.index("--settings") + 1]) == {"architecture": "ndmha"}
+    assert cmd[cmd.index("--deform-backend") + 1] == "auto"  # as every rank builds its model
 
 
 #: a short run whose ranks decide every step (log_every 1): 8 images, 2 ranks of batch 2, 2 steps

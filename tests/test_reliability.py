@@ -105,7 +105,7 @@ setup_logging(sys.argv[5])
 loss = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
 train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4],
       TrainSettings(architecture="ndmha", epochs=3, batch_size=2, loss=loss, seed=0, device="cpu",
-                    deform_backend="torch", perceptual={"allow_random_perceptual": True}))
+                    perceptual={"allow_random_perceptual": True}), deform_backend="torch")
 """
 
 

@@ -40,10 +40,9 @@ def manifest64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_200_ndmha_steps_with_every_term_stay_finite_and_lower_l1(manifest64: Path,
                                                                   tmp_path: Path) -> None:
     settings = TrainSettings(architecture="ndmha", epochs=4, batch_size=1, loss=FULL_LOSS, seed=0,
-                             device="cpu", deform_backend="torch",
-                             perceptual={"allow_random_perceptual": True})
+                             device="cpu", perceptual={"allow_random_perceptual": True})
     history = train(manifest64, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "c.pt",
-                    settings)
+                    settings, deform_backend="torch")
     log = pd.read_csv(tmp_path / "log.csv")
     assert len(log) == 4  # 4 epochs x 50 images = 200 generator (and discriminator) steps
     loss_columns = [c for c in log.columns if "loss" in c]

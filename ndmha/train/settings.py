@@ -15,12 +15,11 @@ import torch
 
 from ndmha.hashing import sha256_file
 from ndmha.errors import ConfigError
-from ndmha.models.layers import AUTO
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Settings that do not change what is learned: a checkpoint made under other values resumes.
 NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
-                     "deform_backend", "nan_patience", "nan_lr_factor", "channels_last",
+                     "nan_patience", "nan_lr_factor", "channels_last",
                      "cudnn_benchmark", "deterministic", "persistent_workers", "compile", "tensorboard",
                      "log_every", "grid_images", "checkpoint_minutes")
 
@@ -45,7 +44,6 @@ class TrainSettings:
     grad_clip: float = 1.0            # max gradient norm; 0 turns clipping off
     nan_patience: int = 3             # non-finite steps in a row before restoring
     nan_lr_factor: float = 0.5        # learning-rate factor applied at each restore
-    deform_backend: str = AUTO
     perceptual: dict[str, Any] = field(default_factory=dict)
     channels_last: str = "auto"       # auto: on GPU only; on; off
     cudnn_benchmark: bool = True      # let cuDNN pick the fastest conv algorithms (GPU)

@@ -10,6 +10,7 @@ from ndmha.config import (
     check_config,
     check_weights,
     compose,
+    deform_backend,
     default_comparisons,
     first_runs,
     folder_layout,
@@ -69,8 +70,8 @@ envvars:
 
 
 RESULTS = Path(config["results_dir"])
-# "auto": each job resolves it on its own device (ndmha.models.layers.resolve_backend)
-DEFORM_BACKEND = config.get("ndmha", {}).get("deform_backend", "auto")
+# one keyword for the train and predict rules alike ("auto": each job resolves it on its device)
+DEFORM_BACKEND = deform_backend(config)
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"
@@ -155,7 +156,7 @@ def one_of(names):
 def train_settings(name):
     """The keyword arguments of ndmha.train.TrainSettings for one experiment: the shared train
     settings, overridden by the experiment's own (ndmha.config.train_settings)."""
-    return experiment_train_settings(config, EXPERIMENTS[name], DEFORM_BACKEND)
+    return experiment_train_settings(config, EXPERIMENTS[name])
 
 
 def method_params(name):
