@@ -727,3 +727,15 @@ def test_seeds_run_every_trained_experiment_once_per_seed(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr[-2000:]
     embedded = report_files((results / "report.html").read_text())
     assert "baseline U-Net" in embedded["comparisons.csv"]
+
+
+def test_the_tables_rule_declares_every_file_the_tables_write(tmp_path: Path) -> None:
+    """The tables rule's outputs (each registered with the report) are ndmha.tables.FILES, no
+    more and no fewer: a file the writer adds without the rule would be written untracked."""
+    from ndmha.tables import FILES
+
+    result = snakemake(tmp_path, TINY, "-n", "-p", "--forceall")
+    assert result.returncode == 0, result.stderr[-2000:]
+    block = next(b for b in result.stdout.split("\n\n") if re.search(r"^rule tables:", b, re.M))
+    declared = {Path(p).name for p in re.search(r"output: (.*)", block)[1].split(", ")}
+    assert declared == {name for names in FILES.values() for name in names}
