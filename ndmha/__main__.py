@@ -157,6 +157,27 @@ def compare_recorded(args: argparse.Namespace) -> None:
     print(to_markdown(comparisons_view(table), note + "\n\n" + COMPARISONS_NOTE))
 
 
+def scorecard_recorded(args: argparse.Namespace) -> None:
+    """The reproduction scorecard from recorded per-seed test means (e.g. docs/study_runs.csv:
+    runs made on several machines on the same test images), for the experiments and comparisons
+    of a config, as the workflow's scorecard.md would read had every run been on one disk."""
+    from ndmha.config import default_comparisons, resolve_experiments
+    from ndmha.preflight import load_config
+    from ndmha.tables import recorded_scorecard, to_markdown
+    from ndmha.tables.scorecard import scorecard_notes, scorecard_view
+
+    cfg = load_config(args.configfile, args.config)
+    cfg.pop("only", None)
+    experiments = resolve_experiments(cfg)
+    shared = cfg.get("train", {})
+    groups = {e.group: {"architecture": e.architecture, "options": e.options, "kind": e.kind,
+                        "batch": e.train.get("batch_size", shared.get("batch_size", 1))}
+              for e in experiments.values()}
+    pairs = cfg.get("comparisons") or default_comparisons(experiments)
+    card = recorded_scorecard(args.runs, groups, pairs, cfg["data"].get("name", ""))
+    print(to_markdown(scorecard_view(card), scorecard_notes(card)))
+
+
 def crossing_command(args: argparse.Namespace) -> None:
     """Where a's seed-mean validation PSNR passes b's, or the gap's trend, from train_log.csv
     files (one a seed, in the same seed order on both sides)."""
@@ -309,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", action="append", default=None,
                    help="only these metrics (repeat; default every recorded one)")
     p.set_defaults(func=compare_recorded)
+    p = commands.add_parser("scorecard-recorded", help="the scorecard of recorded runs",
+                            description=scorecard_recorded.__doc__)
+    p.add_argument("runs", help="CSV: experiment, seed, kind, test_images, steps, machine and "
+                                "the metrics")
+    p.add_argument("--configfile", nargs="+", default=[],
+                   help="the config files that ran them, merged in order (default config.yaml)")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides, as snakemake's --config")
+    p.set_defaults(func=scorecard_recorded)
     p = commands.add_parser("crossing", help="where one validation curve passes another",
                             description=crossing_command.__doc__)
     p.add_argument("--a", nargs="+", required=True, help="a's train_log.csv files, one a seed")

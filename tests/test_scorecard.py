@@ -168,3 +168,80 @@ def test_the_report_front_page_renders_without_errors() -> None:
     assert f"P1 {first['verdict']}." in html
     assert str(first["why"]).lower() in html.lower()  # its reason, first letter capitalised
     assert "The workflow's description." in html and "{{" not in text
+
+
+RECORDED_HEADER = "experiment,seed,kind,test_images,psnr,ssim,l1,steps,machine\n"
+TRAINED_AT_8 = {"options": {}, "kind": "trained", "batch": 8}
+NETWORKS = {"baseline": {"architecture": "baseline", **TRAINED_AT_8},
+            "baseline_2000": {"architecture": "baseline", **TRAINED_AT_8},
+            "ndmha": {"architecture": "ndmha", **TRAINED_AT_8},
+            "ndmha_8000": {"architecture": "ndmha", **TRAINED_AT_8},
+            "biharmonic": {"architecture": "biharmonic", "options": {}, "kind": "training-free",
+                           "batch": 8}}
+
+
+def recorded(tmp_path, ndmha_8000: list[float], extra: str = "") -> str:
+    """A recorded-runs CSV: the U-Net at 28.40, 28.45, 28.50 (8,000 steps) and 27.2 (2,000),
+    NDMHA at 26.2 (2,000) and ``ndmha_8000`` per seed, the floor at 28.3."""
+    rows = ["biharmonic,,training-free,200,28.3,0.88,0.014,,A"]
+    rows += [f"baseline,{k},trained,200,{v},0.86,0.015,8000,A" for k, v in
+             enumerate((28.40, 28.45, 28.50))]
+    rows += [f"baseline_2000,{k},trained,200,{27.2 + k / 10},0.83,0.019,2000,A" for k in range(3)]
+    rows += [f"ndmha,{k},trained,200,{26.2 + k / 20},0.82,0.021,2000,B" for k in range(3)]
+    rows += [f"ndmha_8000,{k},trained,200,{v},0.87,0.015,8000,B" for k, v in enumerate(ndmha_8000)]
+    path = tmp_path / "runs.csv"
+    path.write_text(RECORDED_HEADER + "\n".join(rows) + "\n" + extra)
+    return str(path)
+
+
+PAIRS = [["ndmha", "baseline_2000"], ["ndmha_8000", "baseline"], ["ndmha", "floor"],
+         ["ndmha_8000", "floor"], ["baseline", "floor"], ["baseline_2000", "floor"]]
+
+
+@pytest.mark.parametrize("ndmha_8000, expected", [
+    ([28.90, 29.00, 29.00], REPRODUCED),       # +0.52 dB, pair sd 0.076: the interval above 0
+    ([28.50, 28.30, 28.60], NOT_REPRODUCED),   # +0.02 across 0: not resolved
+    ([28.00, 28.05, 28.05], NOT_REPRODUCED),   # -0.42: on the other side
+    ([29.00], NOT_TESTABLE)])                  # one seed pair: no interval
+def test_the_recorded_scorecard_reads_s4_from_the_recorded_rows(tmp_path, ndmha_8000,
+                                                                expected) -> None:
+    from scipy import stats
+
+    from ndmha.tables import recorded_scorecard
+
+    card = recorded_scorecard(recorded(tmp_path, ndmha_8000), NETWORKS, PAIRS, DEMO)
+    row = card.set_index("claim_id").loc["seed_overtakes"]
+    assert row["verdict"] == expected
+    assert row["experiments"] == "ndmha_8000 baseline"
+    if len(ndmha_8000) > 1:  # the interval is Student-t over the seed pairs' differences
+        d = pd.Series(ndmha_8000) - pd.Series([28.40, 28.45, 28.50])
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
+        assert f"{d.mean() - half:+.2f} to {d.mean() + half:+.2f}" in row["measured"]
+    # S3 from the same rows: NDMHA under the U-Net at 2,000 steps by 1.05 dB, three seeds
+    assert verdict(card, "seed_ndmha_under_unet") == REPRODUCED
+    # what needs a run's files is not testable, and says so
+    assert "inference time" in card.set_index("claim_id").loc["paper_runtime", "why"]
+
+
+def test_the_recorded_scorecard_leaves_out_runs_the_config_does_not_name(tmp_path) -> None:
+    from ndmha.errors import DataError
+    from ndmha.tables import recorded_scorecard
+
+    other = "ndmha_somewhere_else,0,trained,200,40.0,0.99,0.001,8000,C\n"
+    card = recorded_scorecard(recorded(tmp_path, [28.9, 29.0, 29.0], other), NETWORKS, PAIRS,
+                              DEMO)
+    assert "ndmha_somewhere_else" not in " ".join(card.experiments)
+    mixed = "ndmha_8000,3,trained,200,28.9,0.87,0.015,4000,B\n"
+    with pytest.raises(DataError, match="runs.csv: the seeds of ndmha_8000 were trained for "
+                                        "different steps"):
+        recorded_scorecard(recorded(tmp_path, [28.9, 29.0, 29.0], mixed), NETWORKS, PAIRS, DEMO)
+
+
+def test_the_command_takes_the_experiments_and_comparisons_of_a_config(tmp_path, capsys) -> None:
+    from ndmha.__main__ import main
+
+    main(["scorecard-recorded", recorded(tmp_path, [28.9, 29.0, 29.0]), "--configfile",
+          "configs/study.yaml"])
+    out = capsys.readouterr().out
+    s4 = next(line for line in out.splitlines() if line.startswith("| S4"))
+    assert "reproduced" in s4 and "not" not in s4 and "+0.52 dB" in s4

@@ -29,10 +29,12 @@ from ndmha.tables.experiments import experiments_table, provenance_table, test_m
 from ndmha.tables.floor import FLOOR_NOTE, floor_table, floor_view
 from ndmha.tables.format import to_markdown, write_csv, write_md
 from ndmha.tables.rows import aggregate, label_of
-from ndmha.tables.scorecard import scorecard, scorecard_notes, scorecard_rst, scorecard_view
+from ndmha.tables.scorecard import (recorded_scorecard, scorecard, scorecard_notes, scorecard_rst,
+                                   scorecard_view)
 
 __all__ = ["FILES", "Study", "write_tables", "floor_table", "comparisons_table",
-           "recorded_comparisons", "comparisons_view", "scorecard", "to_markdown"]
+           "recorded_comparisons", "comparisons_view", "scorecard", "recorded_scorecard",
+           "to_markdown"]
 
 #: every file the tables write, by family, all in one folder (the tables rule declares the same)
 FILES: dict[str, tuple[str, ...]] = {

@@ -80,14 +80,9 @@ def _comparisons_note(made: int) -> str:
 RECORDED_COLUMNS = ("experiment", "seed", "kind", "test_images")
 
 
-def recorded_comparisons(path: str | Path, pairs: list[list[str]]
-                         ) -> tuple[pd.DataFrame, str]:
-    """The seed-aware half of :func:`comparisons_table` from a CSV of recorded per-seed test
-    means (one row per run: ``experiment``, ``seed`` (blank for a run that does not vary with
-    it), ``kind`` (``trained`` or ``training-free``), ``test_images`` and the metrics), for runs
-    no longer on disk or made in different sessions on the same test images. ``floor`` in a pair
-    is the training-free row with the best PSNR. The "this trained model" columns need the
-    per-image files and stay blank."""
+def read_recorded(path: str | Path) -> pd.DataFrame:
+    """A CSV of recorded runs (:data:`RECORDED_COLUMNS` and the metrics, one row per run and
+    seed, all on one test set), checked: one error naming the file for anything else."""
     path = Path(path)
     try:
         runs = pd.read_csv(path, dtype={"experiment": str, "kind": str}, comment="#")
@@ -99,10 +94,23 @@ def recorded_comparisons(path: str | Path, pairs: list[list[str]]
     if runs.duplicated(["experiment", "seed"]).any():
         twice = runs[runs.duplicated(["experiment", "seed"], keep=False)]
         raise DataError(f"{path}: a run is recorded twice: "
-                          f"{sorted(set(zip(twice.experiment, twice.seed.astype(str))))}")
+                        f"{sorted(set(zip(twice.experiment, twice.seed.astype(str))))}")
     if runs.test_images.nunique() != 1:
         raise DataError(f"{path}: the runs were scored on different test sets (test_images "
-                          f"{sorted(runs.test_images.unique())}): not paired")
+                        f"{sorted(runs.test_images.unique())}): not paired")
+    return runs
+
+
+def recorded_comparisons(path: str | Path, pairs: list[list[str]]
+                         ) -> tuple[pd.DataFrame, str]:
+    """The seed-aware half of :func:`comparisons_table` from a CSV of recorded per-seed test
+    means (one row per run: ``experiment``, ``seed`` (blank for a run that does not vary with
+    it), ``kind`` (``trained`` or ``training-free``), ``test_images`` and the metrics), for runs
+    no longer on disk or made on different machines on the same test images. ``floor`` in a pair
+    is the training-free row with the best PSNR. The "this trained model" columns need the
+    per-image files and stay blank."""
+    path = Path(path)
+    runs = read_recorded(path)
     floors = runs[runs.kind == "training-free"]
     floor = floors.loc[floors.psnr.idxmax(), "experiment"] if len(floors) else None
     if floor is None and any("floor" in pair for pair in pairs):

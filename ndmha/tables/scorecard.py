@@ -17,13 +17,17 @@ over seeds reaches the claim or lies above it (one seed: within FLOOR_MARGIN_DB 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from ndmha.errors import DataError
+from ndmha.tables.comparisons import read_recorded, recorded_comparisons
 from ndmha.tables.floor import FLOOR_MARGIN_DB
 from ndmha.tables.format import every_column, interval, view
 from ndmha.tables.rows import budget_of, gmacs, is_trained, kind_of
+from ndmha.uncertainty import t_interval
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
 COLUMNS = ["claim_id", "source", "claim", "quoted", "measured", "budget", "verdict", "why",
@@ -202,7 +206,8 @@ def _score(architecture: str, quoted: float, images_seen: int | None, who: str
 def _runtime(ev: Evidence) -> Finding:
     found = [s for s in ev.find("ndmha") if s.get("inference_s_per_image") is not None]
     if not found:
-        return Finding("", "", NOT_TESTABLE, "add an ndmha experiment")
+        return Finding("", "", NOT_TESTABLE, "needs a measured inference time (a run's files, "
+                       "not recorded means)" if ev.find("ndmha") else "add an ndmha experiment")
     s = found[0]
     measured = f"{s['inference_s_per_image']:.3f} s at {s['image_size']} px on {s['device']}"
     if not str(s.get("device", "")).startswith("cuda") or s.get("image_size") != 256:
@@ -329,6 +334,43 @@ def scorecard(summaries: list[dict], comparisons: pd.DataFrame) -> pd.DataFrame:
                      "budget": found.budget, "verdict": found.verdict, "why": found.why,
                      "experiments": " ".join(found.experiments)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def recorded_scorecard(path: str | Path, experiments: dict[str, dict], pairs: list[list[str]],
+                       dataset: str) -> pd.DataFrame:
+    """The scorecard of runs recorded in a CSV (:func:`read_recorded`: per-seed test means, maybe
+    from several machines), as the workflow's tables would compute it had every run been on one
+    disk. ``experiments`` maps each configured experiment to its ``architecture``, ``options``,
+    ``kind`` and ``batch``; recorded runs of other experiments are left out, and so are the
+    ``pairs`` (the config's comparisons) that name them. What needs a run's files (inference
+    time) reads not testable."""
+    from ndmha.models import build_model, count_parameters
+
+    runs = read_recorded(path)
+    runs = runs[runs.experiment.isin(list(experiments))]
+    summaries = []
+    for name, group in runs.groupby("experiment", sort=False):
+        e = experiments[name]
+        steps = sorted({int(v) for v in group["steps"].dropna()}) if "steps" in group else []
+        if len(steps) > 1:
+            raise DataError(f"{path}: the seeds of {name} were trained for different steps "
+                            f"({steps}): not one experiment")
+        steps_done = steps[0] if steps and e["kind"] == "trained" else 0
+        ci = t_interval(group.psnr.tolist()) if len(group) > 1 else {}
+        built = e["kind"] in ("trained", "imported")
+        summaries.append({
+            "experiment": name, "architecture": e["architecture"], "options": e["options"],
+            "kind": e["kind"], "seeds": [int(v) for v in group.seed.dropna()],
+            "psnr": float(group.psnr.mean()), "psnr_ci_low": ci.get("low"),
+            "psnr_ci_high": ci.get("high"), "dataset": dataset,
+            "parameters": (count_parameters(build_model(e["architecture"], e["options"], "torch"))
+                           if built else 0),
+            "budget": {"steps": steps_done, "batch_size": e["batch"], "processes": 1,
+                       "images_seen": steps_done * e["batch"], "train_seconds": None,
+                       "train_device": ", ".join(sorted(set(group.get("machine", []))))}})
+    present = set(runs.experiment) | {"floor"}
+    comparisons, _ = recorded_comparisons(path, [p for p in pairs if set(p) <= present])
+    return scorecard(summaries, comparisons)
 
 
 def scorecard_view(table: pd.DataFrame) -> pd.DataFrame:
