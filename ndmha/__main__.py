@@ -211,17 +211,22 @@ def crossing_command(args: argparse.Namespace) -> None:
                 raise DataError(f"--floor {item!r}: expected LABEL=PSNR") from error
         crossing_figure({args.labels[0]: list(a.values()), args.labels[1]: list(b.values())},
                         args.figure, floors)
+    def spread(low: float | None, high: float | None) -> str:
+        return f" (95 % interval {low:+.3f} to {high:+.3f})" if low is not None else ""
+
+    pairs = f"{result['seed_pairs']} seed pair{'s' if result['seed_pairs'] > 1 else ''}"
     if result["crossing_step"] is not None:
-        print(f"a passes b at step {result['crossing_step']:,} (seed-mean validation PSNR); "
-              f"per seed pair: {result['pair_crossings']}")
+        print(f"a passes b at step {result['crossing_step']:,} (seed-mean validation PSNR) and "
+              f"stays above; per seed pair: {result['pair_crossings']}")
     else:
-        low, high = result["slope_low"], result["slope_high"]
-        spread = f" (95 % interval {low:+.3f} to {high:+.3f})" if low is not None else ""
         closes = (f"the mean trend closes it at about step {result['closes_at_step']:,}"
                   if result["closes_at_step"] else "the mean trend does not close it")
-        print(f"not within {result['last_step']:,} steps: a − b {result['last_gap']:+.2f} dB "
-              f"there, trend {result['slope_per_1000']:+.3f} dB per 1,000 steps over the last "
-              f"{args.window:,}{spread}, {result['seed_pairs']} seed pairs; {closes}")
+        print(f"a does not pass b within {result['last_step']:,} steps; {closes}")
+    print(f"a − b at step {result['last_step']:,}: {result['last_gap']:+.2f} dB; over the last "
+          f"{args.window:,} steps: {result['window_gap']:+.3f} dB on average"
+          f"{spread(result['window_gap_low'], result['window_gap_high'])}, trend "
+          f"{result['slope_per_1000']:+.3f} dB per 1,000 steps"
+          f"{spread(result['slope_low'], result['slope_high'])}; {pairs}")
 
 
 def main(argv: list[str] | None = None) -> int:

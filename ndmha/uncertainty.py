@@ -167,7 +167,9 @@ def crossing(a: dict[Any, pd.Series], b: dict[Any, pd.Series], window: int = 200
     steps). Without one, the trend says what budget would be needed: each pair's least-squares
     slope of a − b over its last ``window`` steps, in dB per 1,000 steps, their mean and 95 %
     t-interval over pairs, and the steps at which the mean gap would close at the mean slope
-    (None when it is not closing)."""
+    (None when it is not closing). Whatever the crossing, the level over the same window: each
+    pair's mean gap there, their mean and 95 % t-interval (a curve that passes at its last
+    point, or dips under at it, reads as what it is: level or not)."""
     gaps = []
     for x, y in _pairs(a, b):
         common = x.index.intersection(y.index)
@@ -175,17 +177,20 @@ def crossing(a: dict[Any, pd.Series], b: dict[Any, pd.Series], window: int = 200
             raise ValueError("a crossing needs curves on at least two common steps")
         gaps.append((x[common] - y[common]).sort_index())
     mean_gap = pd.concat(gaps, axis=1).dropna().mean(axis=1)
-    slopes = []
+    slopes, levels = [], []
     for gap in gaps:
         recent = gap[gap.index >= gap.index.max() - window]
         slopes.append(float(stats.linregress(recent.index.to_numpy(dtype=np.float64),
                                              recent.to_numpy(dtype=np.float64)).slope) * 1000
                       if len(recent) >= 2 else float("nan"))
-    trend = t_interval(slopes)
+        levels.append(float(recent.mean()))
+    trend, level = t_interval(slopes), t_interval(levels)
     last_step, last_gap = int(mean_gap.index[-1]), float(mean_gap.iloc[-1])
     closes = (last_step + math.ceil(-last_gap / (trend["mean"] / 1000))
               if last_gap <= 0 and trend["mean"] > 0 else None)
     return {"crossing_step": _passes(mean_gap), "pair_crossings": [_passes(g) for g in gaps],
             "last_step": last_step, "last_gap": last_gap, "seed_pairs": len(gaps),
             "slope_per_1000": trend["mean"], "slope_low": trend["low"],
-            "slope_high": trend["high"], "closes_at_step": closes}
+            "slope_high": trend["high"], "closes_at_step": closes,
+            "window_gap": level["mean"], "window_gap_low": level["low"],
+            "window_gap_high": level["high"]}

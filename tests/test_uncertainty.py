@@ -285,6 +285,10 @@ def test_crossing_absent_reports_the_trend_and_the_budget_it_implies() -> None:
     gap = float(np.mean([-3.0 + 0.1 * s + (0.2 + 0.02 * s) * 8 for s in range(3)]))
     assert result["last_gap"] == pytest.approx(gap, abs=1e-9)
     assert result["closes_at_step"] == 8000 + math.ceil(-gap / 0.22e-3)
+    # the level over the last 2,000 steps: each pair's line averaged over steps 6,000 ... 8,000
+    levels = [-3.0 + 0.1 * s + (0.2 + 0.02 * s) * 7 for s in range(3)]
+    assert result["window_gap"] == pytest.approx(np.mean(levels), abs=1e-9)
+    assert result["window_gap_low"] < np.mean(levels) < result["window_gap_high"]
     shrinking = crossing({0: _line(steps, -1.0, -0.1)}, {0: _line(steps, 0.0, 0.0)})
     assert shrinking["closes_at_step"] is None and shrinking["slope_low"] is None  # one pair
 
@@ -304,6 +308,10 @@ def test_crossing_command_draws_the_curves_with_the_floor(tmp_path: Path,
             "--figure", str(tmp_path / "c.png"), "--labels", "NDMHA", "U-Net",
             "--floor", "biharmonic=28.45"]
     assert main(args) == 0
+    # a (24 + k) passes b (26 + 0.2 k) at k = 2.5: the first logged step above is 2,750
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("a passes b at step 2,750")
+    assert lines[1].startswith("a − b at step 4,000: +1.20 dB") and "1 seed pair" in lines[1]
     image = read_image(tmp_path / "c.png")
     assert image.shape[1] > 400 and image.std() > 10  # drawn, not blank
     assert main(args[:-1] + ["biharmonic=high"]) == 2
