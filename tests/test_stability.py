@@ -50,6 +50,10 @@ def test_200_ndmha_steps_with_every_term_stay_finite_and_lower_l1(manifest64: Pa
             "train_d_loss"} <= set(loss_columns)
     assert all(math.isfinite(v) for v in log[loss_columns].to_numpy().ravel())
     assert (log["skipped_steps"] == 0).all() and (log["restores"] == 0).all()
+    # A generator that does not learn scores the same 50 images and masks every epoch: a ratio of
+    # 1 (up to the order of the sums). Learning, this run's last epoch over its first measured
+    # 0.650 (training seed 0, the one here), 0.677 and 0.579 (seeds 1 and 2; AMD EPYC Zen 4, one
+    # thread): 0.8 lies between, 0.12 above the largest.
     assert log["train_loss_l1"].iloc[-1] < 0.8 * log["train_loss_l1"].iloc[0]
     assert log["val_l1"].iloc[-1] < log["val_l1"].iloc[0]
     state = load_torch(tmp_path / "model.pt")
