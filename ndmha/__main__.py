@@ -161,17 +161,18 @@ def scorecard_recorded(args: argparse.Namespace) -> None:
     """The reproduction scorecard from recorded per-seed test means (e.g. docs/study_runs.csv:
     runs made on several machines on the same test images), for the experiments and comparisons
     of a config, as the workflow's scorecard.md would read had every run been on one disk."""
-    from ndmha.config import default_comparisons, resolve_experiments
+    from ndmha.config import default_comparisons, resolve_experiments, train_settings
     from ndmha.preflight import load_config
     from ndmha.tables import recorded_scorecard, to_markdown
     from ndmha.tables.scorecard import scorecard_notes, scorecard_view
+    from ndmha.train import TrainSettings
 
     cfg = load_config(args.configfile, args.config)
     cfg.pop("only", None)
     experiments = resolve_experiments(cfg)
-    shared = cfg.get("train", {})
     groups = {e.group: {"architecture": e.architecture, "options": e.options, "kind": e.kind,
-                        "batch": e.train.get("batch_size", shared.get("batch_size", 1))}
+                        "batch": TrainSettings(**train_settings(cfg, e)).batch_size
+                        if e.trained else None}
               for e in experiments.values()}
     pairs = cfg.get("comparisons") or default_comparisons(experiments)
     card = recorded_scorecard(args.runs, groups, pairs, cfg["data"].get("name", ""))

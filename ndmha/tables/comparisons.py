@@ -109,8 +109,12 @@ def recorded_comparisons(path: str | Path, pairs: list[list[str]]
     no longer on disk or made on different machines on the same test images. ``floor`` in a pair
     is the training-free row with the best PSNR. The "this trained model" columns need the
     per-image files and stay blank."""
-    path = Path(path)
-    runs = read_recorded(path)
+    return compare_recorded_runs(read_recorded(path), pairs, Path(path))
+
+
+def compare_recorded_runs(runs: pd.DataFrame, pairs: list[list[str]], path: Path
+                          ) -> tuple[pd.DataFrame, str]:
+    """:func:`recorded_comparisons` of runs already read (:func:`read_recorded`) from ``path``."""
     floors = runs[runs.kind == "training-free"]
     floor = floors.loc[floors.psnr.idxmax(), "experiment"] if len(floors) else None
     if floor is None and any("floor" in pair for pair in pairs):

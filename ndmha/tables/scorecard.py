@@ -23,11 +23,11 @@ from typing import Callable
 import pandas as pd
 
 from ndmha.errors import DataError
-from ndmha.tables.comparisons import read_recorded, recorded_comparisons
+from ndmha.tables.comparisons import compare_recorded_runs, read_recorded
 from ndmha.tables.floor import FLOOR_MARGIN_DB
 from ndmha.tables.format import every_column, interval, view
-from ndmha.tables.rows import budget_of, gmacs, is_trained, kind_of
-from ndmha.uncertainty import t_interval
+from ndmha.tables.rows import aggregate, budget_of, gmacs, is_trained, kind_of
+from ndmha.uncertainty import INTERVAL_METRICS, SPREAD_METRICS
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
 COLUMNS = ["claim_id", "source", "claim", "quoted", "measured", "budget", "verdict", "why",
@@ -341,14 +341,14 @@ def recorded_scorecard(path: str | Path, experiments: dict[str, dict], pairs: li
     """The scorecard of runs recorded in a CSV (:func:`read_recorded`: per-seed test means, maybe
     from several machines), as the workflow's tables would compute it had every run been on one
     disk. ``experiments`` maps each configured experiment to its ``architecture``, ``options``,
-    ``kind`` and ``batch``; recorded runs of other experiments are left out, and so are the
+    ``kind`` and ``batch`` (None where it is not trained); recorded runs of other experiments are left out, and so are the
     ``pairs`` (the config's comparisons) that name them. What needs a run's files (inference
     time) reads not testable."""
     from ndmha.models import build_model, count_parameters
 
-    runs = read_recorded(path)
-    runs = runs[runs.experiment.isin(list(experiments))]
-    summaries = []
+    recorded = read_recorded(path)
+    runs = recorded[recorded.experiment.isin(list(experiments))]
+    per_run, members = [], {}
     for name, group in runs.groupby("experiment", sort=False):
         e = experiments[name]
         steps = sorted({int(v) for v in group["steps"].dropna()}) if "steps" in group else []
@@ -356,21 +356,26 @@ def recorded_scorecard(path: str | Path, experiments: dict[str, dict], pairs: li
             raise DataError(f"{path}: the seeds of {name} were trained for different steps "
                             f"({steps}): not one experiment")
         steps_done = steps[0] if steps and e["kind"] == "trained" else 0
-        ci = t_interval(group.psnr.tolist()) if len(group) > 1 else {}
         built = e["kind"] in ("trained", "imported")
-        summaries.append({
-            "experiment": name, "architecture": e["architecture"], "options": e["options"],
-            "kind": e["kind"], "seeds": [int(v) for v in group.seed.dropna()],
-            "psnr": float(group.psnr.mean()), "psnr_ci_low": ci.get("low"),
-            "psnr_ci_high": ci.get("high"), "dataset": dataset,
-            "parameters": (count_parameters(build_model(e["architecture"], e["options"], "torch"))
-                           if built else 0),
-            "budget": {"steps": steps_done, "batch_size": e["batch"], "processes": 1,
-                       "images_seen": steps_done * e["batch"], "train_seconds": None,
-                       "train_device": ", ".join(sorted(set(group.get("machine", []))))}})
+        parameters = (count_parameters(build_model(e["architecture"], e["options"], "torch"))
+                      if built else 0)
+        budget = {"steps": steps_done, "batch_size": e["batch"], "processes": 1,
+                  "images_seen": steps_done * (e["batch"] or 0), "train_seconds": None,
+                  "train_device": ", ".join(sorted(set(group.get("machine", []))))}
+        for row in group.to_dict("records"):
+            seed = None if pd.isna(row["seed"]) else int(row["seed"])
+            run = name if seed is None else f"{name}.seed{seed}"
+            members[run] = {"group": name, "seed": seed}
+            per_run.append({  # a metric not recorded reads as one whose weights were missing
+                **{m: row[m] if m in row and not pd.isna(row[m]) else "n/a (not recorded)"
+                   for m in (*INTERVAL_METRICS, *SPREAD_METRICS)},
+                "experiment": run, "architecture": e["architecture"], "options": e["options"],
+                "kind": e["kind"], "dataset": dataset, "parameters": parameters,
+                "budget": budget})
     present = set(runs.experiment) | {"floor"}
-    comparisons, _ = recorded_comparisons(path, [p for p in pairs if set(p) <= present])
-    return scorecard(summaries, comparisons)
+    comparisons, _ = compare_recorded_runs(recorded, [p for p in pairs if set(p) <= present],
+                                           Path(path))
+    return scorecard(aggregate(per_run, members), comparisons)
 
 
 def scorecard_view(table: pd.DataFrame) -> pd.DataFrame:
