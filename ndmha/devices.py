@@ -28,4 +28,5 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{model} CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{model} CPU ({threads} thread{'' if threads == 1 else 's'})"

@@ -279,8 +279,9 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if hasattr(
             torch.ops.mkldnn, "_is_mkldnn_bf16_supported") else False
         long_run = cfg["train"].get("epochs", 0) > 10
+        threads = torch.get_num_threads()
         report.add("device", WARN if long_run else OK,
-                   f"cpu ({torch.get_num_threads()} threads; {cuda}"
+                   f"cpu ({threads} thread{'' if threads == 1 else 's'}; {cuda}"
                    f"{'; a long run on a CPU: see the projection' if long_run else ''}); "
                    f"{'bf16 in hardware' if bf16 else 'no bf16 in hardware'}; "
                    f"deformable conv: {backend}")
