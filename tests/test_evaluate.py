@@ -425,3 +425,19 @@ def test_external_predictions_are_composited_with_our_masks(manifest: Path,
         assert (mixed[holes] == 255).all()
         assert np.array_equal(mixed[~holes], read_image(row.corrupted)[~holes])
         assert (read_image(tmp_path / "as_is" / "composite" / f"{row.id}.png") == 255).all()
+
+
+def test_a_cpu_device_is_named_with_its_thread_count() -> None:
+    """The device a row names (train_device, the scorecard's runtime) counts its threads in
+    words: "(1 thread)", "(2 threads)"."""
+    import torch
+
+    from ndmha.devices import device_name
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_name(torch.device("cpu")).endswith(" CPU (1 thread)")
+        torch.set_num_threads(2)
+        assert device_name(torch.device("cpu")).endswith(" CPU (2 threads)")
+    finally:
+        torch.set_num_threads(before)
