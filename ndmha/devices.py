@@ -16,6 +16,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_threads() -> str:
+    """torch's CPU threads in words: "1 thread", "2 threads"."""
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
 def device_name(device: torch.device) -> str:
     """A human-readable name of a device: the GPU's, or the CPU model and its threads."""
     if device.type == "cuda":
@@ -28,5 +34,4 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    threads = torch.get_num_threads()
-    return f"{model} CPU ({threads} thread{'' if threads == 1 else 's'})"
+    return f"{model} CPU ({cpu_threads()})"

@@ -260,7 +260,7 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
     import torch
 
     from ndmha.models.layers import resolve_backend
-    from ndmha.devices import resolve_device
+    from ndmha.devices import cpu_threads, resolve_device
 
     try:
         device = resolve_device(cfg["train"].get("device", "auto"))
@@ -279,9 +279,8 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if hasattr(
             torch.ops.mkldnn, "_is_mkldnn_bf16_supported") else False
         long_run = cfg["train"].get("epochs", 0) > 10
-        threads = torch.get_num_threads()
         report.add("device", WARN if long_run else OK,
-                   f"cpu ({threads} thread{'' if threads == 1 else 's'}; {cuda}"
+                   f"cpu ({cpu_threads()}; {cuda}"
                    f"{'; a long run on a CPU: see the projection' if long_run else ''}); "
                    f"{'bf16 in hardware' if bf16 else 'no bf16 in hardware'}; "
                    f"deformable conv: {backend}")
