@@ -23,7 +23,7 @@ from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
 from ndmha.models.layers import AUTO, DEFORM_BACKENDS
 from ndmha.models.released import HOLE_FILLS
-from ndmha.weights import DEFAULT_FETCH, MIRROR_ENV, REGISTRY
+from ndmha.weights import DEFAULT_FETCH, MIRROR_ENV, READ_TIMEOUT_S, REGISTRY, TRIES
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -114,7 +114,8 @@ def fetch_weights_command(args: argparse.Namespace) -> None:
     for name in names:
         spec = REGISTRY[name]
         try:
-            path, status = fetch(spec, args.dir, args.mirror, progress=not args.quiet)
+            path, status = fetch(spec, args.dir, args.mirror, progress=not args.quiet,
+                                 timeout=args.timeout, tries=args.tries)
         except WeightsError as error:
             print(f"{spec.file}: error: {error}", file=sys.stderr)
             failed.append(spec.file)
@@ -306,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mirror", default=None,
                    help=f"a base URL serving the files under their published names, instead "
                         f"of the publishers' (or ${MIRROR_ENV})")
+    p.add_argument("--timeout", type=float, default=READ_TIMEOUT_S,
+                   help=f"seconds without a byte before a try gives up (default "
+                        f"{READ_TIMEOUT_S})")
+    p.add_argument("--tries", type=int, default=TRIES,
+                   help=f"tries of each file when the server stalls or cuts the body short "
+                        f"(default {TRIES})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=fetch_weights_command)
     p = commands.add_parser("preflight", help="check and cost a run before it starts",

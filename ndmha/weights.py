@@ -14,7 +14,7 @@ Where a config key names a file:
 - ``off`` (or YAML's ``false``): the metric is switched off.
 
 This module imports no torch (Snakemake's check of the config at every DAG build stays fast);
-:func:`fetch` imports it to download with ``torch.hub.download_url_to_file``.
+:func:`fetch` downloads with urllib, as torch.hub does, with a read timeout and retries.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,16 +199,86 @@ def located_path(key: str, value: object, spec: Weights, allow_missing: bool) ->
 
 # -- fetching ---------------------------------------------------------------------------------
 
+#: seconds without a byte before a read gives up (``--timeout``), and the tries of each file
+#: (``--tries``): torch.hub's ``download_url_to_file`` opens its connection without a timeout, so
+#: a server that stops sending keeps it waiting forever, and it reads a body cut short of its
+#: Content-Length as whole (the hash check then says "invalid hash value"). The loop below is
+#: torch.hub's (temporary file beside the target, SHA-256 while streaming, rename when right)
+#: with a timeout, retries, and the bytes received counted against the announced length.
+READ_TIMEOUT_S = 30
+TRIES = 3
+CHUNK = 1 << 17
+#: where a download lands until its hash is checked (``<file>.partial``); any left by a killed
+#: fetch (or torch.hub's ``<file>.<uuid>.partial``) is removed when the file is fetched again
+PARTIAL = ".partial"
+
+
+class Interrupted(OSError):
+    """A download that stopped early: no bytes for ``timeout`` seconds, or a body shorter than
+    its Content-Length."""
+
+
+def kilobytes(count: int) -> str:
+    return f"{count / 1000:,.0f} kB" if count >= 1000 else f"{count} B"
+
+
+def _download(url: str, partial: Path, timeout: float, progress: bool, label: str) -> str:
+    """One try: the body of ``url`` into ``partial``; its SHA-256. :class:`Interrupted` names
+    the host and the bytes received when the server stalls or closes early."""
+    import hashlib
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    host = urllib.parse.urlsplit(url).netloc
+    sha, received, size = hashlib.sha256(), 0, None
+    request = urllib.request.Request(url, headers={"User-Agent": "ndmha"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, \
+                open(partial, "wb") as out, \
+                tqdm(total=None, unit="B", unit_scale=True, desc=label,
+                     disable=not progress) as bar:
+            length = response.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            bar.total = size
+            while chunk := response.read1(CHUNK):  # what has arrived, counted honestly
+                out.write(chunk)
+                sha.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except (socket.timeout, TimeoutError) as error:
+        of = f" of {kilobytes(size)}" if size else ""
+        raise Interrupted(f"{host} sent nothing for {timeout:g} s after {kilobytes(received)}"
+                          f"{of}") from error
+    except http.client.IncompleteRead as error:
+        received += len(error.partial)
+        raise Interrupted(f"{host} closed the connection after {kilobytes(received)} of "
+                          f"{kilobytes(size or received + (error.expected or 0))}: the "
+                          f"download was cut off") from error
+    if size is not None and received < size:
+        raise Interrupted(f"{host} closed the connection after {kilobytes(received)} of "
+                          f"{kilobytes(size)}: the download was cut off")
+    return sha.hexdigest()
+
+
 def fetch(spec: Weights, folder: Path | None = None, mirror: str | None = None,
-          progress: bool = True) -> tuple[Path, str]:
+          progress: bool = True, timeout: float = READ_TIMEOUT_S, tries: int = TRIES,
+          wait: float = 2.0) -> tuple[Path, str]:
     """Download one published file into ``folder`` (default torch's hub cache), unless a file
     with its hash is there already: ``(path, "present" | "fetched")``.
 
-    ``torch.hub.download_url_to_file`` writes to a temporary file beside the target, checks the
-    SHA-256 prefix and only then renames it: an interrupted or wrong download leaves nothing
-    under the published name. A file already there that does not match is named and left as it
-    is (:class:`WeightsError`). ``mirror`` (or ``$NDMHA_WEIGHTS_MIRROR``): a base URL serving
-    the files under their published names, instead of the publishers' URLs."""
+    The body goes to ``<file>.partial`` beside the target, its SHA-256 prefix is checked and only
+    then is it renamed: an interrupted or wrong download leaves nothing under the published name.
+    A read that waits ``timeout`` seconds for a byte, or a body cut short of its Content-Length,
+    is tried again (``tries`` in all, ``wait`` seconds apart, doubling); the error names the host
+    and the bytes received. A file already there that does not match is named and left as it is
+    (:class:`WeightsError`). ``mirror`` (or ``$NDMHA_WEIGHTS_MIRROR``): a base URL serving the
+    files under their published names, instead of the publishers' URLs."""
+    import time
+    import urllib.error
+
     folder = Path(folder) if folder else hub_dir()
     target = folder / spec.file
     if target.is_file():
@@ -218,16 +289,34 @@ def fetch(spec: Weights, folder: Path | None = None, mirror: str | None = None,
                            f"{spec.hash_prefix}; it is not used: delete it and fetch again")
     mirror = mirror or os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{spec.file}" if mirror else spec.url
-    import torch.hub
-
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(f"{spec.file}.*partial"):  # a killed fetch's
+        leftover.unlink(missing_ok=True)
+    partial = folder / (spec.file + PARTIAL)
     try:
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=spec.hash_prefix,
-                                       progress=progress)
-    except RuntimeError as error:  # torch.hub's hash check
-        raise WeightsError(f"{url}: the download is not {spec.file} ({error}); nothing was "
-                           f"written to {target}") from error
-    except (OSError, http.client.HTTPException) as error:  # unreachable, HTTP errors, cut off
-        raise WeightsError(f"{url}: {error}; nothing was written to {target}") from error
+        for attempt in range(1, tries + 1):
+            try:
+                sha = _download(url, partial, timeout, progress, spec.file)
+                break
+            except Interrupted as error:
+                if attempt == tries:
+                    raise WeightsError(f"{url}: {error} ({tries} tries); nothing was written "
+                                       f"to {target}") from error
+                print(f"{spec.file}: {error}; trying again ({attempt + 1} of {tries})",
+                      file=sys.stderr)
+                time.sleep(wait * 2 ** (attempt - 1))
+            except urllib.error.HTTPError as error:  # 404, 403: a retry will not help
+                raise WeightsError(f"{url}: HTTP {error.code} {error.reason}; nothing was "
+                                   f"written to {target}") from error
+            except (OSError, http.client.HTTPException) as error:  # unreachable
+                raise WeightsError(f"{url}: {getattr(error, 'reason', error)}; nothing was "
+                                   f"written to {target}") from error
+        if not sha.startswith(spec.hash_prefix):
+            raise WeightsError(f"{url}: the download is not {spec.file} (its SHA-256 starts "
+                               f"{sha[:8]}, the published one {spec.hash_prefix}); nothing was "
+                               f"written to {target}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     file_sha256(target)  # remember it as checked
     return target, "fetched"

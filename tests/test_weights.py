@@ -35,12 +35,14 @@ def stand_in(name: str, content: bytes) -> Weights:
 
 class Server:
     """Files by path on 127.0.0.1: ``good/`` and ``corrupt/`` serve whole bodies, ``cut/``
-    announces the whole length and closes after half, ``stall/`` sends half and waits."""
+    announces the whole length and closes after half, ``stall/`` sends half and waits;
+    ``flaky/`` stalls the first ``flaky`` requests, then serves the whole body."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.hits: list[str] = []
         self.release = threading.Event()
+        self.flaky = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -53,6 +55,9 @@ class Server:
                     return
                 if mode == "corrupt":
                     body = bytes(255 - b for b in body)
+                if mode == "flaky":
+                    mode = "stall" if outer.flaky > 0 else "good"
+                    outer.flaky -= 1
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -131,15 +136,60 @@ def test_fetch_a_good_file_once(server: Server, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [spec.file]
 
 
-@pytest.mark.parametrize("mode", ["corrupt", "cut"])
-def test_a_bad_download_leaves_nothing(mode: str, server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode, says", [
+    ("corrupt", "the download is not bad-"),
+    # the server announces 300,000 bytes and closes after half: cut off, not "a wrong hash"
+    ("cut", r"127.0.0.1:\d+ closed the connection after 150 kB of 300 kB: the download was cut "
+            r"off \(2 tries\)"),
+    ("stall", r"127.0.0.1:\d+ sent nothing for 0.5 s after 150 kB of 300 kB \(2 tries\)")])
+def test_a_bad_download_leaves_nothing(mode: str, says: str, server: Server,
+                                       tmp_path: Path) -> None:
     content = os.urandom(300_000)
     spec = stand_in("bad", content)
     server.files[spec.file] = content
-    with pytest.raises(WeightsError, match=f"{mode}/{spec.file}.*nothing was written"):
-        fetch(spec, tmp_path / "w", f"{server.url}/{mode}", progress=False)
+    began = time.monotonic()
+    with pytest.raises(WeightsError, match=f"{mode}/{spec.file}: {says}.*nothing was written"):
+        fetch(spec, tmp_path / "w", f"{server.url}/{mode}", progress=False, timeout=0.5,
+              tries=2, wait=0)
+    # a stalled server costs the two reads' timeouts, not the 60 s it stalls for
+    assert time.monotonic() - began < 30
     assert list((tmp_path / "w").iterdir()) == []  # no file, no temporary left behind
     assert not locate("k", str(tmp_path / "w" / spec.file), spec).found
+    assert server.hits.count(f"/{mode}/{spec.file}") == (1 if mode == "corrupt" else 2)
+
+
+def test_a_stalled_download_is_tried_again(server: Server, tmp_path: Path) -> None:
+    content = os.urandom(200_000)
+    spec = stand_in("flaky", content)
+    server.files[spec.file] = content
+    server.flaky = 2  # the first two requests stall, the third is served
+    path, status = fetch(spec, tmp_path / "w", f"{server.url}/flaky", progress=False,
+                         timeout=0.5, tries=3, wait=0)
+    assert (status, path.read_bytes(), len(server.hits)) == ("fetched", content, 3)
+    server.flaky = 3  # one stall more than the tries allow
+    path.unlink()
+    with pytest.raises(WeightsError, match="sent nothing for 0.5 s after 100 kB"):
+        fetch(spec, tmp_path / "w", f"{server.url}/flaky", progress=False, timeout=0.5,
+              tries=3, wait=0)
+
+
+def test_the_command_gives_up_on_a_stalled_server_within_its_timeout(server: Server,
+                                                                     tmp_path: Path) -> None:
+    """The server sends half and then nothing for 60 s: `fetch-weights --timeout 1 --tries 2`
+    fails after about 2 s (a separate process, as a user runs it), naming host and bytes."""
+    spec = REGISTRY["vgg19"]
+    server.files[spec.file] = os.urandom(100_000)
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "ndmha", "fetch-weights", "vgg19", "--dir",
+                             str(tmp_path / "w"), "--mirror", f"{server.url}/stall", "--quiet",
+                             "--timeout", "1", "--tries", "2"],
+                            capture_output=True, text=True, timeout=120)
+    # two 1 s timeouts, one 2 s pause and the interpreter's start: far under the 60 s stall
+    assert result.returncode != 0 and time.monotonic() - began < 45
+    assert f"{server.url.split('//')[1]} sent nothing for 1 s after 50 kB of 100 kB" \
+        in result.stderr
+    assert "trying again (2 of 2)" in result.stderr
+    assert list((tmp_path / "w").iterdir()) == []
 
 
 def test_the_default_mirror_comes_from_the_environment(server: Server, tmp_path: Path,
@@ -251,6 +301,11 @@ def test_a_killed_fetch_leaves_no_file_under_the_published_name(server: Server,
     child.wait(30)
     assert not (folder / spec.file).exists()
     assert not locate("perceptual.vgg19_weights", str(folder / spec.file), spec).found
+    # the next fetch removes what the killed one left, torch.hub's leftovers too
+    (folder / f"{spec.file}.0123abcd.partial").write_bytes(b"torch.hub's")
+    with pytest.raises(WeightsError, match="the download is not vgg19"):  # random bytes
+        fetch(spec, folder, f"{server.url}/good", progress=False)
+    assert list(folder.iterdir()) == []
 
 
 STUDY = {"results_dir": "r", "data": {"source": "demo"}, "split": {"scheme": "paper"},
