@@ -443,12 +443,33 @@ def pretrained_files(cfg: dict[str, Any], experiments: dict[str, Experiment]
     return files
 
 
+def perceptual_keys(cfg: dict[str, Any], experiments: dict[str, Experiment]
+                    ) -> dict[str, float]:
+    """The config keys that weigh the perceptual term of a trained experiment, with their
+    weights: ``experiments.<name>.loss.perceptual`` where the experiment gives its own loss,
+    else ``loss.<architecture>.perceptual``."""
+    keys: dict[str, float] = {}
+    own = cfg.get("experiments") or {}
+    for e in experiments.values():
+        if e.trained and e.loss.get("perceptual"):
+            key = (f"experiments.{e.group}.loss.perceptual" if own.get(e.group, {}).get("loss")
+                   else f"loss.{e.architecture}.perceptual")
+            keys[key] = e.loss["perceptual"]
+    return keys
+
+
 def check_weights(cfg: dict[str, Any], experiments: dict[str, Experiment]) -> list[Any]:
     """Find and hash-check every pretrained file the run needs (:func:`pretrained_files`),
     before any job: one :class:`ConfigError` naming each missing or wrong one, its key, the
     paths searched and the fetch command. Returns what was found (``ndmha.weights.Located``)."""
-    from ndmha.weights import FETCH_COMMAND, REGISTRY, locate
+    from ndmha.weights import FETCH_COMMAND, PERCEPTUAL_KEY, REGISTRY, is_off, locate
 
+    weighed = perceptual_keys(cfg, experiments)
+    if weighed and is_off(cfg.get("perceptual", {}).get("vgg19_weights", "")):
+        raise ConfigError(f"config key {PERCEPTUAL_KEY}: off cannot switch the perceptual loss "
+                          f"off ({', '.join(f'{k} is {w}' for k, w in weighed.items())}); fetch "
+                          f"VGG19 with {FETCH_COMMAND}, give its path, or train without the "
+                          f"term: {', '.join(f'{k}: 0' for k in weighed)}")
     found = [(locate(key, value, REGISTRY[name]), needed)
              for key, value, name, needed in pretrained_files(cfg, experiments)]
     blocking = [f for f, needed in found if needed and not f.found and not f.off]
@@ -457,6 +478,6 @@ def check_weights(cfg: dict[str, Any], experiments: dict[str, Experiment]) -> li
                                       for f in blocking for p in f.searched))
         raise ConfigError(
             f"pretrained weights missing: {'; '.join(f'{f.key} ({f.problem})' for f in blocking)}"
-            f"; searched {', '.join(searched)}; fetch them with {FETCH_COMMAND}, give their "
-            f"paths, or switch a metric off (its key: off)")
+            f"; searched {', '.join(searched)}; fetch them with {FETCH_COMMAND} or give their "
+            f"paths" + "".join(f"; {f.instead}" for f in blocking))
     return [f for f, _ in found]

@@ -1,5 +1,6 @@
 """The paper's four-term objective: L1 + adversarial + perceptual (VGG19) + Sobel edge loss,
-one weight per term in config (``loss.<model>``). Terms with no weight are not built.
+one weight per term in config (``loss.<model>``). Terms with no weight, or a weight of 0, are
+not built (``loss.ndmha.perceptual: 0`` trains without VGG19).
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from torch import nn
 from ndmha.errors import ConfigError
 from ndmha.metrics import composite
 from ndmha.models.discriminator import PatchDiscriminator
-from ndmha.weights import REGISTRY, locate
+from ndmha.weights import PERCEPTUAL_KEY, PERCEPTUAL_OFF, REGISTRY, locate
 
 log = logging.getLogger("ndmha")
 
 TERMS = ("l1", "adversarial", "perceptual", "edge")
-PERCEPTUAL_KEY = "perceptual.vgg19_weights"
 EDGE_EPS = 1e-6
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +32,7 @@ VGG_DEPTH = max(map(int, VGG_TAPS)) + 1  # the layers the taps need
 class PerceptualSettings:
     """Where the VGG19 weights come from (config key ``perceptual``)."""
 
-    vgg19_weights: str = ""
+    vgg19_weights: str | bool = ""  # a bare off in YAML is false: refused (PERCEPTUAL_OFF)
     allow_random_perceptual: bool = False
 
 
@@ -77,6 +77,8 @@ class PerceptualLoss(nn.Module):
 
         features = vgg19(weights=None).features[:VGG_DEPTH]
         found = locate(PERCEPTUAL_KEY, settings.vgg19_weights, REGISTRY["vgg19"])
+        if found.off:  # the config check refuses it before any job; a direct caller too
+            raise ConfigError(PERCEPTUAL_OFF)
         self.random_weights = not found.found
         if found.found:
             state = torch.load(found.path, map_location="cpu", weights_only=True)
@@ -89,7 +91,7 @@ class PerceptualLoss(nn.Module):
                               "allows random weights for a smoke test")
         else:
             log.warning("perceptual loss uses RANDOM VGG19 weights (%s): a smoke test, not the "
-                        "paper's perceptual loss", found.problem or f"{PERCEPTUAL_KEY} is off")
+                        "paper's perceptual loss", found.problem)
         # the taps by torchvision's feature extractor (an fx graph of the same layers: the same
         # state_dict keys, bitwise the same features as running the layers one by one)
         self.features = create_feature_extractor(features.eval(), VGG_TAPS).requires_grad_(False)
@@ -129,9 +131,10 @@ class Objective(nn.Module):
         if unknown:
             raise ConfigError(f"{key}: unknown loss term(s) {sorted(unknown)} "
                               f"(choose from {list(TERMS)})")
+        weights = {term: w for term, w in weights.items() if w}  # a weight of 0: no term
         if not weights:
-            raise ConfigError(f"{key}: at least one loss term is needed")
-        self.weights = dict(weights)
+            raise ConfigError(f"{key}: at least one loss term with a weight above 0 is needed")
+        self.weights = weights
         self.discriminator = PatchDiscriminator() if "adversarial" in weights else None
         self.perceptual = (PerceptualLoss(perceptual or PerceptualSettings())
                            if "perceptual" in weights else None)

@@ -11,7 +11,10 @@ Where a config key names a file:
 - empty, or a file name alone (``vgg19-dcbb9e9d.pth``): torch's hub cache,
   ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``), where torchvision
   and torch-fidelity put these files the first time they download them;
-- ``off`` (or YAML's ``false``): the metric is switched off.
+- ``off`` (or YAML's ``false``, which a bare ``off`` is): a metric's key switches the metric off
+  (its column reads ``off``). The perceptual loss has no such switch: with its term weighed, the
+  config check refuses ``off``; a weight of 0 (``loss.ndmha.perceptual: 0``) takes the term out of
+  the objective instead, and then no VGG19 is needed (:data:`OFF_ADVICE`).
 
 This module imports no torch (Snakemake's check of the config at every DAG build stays fast);
 :func:`fetch` downloads with urllib, as torch.hub does, with a read timeout and retries.
@@ -82,6 +85,16 @@ REGISTRY = {
 DEFAULT_FETCH = ("vgg19", "alexnet", "inception")
 #: lpips backbone -> registry entry
 LPIPS_WEIGHTS = {"alex": "alexnet", "vgg": "vgg16"}
+#: the config key whose file the perceptual loss needs (it cannot be switched off: see below)
+PERCEPTUAL_KEY = "perceptual.vgg19_weights"
+#: what to do instead of fetching, by key: a metric can be switched off, the perceptual loss not
+#: (its term is taken out of the objective by its weight)
+OFF_ADVICE = {PERCEPTUAL_KEY: "or train without the perceptual term: its weight 0 "
+                              "(loss.<architecture>.perceptual: 0)"}
+#: the one error for ``perceptual.vgg19_weights: off`` while the term is weighed
+PERCEPTUAL_OFF = (f"{PERCEPTUAL_KEY}: off cannot switch the perceptual loss off (the objective "
+                  f"weighs it); fetch VGG19 with {FETCH_COMMAND}, give its path, or train "
+                  f"without the term: its weight 0 (loss.<architecture>.perceptual: 0)")
 
 
 class WeightsError(DataError):
@@ -166,7 +179,11 @@ class Located:
         """One line: the key, the file, the paths searched, what to do."""
         where = ", ".join(str(p) for p in self.searched)
         return (f"{self.key}: {self.problem} (searched {where}); fetch it with "
-                f"{FETCH_COMMAND}, give its path, or set {self.key}: off")
+                f"{FETCH_COMMAND}, give its path, {self.instead}")
+
+    @property
+    def instead(self) -> str:
+        return OFF_ADVICE.get(self.key, f"or set {self.key}: off")
 
 
 def locate(key: str, value: object, spec: Weights) -> Located:

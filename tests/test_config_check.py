@@ -70,6 +70,10 @@ def test_compose_lays_a_config_over_its_base(tmp_path: Path) -> None:
     top = {"extends": "mid.yaml", "experiments": {"e": {}}, "seeds": None}
     assert compose(top, tmp_path) == {"a": {"x": 1, "y": 3}, "l": [9], "experiments": {"e": {}}}
     assert top["extends"] == "mid.yaml"  # the caller's dict is left as it was
+    # and the other way round: a layer's models replace its base's experiments
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump({"experiments": {"e": {}}, "seeds": [0]}))
+    assert compose({"extends": "named.yaml", "models": ["m"]}, tmp_path) == {
+        "models": ["m"], "seeds": [0]}
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
     with pytest.raises(ConfigError, match="config key extends: loop.yaml extends itself"):
         compose({"extends": "loop.yaml"}, tmp_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ndmha import weights
 from ndmha.__main__ import main
@@ -368,3 +369,82 @@ def test_a_dry_run_of_the_paper_config_names_the_missing_weights(tmp_path: Path)
                 f"searched {tmp_path / 'torch' / 'hub' / 'checkpoints'}", "fetch-weights"):
         assert key in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+OVERLAY_DATA = "data: {{images_dir: {images}, masks_dir: {masks}}}\n"
+
+
+@pytest.mark.parametrize("how", ["file, bare", "file, quoted", "--config, bare",
+                                 "--config, quoted"])
+def test_off_means_one_thing_in_a_file_and_through_config(how: str, tmp_path: Path,
+                                                          own_caches: Path) -> None:
+    """`off`, bare (YAML false) or quoted, in an overlay or through --config: a metric's key is
+    switched off; the perceptual key is refused with advice that, followed literally, gives a
+    config that needs no VGG19 and trains without the term."""
+    from ndmha.preflight import load_config
+    from ndmha.losses import Objective
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    off = "off" if how.endswith("bare") else "'off'"
+    overlay = tmp_path / "mine.yaml"
+    text = "extends: configs/paper_celebahq.yaml\n" + OVERLAY_DATA.format(
+        images=tmp_path / "images", masks=tmp_path / "masks")
+    sections = {"perceptual": "{vgg19_weights: OFF}",
+                "evaluation": "{lpips: {weights: OFF}, fid: {inception_weights: OFF}}"}
+    overrides = []
+    for section, value in sections.items():
+        if how.startswith("file"):
+            text += f"{section}: {value.replace('OFF', off)}\n"
+        else:
+            overrides.append(f"{section}={value.replace('OFF', off)}")
+    overlay.write_text(text)
+    cfg = load_config([overlay], overrides)  # the schema takes false and "off" alike
+    experiments = resolve_experiments(cfg)
+    with pytest.raises(ConfigError) as error:
+        check_weights(cfg, experiments)
+    message = str(error.value)
+    assert "perceptual.vgg19_weights: off cannot switch the perceptual loss off" in message
+    advice = message.rsplit("train without the term: ", 1)[1]
+    assert advice == "loss.ndmha.perceptual: 0, loss.ndmha_released.perceptual: 0"
+    # the advice, literally: each dotted "key: 0" nested into the overlay
+    loss: dict = {}
+    for item in advice.split(", "):
+        key, value = item.split(": ")
+        section, arch, term = key.split(".")
+        loss.setdefault(section, {}).setdefault(arch, {})[term] = yaml.safe_load(value)
+    overlay.write_text(text + yaml.safe_dump(loss))
+    cfg = load_config([overlay], overrides)
+    found = check_weights(cfg, resolve_experiments(cfg))
+    assert [(f.key, f.off) for f in found] == [("evaluation.lpips.weights", True),
+                                               ("evaluation.fid.inception_weights", True)]
+    assert Objective(cfg["loss"]["ndmha"]).perceptual is None  # no VGG19 built, none needed
+    assert Objective(cfg["loss"]["ndmha"]).weights == {"l1": 1.0, "adversarial": 0.01,
+                                                       "edge": 0.5}
+
+
+def test_the_training_refuses_off_with_the_same_advice() -> None:
+    from ndmha.losses import Objective, PerceptualSettings
+
+    with pytest.raises(ConfigError, match=r"off cannot switch the perceptual loss off .* its "
+                                          r"weight 0 \(loss.<architecture>.perceptual: 0\)"):
+        Objective({"l1": 1.0, "perceptual": 0.1}, perceptual=PerceptualSettings(False, True))
+
+
+def test_lpips_is_checked_against_the_backbone_its_net_names(monkeypatch: pytest.MonkeyPatch,
+                                                            own_caches: Path) -> None:
+    """net: vgg needs VGG16's file: AlexNet's in the cache does not satisfy it, VGG16's does."""
+    vgg = {**STUDY, "evaluation": {"lpips": {"net": "vgg", "weights": ""},
+                                   "fid": {"inception_weights": False}}}
+    experiments = resolve_experiments(vgg)
+    own_caches.mkdir(parents=True)
+    for name in ("vgg19", "alexnet", "vgg16"):
+        monkeypatch.setitem(REGISTRY, name, stand_in(name, name.encode() * 100))
+    for name in ("vgg19", "alexnet"):
+        (own_caches / REGISTRY[name].file).write_bytes(name.encode() * 100)
+    with pytest.raises(ConfigError, match=rf"evaluation.lpips.weights \({REGISTRY['vgg16'].file}"
+                                          r" not found\)"):
+        check_weights(vgg, experiments)
+    (own_caches / REGISTRY["vgg16"].file).write_bytes(b"vgg16" * 100)
+    lpips = check_weights(vgg, experiments)[1]
+    assert lpips.path == own_caches / REGISTRY["vgg16"].file
