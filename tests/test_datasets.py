@@ -117,9 +117,19 @@ def test_celebas_partition_through_the_index(mapping: str, tmp_path: Path) -> No
         celeba_splits(["00012"], image_list, partition)
     with pytest.raises(DataError, match="'face' is not a CelebA-HQ index"):
         celeba_splits(["face"], image_list, partition)
+    # the mirrored CSV (a header, commas, CRLF line ends) gives the same split
+    mirrored = tmp_path / "list_eval_partition.csv"
+    mirrored.write_text("image_id,partition\r\n" + "".join(
+        line.replace(" ", ",") + "\r\n" for line in partition.read_text().splitlines()))
+    ids = [f"{i:05d}" for i in range(12)]
+    assert celeba_splits(ids, image_list, mirrored) == labels
     partition.write_text("000100.jpg 7\n")
     with pytest.raises(DataError, match=f"{partition}: line 1 is not '<file> 0|1|2'"):
         celeba_splits(["00000"], image_list, partition)
+    mirrored.write_text("image_id,partition\n000100.jpg,7\n")
+    with pytest.raises(DataError, match=f"{mirrored}: line 2 is not '<file> 0|1|2' or "
+                                        f"'<file>,0|1|2'"):
+        celeba_splits(["00000"], image_list, mirrored)
 
 
 def test_qdimd_as_distributed_gives_its_train_masks(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ MANIFEST_COLUMNS = ["id", "image", "mask", "corrupted", "split", "hole_ratio"]
 #: the NVIDIA protocol's columns (ndmha.data.sources), kept when the pairs have them
 MASK_COLUMNS = ["mask_source", "mask_hole_ratio", "mask_category", "mask_border"]
 SPLITS = ("train", "val", "test")
-#: CelebA's list_eval_partition.txt: 0 train, 1 val, 2 test
+#: CelebA's list_eval_partition.txt (or .csv): 0 train, 1 val, 2 test
 CELEBA_PARTITION = {"0": "train", "1": "val", "2": "test"}
 REPORT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -83,9 +83,11 @@ def listed_splits(given: list[str], val: int, seed: int) -> list[str]:
     return labels
 
 
-def _rows(path: Path, what: str) -> list[list[str]]:
+def _rows(path: Path, what: str, separator: str | None = None) -> list[list[str]]:
+    """The fields of each non-empty line, split at white space (and ``separator``)."""
     try:
-        return [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+        return [line.replace(separator or " ", " ").split()
+                for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as error:
         raise DataError(f"{path}: cannot read {what} ({error.strerror})") from error
 
@@ -107,12 +109,19 @@ def read_celebahq_index(path: str | Path) -> dict[int, str]:
 
 
 def read_celeba_partition(path: str | Path) -> dict[str, str]:
-    """CelebA's ``list_eval_partition.txt``: file name -> train / val / test (0 / 1 / 2)."""
+    """CelebA's partition: file name -> train / val / test (0 / 1 / 2), from the original
+    ``list_eval_partition.txt`` (``000001.jpg 0``) or the widely mirrored
+    ``list_eval_partition.csv`` (an ``image_id,partition`` header, then ``000001.jpg,0``)."""
     parts = {}
-    for number, row in enumerate(_rows(Path(path), "CelebA's partition"), start=1):
+    rows = _rows(Path(path), "CelebA's partition", separator=",")
+    first = 1
+    if rows and rows[0] == ["image_id", "partition"]:
+        rows, first = rows[1:], 2
+    for number, row in enumerate(rows, start=first):
         if len(row) != 2 or row[1] not in CELEBA_PARTITION:
-            raise DataError(f"{path}: line {number} is not '<file> 0|1|2' (CelebA's "
-                            f"list_eval_partition.txt): {' '.join(row)[:80]!r}")
+            raise DataError(f"{path}: line {number} is not '<file> 0|1|2' or '<file>,0|1|2' "
+                            f"(CelebA's list_eval_partition.txt or .csv): "
+                            f"{' '.join(row)[:80]!r}")
         parts[row[0]] = CELEBA_PARTITION[row[1]]
     return parts
 
