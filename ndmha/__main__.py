@@ -130,7 +130,7 @@ def fetch_weights_command(args: argparse.Namespace) -> None:
 def preflight_command(args: argparse.Namespace) -> int:
     """Check what a run needs before it starts, and project its cost on this device: one table
     on screen and in --out; exit status 1 when anything blocks, each blocker on a line."""
-    from ndmha.io import setup_logging
+    from ndmha.io import atomic_open, setup_logging
     from ndmha.preflight import blocker_lines, load_config, run_preflight
 
     setup_logging()
@@ -140,10 +140,13 @@ def preflight_command(args: argparse.Namespace) -> int:
     title = " ".join(str(p) for p in args.configfile) or "config.yaml"
     text = report.markdown(title)
     print(text)
-    Path(args.out).write_text(text)
+    out = Path(args.out) if args.out else Path(cfg["results_dir"]) / "preflight.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out) as fh:  # a killed preflight leaves no half table
+        fh.write(text)
     for line in blocker_lines(report):
         print(line, file=sys.stderr)
-    print(f"written to {args.out}", file=sys.stderr)
+    print(f"the preflight's table is written to {out}", file=sys.stderr)
     return 1 if report.blockers else 0
 
 
@@ -322,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                         "config.yaml)")
     p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides, as snakemake's --config")
-    p.add_argument("--out", default="preflight.md", help="the table's file (default "
-                                                         "preflight.md)")
+    p.add_argument("--out", default=None, help="the table's file (default: preflight.md "
+                                               "under the config's results_dir)")
     p.add_argument("--steps", type=int, default=3, help="training steps of each dev run")
     p.add_argument("--test-images", type=int, default=4,
                    help="test images each dev run predicts and scores")

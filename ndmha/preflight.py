@@ -12,7 +12,7 @@
 - **a fast dev run** of every trained experiment on a few of the real images, after Lightning's
   ``fast_dev_run``: the data chain on them, a few training steps with the configured objective
   and batch, one validation batch, prediction and every metric on a few test images. It runs in
-  a scratch folder; nothing under ``results_dir`` is touched;
+  a scratch folder; under ``results_dir`` only the table is written (``preflight.md``);
 - **projection**: from the measured times, the wall time of each experiment and of the whole run
   on this device, the disk it takes against the space free, and on a cluster the submissions
   each training job needs at its ``resources.train.runtime``.

@@ -52,11 +52,12 @@ def verdicts(report: preflight.Report) -> dict[str, str]:
 
 def test_the_paper_config_on_a_lookalike(lookalike: Path, tmp_path: Path) -> None:
     """The command end to end: exit 0, the table with a projection row per experiment and the
-    whole run, the same text in --out, nothing written under results_dir."""
-    out = tmp_path / "preflight.md"
+    whole run, the same text in results_dir/preflight.md and nothing else there, nothing in the
+    folder it runs in."""
+    out = lookalike / "results" / "preflight.md"
     result = subprocess.run(
         [sys.executable, "-m", "ndmha", "preflight", "--configfile", str(PAPER), "--config",
-         *overrides(lookalike), "--out", str(out), "--steps", "2"],
+         *overrides(lookalike), "--steps", "2"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
@@ -69,7 +70,8 @@ def test_the_paper_config_on_a_lookalike(lookalike: Path, tmp_path: Path) -> Non
                 "| baseline | 1 | 8 |",  # (12 - 4 test) / batch 2 = 4 steps an epoch, 2 epochs
                 "| **the whole run** | 2 |"):
         assert row in table
-    assert not (lookalike / "results").exists()
+    assert list((lookalike / "results").iterdir()) == [out] and list(tmp_path.iterdir()) == []
+    assert f"the preflight's table is written to {out}" in result.stderr
 
 
 def test_a_blocker_exits_1_with_its_line(lookalike: Path, tmp_path: Path) -> None:
@@ -114,3 +116,34 @@ def test_each_blocker_flips_the_verdict(blocker: str, area: str, lookalike: Path
         after = run()
     assert [a for a, v in after.items() if v == BLOCK] == [area]
     assert not (lookalike / "results").exists()
+
+
+@pytest.mark.parametrize("device, verdict", [("cuda", BLOCK), ("cpu", preflight.WARN)])
+def test_the_submissions_a_training_needs_at_its_runtime(device: str, verdict: str) -> None:
+    """The paper's config as shipped: 27,000 training images, 200 epochs at batch 1, 3,000 test
+    images. A measured 0.016 s a step and no prediction time make 5.4 M steps, 86,400 s = 1,440
+    min of training; at resources.train.runtime 500 min less the 10 min warning, 490 usable: 3
+    submissions (1,440 / 490 = 2.94), one more than the 2 allowed. On a GPU that blocks; measured
+    on a CPU it is a warning."""
+    import torch
+
+    from ndmha.config import resolve_experiments
+
+    cfg = load_config([PAPER], ["models=[baseline]", "resources={train: {runtime: 500}}",
+                                "cluster={partition: gpu, train_submissions: 2}"])
+    measured = {"baseline": {"step_seconds": 86_400 / 5_400_000, "predict_seconds": 0.0,
+                             "model_bytes": 0, "checkpoint_bytes": 0, "prediction_bytes": 0}}
+    data = {"prepare_seconds": 0.0, "images": 0, "masks": 0, "corrupted": 0}
+    report = preflight.Report()
+    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
+                      torch.device(device), [f"{i:05d}" for i in range(30_000)])
+    row = next(r for r in report.projection if r["experiment"] == "baseline")
+    assert (row["steps a run"], row["wall time"], row["submissions"]) == ("5,400,000", "24.0 h",
+                                                                          "3 of 2")
+    assert verdicts(report) == {"cluster: baseline": verdict}
+    # one submission more allowed: nothing to say
+    cfg["cluster"]["train_submissions"] = 3
+    report = preflight.Report()
+    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
+                      torch.device(device), [f"{i:05d}" for i in range(30_000)])
+    assert report.checks == []
