@@ -19,6 +19,8 @@ from ndmha.config import (
     typed,
 )
 from ndmha.errors import ConfigError
+from ndmha.gpus import IDS_ENV as GPU_IDS_ENV, POOL_ENV as GPU_POOL_ENV
+from ndmha.gpus import detect as detect_gpus, pool as gpu_pool
 from ndmha.hashing import sha256_json
 
 
@@ -70,6 +72,18 @@ envvars:
 
 
 RESULTS = Path(config["results_dir"])
+# A local run shares its GPUs among its jobs (ndmha.gpus): counted here without torch, unless
+# --resources gpu=N gives the count, and registered as the gpu resource, so that no more network
+# jobs run at once than there are GPUs; each job claims its own id from a lock pool and sees only
+# it, a job that asks for none sees no GPU. On a cluster SLURM hands out the devices.
+LOCAL_GPUS = []
+if workflow.local_exec:
+    _given = workflow.global_resources.get("gpu").value  # None unless --resources gives it
+    LOCAL_GPUS = gpu_pool(detect_gpus(), None if _given is None else int(_given))
+    if _given is None and LOCAL_GPUS:
+        workflow.register_resource("gpu", len(LOCAL_GPUS))
+    os.environ[GPU_POOL_ENV] = str((RESULTS / ".gpu-locks").resolve())
+    os.environ[GPU_IDS_ENV] = ",".join(LOCAL_GPUS)
 # one keyword for the train and predict rules alike ("auto": each job resolves it on its device)
 DEFORM_BACKEND = deform_backend(config)
 LOGS = RESULTS / "logs"
@@ -117,17 +131,23 @@ MANIFEST = RESULTS / "data" / "manifest.csv"
 def rule_resources(stage, gpu_by_kind=False):
     """Snakemake resources of a stage's rules from config: cluster.partition / cluster.account
     as slurm_partition / slurm_account, then resources.<stage> (mem_mb, runtime, gpu, gpu_model,
-    slurm_partition, ...); empty values and gpu 0 are left out. ``gpu_by_kind``: the rule runs
+    slurm_partition, ...); empty values and gpu 0 are left out; a local run with GPUs
+    (LOCAL_GPUS) gives each network job one at least. ``gpu_by_kind``: the rule runs
     per experiment, and only an experiment that runs a network (trained or imported) asks for
     a GPU: a training-free method or another method's outputs do not."""
     cluster = config.get("cluster", {})
     merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
               **config["resources"][stage]}
     resources = {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
+    if LOCAL_GPUS and (stage == "train" or gpu_by_kind):
+        # a local run with GPUs: a job of a network on a GPU device asks for one at least (the
+        # count asked for a cluster, where more), never for more than there are
+        on_gpu = config["train"]["device"] != "cpu"
+        resources["gpu"] = min(max(1, resources.get("gpu", 0)), len(LOCAL_GPUS)) if on_gpu else 0
     if stage == "train":  # SIGUSR1 ahead of the time limit: checkpoint, exit, be resubmitted
         minutes = cluster.get("signal_minutes", SIGNAL_MINUTES)
         resources["slurm_extra"] = f"--signal=USR1@{60 * minutes}"
-    if gpu_by_kind and "gpu" in resources:
+    if gpu_by_kind and resources.get("gpu"):
         gpus = resources["gpu"]
         # gpu 0: the SLURM executor then ignores gpu_model too
         resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].network else 0
