@@ -9,6 +9,7 @@ Commands:
   export-test      the test split's images and masks in another codebase's layout
   fetch-weights    the pretrained files of the objective and the metrics, hash-checked
   preflight        check a config's data, weights and device, dev-run it, project its cost
+  config           the config a run gets (the files merged, laid over their bases, checked)
 
 The workflow itself runs with ``snakemake`` (see README.md).
 """
@@ -148,6 +149,23 @@ def preflight_command(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print(f"the preflight's table is written to {out}", file=sys.stderr)
     return 1 if report.blockers else 0
+
+
+def config_command(args: argparse.Namespace) -> None:
+    """The config Snakemake would run with these files and overrides (merged, laid over the
+    files their ``extends`` names, checked against the schema), as YAML; or one key of it."""
+    import yaml
+
+    from ndmha.errors import ConfigError
+    from ndmha.preflight import load_config
+
+    value = load_config(args.configfile, args.config)
+    for part in args.get.split(".") if args.get else []:
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"config key {args.get}: not in the config")
+        value = value[part]
+    print(value if isinstance(value, (str, int, float)) else
+          yaml.safe_dump(value, sort_keys=False).rstrip())
 
 
 def compare_recorded(args: argparse.Namespace) -> None:
@@ -335,6 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", type=Path, default=None,
                    help="keep the plan, sample and dev runs here (default: a temporary folder)")
     p.set_defaults(func=preflight_command)
+    p = commands.add_parser("config", help="the config a run gets, or one of its keys",
+                            description=config_command.__doc__)
+    p.add_argument("--configfile", nargs="+", default=[],
+                   help="the config files, merged in order (default config.yaml)")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides, as snakemake's --config")
+    p.add_argument("--get", default="", metavar="KEY",
+                   help="one key, dotted (results_dir, train.epochs)")
+    p.set_defaults(func=config_command)
     p = commands.add_parser("compare-recorded", help="paired comparisons of recorded runs",
                             description="Seed-aware paired comparisons (the workflow's "
                             "comparisons.md without its per-image columns) from a CSV of "

@@ -147,3 +147,23 @@ def test_the_submissions_a_training_needs_at_its_runtime(device: str, verdict: s
     preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
                       torch.device(device), [f"{i:05d}" for i in range(30_000)])
     assert report.checks == []
+
+
+def test_the_24_hour_recipe_carries_three_days_of_training() -> None:
+    """configs/cluster_24h.yaml, laid under a user's overlay: 72 hours of training measured on a
+    GPU take 4 of its 6 submissions (1,430 usable minutes each) and nothing blocks."""
+    import torch
+
+    from ndmha.config import resolve_experiments
+
+    cfg = load_config([ROOT / "configs" / "cluster_24h.yaml"],
+                      ["models=[ndmha]", "cluster={partition: gpu}"])
+    measured = {"ndmha": {"step_seconds": 72 * 3600 / 5_400_000, "predict_seconds": 0.0,
+                          "model_bytes": 0, "checkpoint_bytes": 0, "prediction_bytes": 0}}
+    data = {"prepare_seconds": 0.0, "images": 0, "masks": 0, "corrupted": 0}
+    report = preflight.Report()
+    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
+                      torch.device("cuda"), [f"{i:05d}" for i in range(30_000)])
+    row = next(r for r in report.projection if r["experiment"] == "ndmha")
+    assert (row["wall time"], row["submissions"]) == ("72.0 h", "4 of 6")
+    assert report.checks == [] and cfg["train"]["checkpoint_minutes"] == 30
