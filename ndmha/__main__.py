@@ -183,7 +183,8 @@ def scorecard_recorded(args: argparse.Namespace) -> None:
     """The reproduction scorecard from recorded per-seed test means (e.g. docs/study_runs.csv:
     runs made on several machines on the same test images), for the experiments and comparisons
     of a config, as the workflow's scorecard.md would read had every run been on one disk."""
-    from ndmha.config import default_comparisons, resolve_experiments, train_settings
+    from ndmha.config import (data_protocol, default_comparisons, resolve_experiments,
+                              train_settings)
     from ndmha.preflight import load_config
     from ndmha.tables import recorded_scorecard, to_markdown
     from ndmha.tables.scorecard import scorecard_notes, scorecard_view
@@ -197,7 +198,8 @@ def scorecard_recorded(args: argparse.Namespace) -> None:
                         if e.trained else None}
               for e in experiments.values()}
     pairs = cfg.get("comparisons") or default_comparisons(experiments)
-    card = recorded_scorecard(args.runs, groups, pairs, cfg["data"].get("name", ""))
+    card = recorded_scorecard(args.runs, groups, pairs, cfg["data"].get("name", ""),
+                              data_protocol(cfg))
     print(to_markdown(scorecard_view(card), scorecard_notes(card)))
 
 

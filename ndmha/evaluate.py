@@ -330,14 +330,16 @@ def _by_bucket(table: pd.DataFrame, distribution: Callable[[pd.Index], dict[str,
 
 def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Path,
           buckets_csv: str | Path, summary_json: str | Path, split: str = "test",
-          dataset: str = "", lpips: dict[str, Any] | None = None,
+          dataset: str = "", protocol: str = "none",
+          lpips: dict[str, Any] | None = None,
           fid: dict[str, Any] | None = None, device: str = "auto",
           batch_size: int = 32) -> dict[str, Any]:
     """Compare each composite with its ground truth: PSNR, SSIM, L1, LPIPS per image; FID and KID
     over the split; all of them per hole-ratio bucket. Writes the per-image CSV, the bucket CSV
     and the summary JSON. A metric whose weights are missing reads ``n/a (weights not found at
     <path>)`` in the summary and is left empty in the CSVs. The summary carries the training
-    budget and provenance (from ``predict.json``) and this evaluation's own provenance."""
+    budget and provenance (from ``predict.json``) and this evaluation's own provenance;
+    ``protocol`` (``data.protocol``, resolved) is the paper's protocol the data stands for."""
     began = time.perf_counter()
     predictions, dev = Path(predictions), resolve_device(device)
     frame = read_manifest(manifest, split)
@@ -355,6 +357,7 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
     summary = {
         **info,
         "dataset": dataset,
+        "protocol": protocol,  # data.protocol: the paper's protocol the data stands for
         "image_size": int(table["image_size"].iloc[0]),
         **{k: float(table[k].mean()) for k in ("psnr", "ssim", "l1")},
         **{f"{k}_std": float(table[k].std(ddof=0)) for k in ("psnr", "ssim", "l1")},

@@ -128,3 +128,18 @@ def test_the_places2_demo_config_dry_runs_alone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
     assert jobs["convert"] == jobs["overlay"] == "2" and jobs["train"] == "2", jobs
+
+
+@pytest.mark.parametrize("data, protocol", [
+    ({}, "none"),                                                        # the demo
+    ({"source": "folders", "layout": "png"}, "none"),
+    ({"source": "folders", "layout": "celebahq"}, "celebahq-qdimd"),
+    ({"source": "places2"}, "places2-nvidia"),
+    ({"layout": "celebahq"}, "none"),            # the demo laid over a CelebA-HQ config
+    ({"source": "folders", "layout": "celebahq", "protocol": "none"}, "none"),
+    ({"protocol": "celebahq-qdimd", "name": "anything"}, "celebahq-qdimd"),
+])
+def test_the_protocol_the_scorecard_tests_on(data: dict, protocol: str) -> None:
+    from ndmha.config import data_protocol
+
+    assert data_protocol(edited(lambda c: c["data"].update(data))) == protocol

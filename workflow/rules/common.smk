@@ -10,6 +10,7 @@ from ndmha.config import (
     check_config,
     check_weights,
     compose,
+    data_protocol,
     deform_backend,
     default_comparisons,
     first_runs,

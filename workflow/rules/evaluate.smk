@@ -34,6 +34,7 @@ rule metrics:
         summary=RESULTS / "metrics" / "{experiment}" / "summary.json",
     params:
         dataset=config["data"]["name"],
+        protocol=data_protocol(config),
         lpips=config["evaluation"]["lpips"],
         fid=config["evaluation"]["fid"],
         device=config["train"]["device"],
