@@ -106,3 +106,15 @@ def test_a_network_added_as_the_guide_says_runs_the_demo_chain(tmp_path: Path) -
     comparisons = pd.read_csv(results / "tables" / "comparisons.csv")
     assert {"TinyNet"} <= set(comparisons["a"])  # compared on the same images as the floor
     assert (results / "report.html").stat().st_size > 0
+
+
+def test_a_make_target_without_its_config_says_what_to_do(tmp_path: Path) -> None:
+    """No overlay at CONFIG yet: one line naming the file and the README's step, before any
+    Snakemake or Python runs."""
+    venv = Path(sys.prefix)
+    result = subprocess.run(["make", "-s", "-o", str(venv / ".ndmha-installed"), "preflight",
+                             f"VENV={venv}", f"CONFIG=configs/local/nothing.yaml {tmp_path}/x.yaml"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert ("error: CONFIG: configs/local/nothing.yaml does not exist: write your overlay there "
+            "(README: Real data) or give CONFIG=FILE") in result.stdout + result.stderr
