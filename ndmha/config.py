@@ -480,14 +480,11 @@ def check_weights(cfg: dict[str, Any], experiments: dict[str, Experiment]) -> li
     """Find and hash-check every pretrained file the run needs (:func:`pretrained_files`),
     before any job: one :class:`ConfigError` naming each missing or wrong one, its key, the
     paths searched and the fetch command. Returns what was found (``ndmha.weights.Located``)."""
-    from ndmha.weights import FETCH_COMMAND, PERCEPTUAL_KEY, REGISTRY, is_off, locate
+    from ndmha.weights import FETCH_COMMAND, REGISTRY, is_off, locate, perceptual_off
 
     weighed = perceptual_keys(cfg, experiments)
     if weighed and is_off(cfg.get("perceptual", {}).get("vgg19_weights", "")):
-        raise ConfigError(f"config key {PERCEPTUAL_KEY}: off cannot switch the perceptual loss "
-                          f"off ({', '.join(f'{k} is {w}' for k, w in weighed.items())}); fetch "
-                          f"VGG19 with {FETCH_COMMAND}, give its path, or train without the "
-                          f"term: {', '.join(f'{k}: 0' for k in weighed)}")
+        raise ConfigError(f"config key {perceptual_off(weighed)}")
     found = [(locate(key, value, REGISTRY[name]), needed)
              for key, value, name, needed in pretrained_files(cfg, experiments)]
     blocking = [f for f, needed in found if needed and not f.found and not f.off]

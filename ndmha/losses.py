@@ -15,7 +15,7 @@ from torch import nn
 from ndmha.errors import ConfigError
 from ndmha.metrics import composite
 from ndmha.models.discriminator import PatchDiscriminator
-from ndmha.weights import PERCEPTUAL_KEY, PERCEPTUAL_OFF, REGISTRY, locate
+from ndmha.weights import PERCEPTUAL_KEY, REGISTRY, locate, perceptual_off
 
 log = logging.getLogger("ndmha")
 
@@ -32,7 +32,7 @@ VGG_DEPTH = max(map(int, VGG_TAPS)) + 1  # the layers the taps need
 class PerceptualSettings:
     """Where the VGG19 weights come from (config key ``perceptual``)."""
 
-    vgg19_weights: str | bool = ""  # a bare off in YAML is false: refused (PERCEPTUAL_OFF)
+    vgg19_weights: str | bool = ""  # a bare off in YAML is false: refused (perceptual_off)
     allow_random_perceptual: bool = False
 
 
@@ -78,7 +78,7 @@ class PerceptualLoss(nn.Module):
         features = vgg19(weights=None).features[:VGG_DEPTH]
         found = locate(PERCEPTUAL_KEY, settings.vgg19_weights, REGISTRY["vgg19"])
         if found.off:  # the config check refuses it before any job; a direct caller too
-            raise ConfigError(PERCEPTUAL_OFF)
+            raise ConfigError(perceptual_off())
         self.random_weights = not found.found
         if found.found:
             state = torch.load(found.path, map_location="cpu", weights_only=True)

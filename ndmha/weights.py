@@ -14,7 +14,7 @@ Where a config key names a file:
 - ``off`` (or YAML's ``false``, which a bare ``off`` is): a metric's key switches the metric off
   (its column reads ``off``). The perceptual loss has no such switch: with its term weighed, the
   config check refuses ``off``; a weight of 0 (``loss.ndmha.perceptual: 0``) takes the term out of
-  the objective instead, and then no VGG19 is needed (:data:`OFF_ADVICE`).
+  the objective instead, and then no VGG19 is needed (:func:`perceptual_off`).
 
 This module imports no torch (Snakemake's check of the config at every DAG build stays fast);
 :func:`fetch` downloads with urllib, as torch.hub does, with a read timeout and retries.
@@ -91,10 +91,18 @@ PERCEPTUAL_KEY = "perceptual.vgg19_weights"
 #: (its term is taken out of the objective by its weight)
 OFF_ADVICE = {PERCEPTUAL_KEY: "or train without the perceptual term: its weight 0 "
                               "(loss.<architecture>.perceptual: 0)"}
-#: the one error for ``perceptual.vgg19_weights: off`` while the term is weighed
-PERCEPTUAL_OFF = (f"{PERCEPTUAL_KEY}: off cannot switch the perceptual loss off (the objective "
-                  f"weighs it); fetch VGG19 with {FETCH_COMMAND}, give its path, or train "
-                  f"without the term: its weight 0 (loss.<architecture>.perceptual: 0)")
+
+
+def perceptual_off(weighed: dict[str, float] | None = None) -> str:
+    """The one error for ``perceptual.vgg19_weights: off`` while the term is weighed: the keys
+    that weigh it (``weighed``: key -> weight, where the caller knows them), and the advice,
+    which works when followed literally: those keys set to 0."""
+    where = (", ".join(f"{k} is {w}" for k, w in (weighed or {}).items())
+             or "the objective weighs it")
+    zero = (", ".join(f"{k}: 0" for k in weighed) if weighed
+            else "its weight 0 (loss.<architecture>.perceptual: 0)")
+    return (f"{PERCEPTUAL_KEY}: off cannot switch the perceptual loss off ({where}); fetch VGG19 "
+            f"with {FETCH_COMMAND}, give its path, or train without the term: {zero}")
 
 
 class WeightsError(DataError):
@@ -298,6 +306,7 @@ def fetch(spec: Weights, folder: Path | None = None, mirror: str | None = None,
 
     folder = Path(folder) if folder else hub_dir()
     target = folder / spec.file
+    tries = max(1, tries)
     if target.is_file():
         sha = file_sha256(target)
         if sha.startswith(spec.hash_prefix):
