@@ -228,6 +228,8 @@ def test_the_recorded_scorecard_reads_s4_from_the_recorded_rows(tmp_path, ndmha_
         assert f"{d.mean() - half:+.2f} to {d.mean() + half:+.2f}" in row["measured"]
     # S3 from the same rows: NDMHA under the U-Net at 2,000 steps by 1.05 dB, three seeds
     assert verdict(card, "seed_ndmha_under_unet") == REPRODUCED
+    # a score is every seed's mean: the U-Net's 28.40, 28.45, 28.50 read 28.45, not the first
+    assert card.set_index("claim_id").loc["seed_unet_psnr", "measured"].startswith("28.45 dB")
     # what needs a run's files is not testable, and says so
     assert "inference time" in card.set_index("claim_id").loc["paper_runtime", "why"]
 
@@ -254,3 +256,7 @@ def test_the_command_takes_the_experiments_and_comparisons_of_a_config(tmp_path,
     out = capsys.readouterr().out
     s4 = next(line for line in out.splitlines() if line.startswith("| S4"))
     assert "reproduced" in s4 and "not" not in s4 and "+0.52 dB" in s4
+    # the batch each experiment trains at, as training resolves it (not the dataclass's 8)
+    main(["scorecard-recorded", recorded(tmp_path, [28.9, 29.0, 29.0]), "--configfile",
+          "configs/study.yaml", "--config", "train={batch_size: 4}"])
+    assert "8,000 steps at batch 4" in " ".join(capsys.readouterr().out.split())

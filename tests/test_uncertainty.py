@@ -281,14 +281,20 @@ def test_crossing_absent_reports_the_trend_and_the_budget_it_implies() -> None:
     assert result["crossing_step"] is None and result["pair_crossings"] == [None, None, None]
     # exact lines: each pair's slope is its own (0.20, 0.22, 0.24 dB per 1,000 steps)
     assert result["slope_per_1000"] == pytest.approx(0.22, abs=1e-9)
-    assert result["slope_low"] < 0.22 < result["slope_high"] and result["seed_pairs"] == 3
+    # the 95 % Student-t interval over the three pairs: sd 0.02, t(0.975, 2 df) = 4.303
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    assert (result["slope_low"], result["slope_high"]) == pytest.approx((0.22 - half,
+                                                                         0.22 + half), abs=1e-9)
+    assert result["seed_pairs"] == 3
     gap = float(np.mean([-3.0 + 0.1 * s + (0.2 + 0.02 * s) * 8 for s in range(3)]))
     assert result["last_gap"] == pytest.approx(gap, abs=1e-9)
     assert result["closes_at_step"] == 8000 + math.ceil(-gap / 0.22e-3)
     # the level over the last 2,000 steps: each pair's line averaged over steps 6,000 ... 8,000
     levels = [-3.0 + 0.1 * s + (0.2 + 0.02 * s) * 7 for s in range(3)]
     assert result["window_gap"] == pytest.approx(np.mean(levels), abs=1e-9)
-    assert result["window_gap_low"] < np.mean(levels) < result["window_gap_high"]
+    half = stats.t.ppf(0.975, 2) * np.std(levels, ddof=1) / math.sqrt(3)
+    assert (result["window_gap_low"], result["window_gap_high"]) == pytest.approx(
+        (np.mean(levels) - half, np.mean(levels) + half), abs=1e-9)
     shrinking = crossing({0: _line(steps, -1.0, -0.1)}, {0: _line(steps, 0.0, 0.0)})
     assert shrinking["closes_at_step"] is None and shrinking["slope_low"] is None  # one pair
 
