@@ -292,11 +292,8 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     """Train ``experiment`` for ``steps`` steps on the sample with its configured settings (one
     validation batch: the sample's), predict and score the sample's test images; then time
     ``steps`` more steps on a real batch for the projection. Seconds and bytes measured."""
-    import torch
-
     from ndmha.evaluate import predict, score
     from ndmha.train import TrainSettings, Trainer, train
-    from ndmha.train.loop import _datasets, _to_device
 
     folder = scratch / "runs" / experiment.name
     backend = deform_backend(cfg)
@@ -317,23 +314,8 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     scored = time.perf_counter() - began
     tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
     # the steady-state step, after a warm-up step, on a batch of the sample's training images
-    trainer = Trainer(s, manifest, folder / "timing.pt", backend)
-    train_set = _datasets(manifest, s)[0]
-    batch = torch.utils.data.default_collate([train_set[i % len(train_set)]
-                                              for i in range(s.batch_size)])
-    tensors = _to_device(batch, trainer.device, trainer.memory_format, trainer.dtype)
-    trainer.model.train()
-    trainer.objective.train()
-    trainer.train_batch(*tensors)
-    times = []
-    for _ in range(max(2, steps)):
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
-        began = time.perf_counter()
-        trainer.train_batch(*tensors)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
-        times.append(time.perf_counter() - began)
+    times = Trainer(s, manifest, folder / "timing.pt", backend).time_steps(manifest,
+                                                                          max(2, steps))
     checkpoint = folder / "last.pt"
     return {"step_seconds": statistics.median(times),
             "predict_seconds": predicted / tests, "score_seconds": scored / tests,

@@ -310,3 +310,17 @@ def test_meanmetric_disable_ignores_weight() -> None:
     metric.update(torch.tensor([1.0]), torch.tensor([2.0]))
     metric.update(torch.tensor([4.0]), torch.tensor([0.0]))
     assert float(metric.compute()) == pytest.approx(2.5)  # unweighted; weighted would be 1.0
+
+
+def test_a_trainer_times_its_steady_step_on_a_real_batch(manifest: Path, tmp_path: Path) -> None:
+    """The preflight's projection multiplies this: one timed second count per step asked for,
+    after a warm-up; each is a real update (the weights move at every one of them)."""
+    from ndmha.train import Trainer
+
+    trainer = Trainer(_settings(1), manifest, tmp_path / "timing.pt")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    times = trainer.time_steps(manifest, 3, warmup=1)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    moved = sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert moved > 0
+    assert trainer.optimizer.state[next(trainer.model.parameters())]["step"] == 4  # 1 + 3

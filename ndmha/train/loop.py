@@ -391,6 +391,33 @@ class Trainer:
         ok = self._step(self.optimizer, total, self.model.parameters()) & ok
         return {**_loss_parts(total, parts), **losses}, pred.detach().float(), ok
 
+    def time_steps(self, manifest: str | Path, steps: int, warmup: int = 1) -> list[float]:
+        """Seconds of each of ``steps`` training steps on one batch of ``manifest``'s training
+        images (the configured batch and objective, on this trainer's device, synchronised on a
+        GPU), after ``warmup`` untimed ones: the steady-state step a projection multiplies. The
+        steps update the weights: a trainer that timed is not trained on afterwards."""
+        train_set = _datasets(Path(manifest), self.settings)[0]
+        batch = torch.utils.data.default_collate(
+            [train_set[i % len(train_set)] for i in range(self.settings.batch_size)])
+        tensors = _to_device(batch, self.device, self.memory_format, self.dtype)
+        self.model.train()
+        self.objective.train()
+
+        def synchronise() -> None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        for _ in range(warmup):
+            self.train_batch(*tensors)
+        times = []
+        for _ in range(steps):
+            synchronise()
+            began = time.perf_counter()
+            self.train_batch(*tensors)
+            synchronise()
+            times.append(time.perf_counter() - began)
+        return times
+
     def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
                   board: Board) -> None:
         s = self.settings
