@@ -39,7 +39,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -119,6 +119,23 @@ def evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device:
     return means.result(prefix)
 
 
+@dataclass
+class EpochCut:
+    """An epoch cut short (a stop signal, or a timed checkpoint): where it stands and the running
+    state a resumed run continues from. Stored in the checkpoint as a plain dict (``vars``), so
+    that ``torch.load(weights_only=True)`` reads it."""
+
+    batches: int          # batches of the epoch done
+    step: int             # optimizer steps in all
+    images: int           # images seen in all (every rank's)
+    rng: dict[str, Any]   # the random state after the last batch
+    means: dict[str, Any]  # the epoch's running means (RunningMeans.state)
+    guard: dict[str, Any]  # the non-finite guard's counters (NonFiniteGuard.state)
+    restores: int         # checkpoints restored this epoch
+    bad_in_a_row: int     # non-finite steps in a row so far
+    seconds: float        # the epoch's wall time so far
+
+
 class Trainer:
     """The state of one run: networks, optimizers, history, budget and the non-finite guard."""
 
@@ -167,7 +184,7 @@ class Trainer:
         self.epoch = 0
         self.bad_in_a_row = 0
         self.initial = copy.deepcopy(self._networks())
-        self.partial: dict[str, Any] | None = None  # an epoch cut short, from the checkpoint
+        self.cut: EpochCut | None = None    # an epoch cut short, from the checkpoint
         self.stop_signal: int | None = None         # set by the signal handler (stop_on_signals)
         self.saved_at = time.monotonic()
 
@@ -198,7 +215,7 @@ class Trainer:
     @property
     def resumed_step(self) -> int:
         """The step training continues after: a mid-epoch checkpoint's, else the last epoch's."""
-        return int(self.partial["step"]) if self.partial else self.step
+        return self.cut.step if self.cut else self.step
 
     @property
     def previous(self) -> Path:
@@ -273,29 +290,30 @@ class Trainer:
         set_rng_state(state["rng"], self.device)
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
-        self.partial = state.get("partial")
-        if self.partial is None:
+        self.cut = EpochCut(**state["partial"]) if state.get("partial") else None
+        if self.cut is None:
             log.info("resuming %s from %s after epoch %d (%d steps)", self.settings.experiment,
                      path, self.epoch, self.step)
         else:
             log.info("resuming %s from %s in epoch %d, after its batch %d (%d steps)",
-                     self.settings.experiment, path, self.epoch + 1, self.partial["batches"],
-                     self.partial["step"])
+                     self.settings.experiment, path, self.epoch + 1, self.cut.batches,
+                     self.cut.step)
 
-    def save(self, partial: dict[str, Any] | None = None) -> None:
-        """The checkpoint, written by rank 0 while the others wait; ``partial``: the position
-        and running state of an epoch cut short. The last checkpoint becomes ``.prev``."""
+    def save(self, cut: EpochCut | None = None) -> None:
+        """The checkpoint, written by rank 0 while the others wait; ``cut``: the position and
+        running state of an epoch cut short. The last checkpoint becomes ``.prev``."""
         if self.ranks.main:
             began = time.perf_counter()
             state = {**self._networks(), "epoch": self.epoch, "history": self.history,
                      "rng": rng_state(self.device), "fingerprint": self.fingerprint,
-                     "precision": self.settings.precision(self.device), "partial": partial}
+                     "precision": self.settings.precision(self.device),
+                     "partial": vars(cut) if cut is not None else None}
             if self.checkpoint.exists():
                 os.replace(self.checkpoint, self.previous)
             save_torch(state, self.checkpoint)
-            if partial is not None:
+            if cut is not None:
                 log.info("checkpoint at step %d, batch %d of epoch %d (%.2f s to write)",
-                         partial["step"], partial["batches"], self.epoch + 1,
+                         cut.step, cut.batches, self.epoch + 1,
                          time.perf_counter() - began)
         distributed.barrier()
         self.saved_at = time.monotonic()
@@ -421,23 +439,23 @@ class Trainer:
     def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
                   board: Board) -> None:
         s = self.settings
-        partial, self.partial = self.partial, None
-        began = time.perf_counter() - (partial["seconds"] if partial else 0.0)
+        cut, self.cut = self.cut, None
+        began = time.perf_counter() - (cut.seconds if cut else 0.0)
         self.model.train()
         self.objective.train()
         means = RunningMeans()
         guard = NonFiniteGuard(self.device)
         restores, batches = 0, 0
         step, images = self.step, self.history[-1]["images"] if self.history else 0
-        if partial is not None:  # the epoch a stop or a timed checkpoint cut short
-            means.load(partial["means"], self.device)
-            guard.load(partial["guard"])
-            restores, batches = int(partial["restores"]), int(partial["batches"])
-            step, images = int(partial["step"]), int(partial["images"])
-            self.bad_in_a_row = int(partial["bad_in_a_row"])
+        if cut is not None:  # the epoch a stop or a timed checkpoint cut short
+            means.load(cut.means, self.device)
+            guard.load(cut.guard)
+            restores, batches = cut.restores, cut.batches
+            step, images = cut.step, cut.images
+            self.bad_in_a_row = cut.bad_in_a_row
         batches_left = iter(loader)
-        if partial is not None:  # starting the loader drew from the RNG: back to the checkpoint's
-            set_rng_state(partial["rng"], self.device)
+        if cut is not None:  # starting the loader drew from the RNG: back to the checkpoint's
+            set_rng_state(cut.rng, self.device)
         desc = f"{s.experiment} epoch {self.epoch + 1}/{s.epochs}"
         for batch in _progress(batches_left, desc, total=len(loader)):
             if s.max_steps is not None and step >= s.max_steps:
@@ -455,11 +473,9 @@ class Trainer:
             batches += 1
             write, stop = self._pause(step, board.every)
             if write:
-                self.save({"batches": batches, "step": step, "images": images,
-                           "rng": rng_state(self.device),
-                           "means": means.state(), "guard": guard.state(), "restores": restores,
-                           "bad_in_a_row": self.bad_in_a_row,
-                           "seconds": time.perf_counter() - began})
+                self.save(EpochCut(batches, step, images, rng_state(self.device), means.state(),
+                                   guard.state(), restores, self.bad_in_a_row,
+                                   time.perf_counter() - began))
             if stop:
                 raise TrainingInterrupted(
                     f"{s.experiment}: stopped by {signal.Signals(self.stop_signal).name} at "
@@ -585,7 +601,7 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
         with stop_on_signals(trainer):
             while trainer.epoch < settings.epochs and (settings.max_steps is None
                                                        or trainer.step < settings.max_steps):
-                done = trainer.partial["batches"] if trainer.partial else 0
+                done = trainer.cut.batches if trainer.cut else 0
                 sampler.set_epoch(trainer.epoch + 1, start=done * settings.batch_size)
                 trainer.run_epoch(loader, val_loader, val_set.split, board)
                 if trainer.stop_signal is not None:  # it came after the epoch's last step
