@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from _common import LOSSES, bench_trainer, machine, print_table
 from torch.utils.data import DataLoader
 
-from ndmha.state import load_torch
+from ndmha.model_files import load_torch
 from ndmha.data.dataset import InpaintingDataset
 from ndmha.metrics import composite
 from ndmha.train import forward_stages

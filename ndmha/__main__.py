@@ -77,7 +77,7 @@ def train_command(args: argparse.Namespace) -> None:
 
 def import_command(args: argparse.Namespace) -> None:
     """The authors' checkpoint as a model.pt of ndmha_released."""
-    from ndmha.checkpoints import import_released
+    from ndmha.foreign_weights import import_released
     from ndmha.io import setup_logging
 
     setup_logging()

@@ -43,7 +43,7 @@ from ndmha.models import count_parameters
 from ndmha.models.layers import AUTO
 from ndmha.devices import device_name, resolve_device
 from ndmha.provenance import collect
-from ndmha.state import load_model
+from ndmha.model_files import load_model
 
 log = logging.getLogger("ndmha")
 

@@ -24,7 +24,7 @@ from ndmha.data.prepare import overlay
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
 from ndmha.models.layers import AUTO
-from ndmha.state import load_model
+from ndmha.model_files import load_model
 from ndmha.devices import resolve_device
 
 log = logging.getLogger("ndmha")

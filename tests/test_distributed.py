@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ndmha.state import load_torch
+from ndmha.model_files import load_torch
 
 SETTINGS = {"architecture": "ndmha", "epochs": 2, "seed": 0, "device": "cpu",
             "loss": {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5},

@@ -20,8 +20,9 @@ def loaded(module: str, watched: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("module", ["ndmha.evaluate", "ndmha.inpaint"])
 def test_inference_imports_no_training_loop(module: str) -> None:
-    # inference reads the package's own model.pt (ndmha.state), never the foreign-file importer
-    assert loaded(module, ["ndmha.train", "ndmha.train.loop", "ndmha.checkpoints"]) == []
+    # inference reads the package's own model.pt (ndmha.model_files), never the importer of
+    # foreign files
+    assert loaded(module, ["ndmha.train", "ndmha.train.loop", "ndmha.foreign_weights"]) == []
 
 
 def test_hashing_a_dict_loads_no_config_or_image_code() -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ndmha.state import load_torch
+from ndmha.model_files import load_torch
 from ndmha.errors import DataError, TrainingInterrupted
 from ndmha.train import TIMING_COLUMNS, Trainer, TrainSettings, train
 

@@ -22,7 +22,7 @@ import torch
 from ndmha.data.prepare import convert_images, prepare_masks, read_face
 from ndmha.errors import DataError
 from ndmha.io import list_images, read_image, write_image
-from ndmha.state import load_torch
+from ndmha.model_files import load_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,7 +267,7 @@ def test_every_writer_names_a_full_disk(small_disk) -> None:
     from ndmha.figures import data_samples  # noqa: F401  (matplotlib set up as the workflow does)
     from ndmha.figures import _save
     from ndmha.io import atomic_open, write_bytes, write_json
-    from ndmha.state import save_torch
+    from ndmha.model_files import save_torch
 
     disk = small_disk("1m")
     rng = np.random.default_rng(0)

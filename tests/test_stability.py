@@ -17,7 +17,7 @@ from ndmha.data.demo import make_demo_dataset
 from ndmha.data.prepare import convert_images, overlay_masks, prepare_masks
 from ndmha.data.split import make_split
 from ndmha.models import build_model
-from ndmha.state import load_torch
+from ndmha.model_files import load_torch
 from ndmha.train import TrainSettings, train
 
 FULL_LOSS = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}

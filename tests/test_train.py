@@ -13,7 +13,7 @@ import torch
 from ndmha.losses import Objective
 from ndmha.errors import ConfigError
 from ndmha.models import build_model
-from ndmha.state import load_model, load_torch
+from ndmha.model_files import load_model, load_torch
 from ndmha.train import TIMING_COLUMNS, TrainSettings, train
 
 

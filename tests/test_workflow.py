@@ -569,7 +569,7 @@ def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: 
     reach benchmark.md and the HTML report with their kinds."""
     import cv2
 
-    from test_checkpoints import _release_net, _save_as_released
+    from test_foreign_weights import _release_net, _save_as_released
 
     trained = tiny_run / "models" / "baseline" / "model.pt"
     authors = tmp_path / "netG_model.pth"

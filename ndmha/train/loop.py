@@ -50,8 +50,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ndmha import distributed, provenance
-from ndmha.checkpoints import init_weights
-from ndmha.state import load_torch, save_torch
+from ndmha.foreign_weights import init_weights
+from ndmha.model_files import load_torch, save_torch
 from ndmha.data.dataset import EpochSampler, InpaintingDataset
 from ndmha.errors import DataError, TrainingInterrupted
 from ndmha.io import atomic_open

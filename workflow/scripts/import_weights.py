@@ -1,5 +1,5 @@
 """Snakemake adapter: an imported experiment's weights as a model.pt (nothing in them is run)."""
-from ndmha.checkpoints import import_weights
+from ndmha.foreign_weights import import_weights
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ndmha.checkpoints import CheckpointError, read_state, released_state_dict
-from ndmha.state import load_model
+from ndmha.foreign_weights import CheckpointError, read_state, released_state_dict
+from ndmha.model_files import load_model
 from ndmha.models import build_model
 
 RELEASE_MODULE = "network_luna_bottleneck"

@@ -1,6 +1,6 @@
 """The package's own files: a ``model.pt`` (a trained or imported model with its budget and
 provenance) and a training checkpoint (``last.pt``), written atomically and read back with
-``weights_only=True``. Files from elsewhere are :mod:`ndmha.checkpoints`'."""
+``weights_only=True``. Files from elsewhere are :mod:`ndmha.foreign_weights`'."""
 
 from __future__ import annotations
 

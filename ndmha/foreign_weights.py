@@ -1,4 +1,4 @@
-"""Model files from elsewhere, read as data (the package's own files: :mod:`ndmha.state`): the
+"""Weights from elsewhere, read as data (the package's own files: :mod:`ndmha.model_files`): the
 authors' released checkpoint and plain state dicts, turned into a ``model.pt`` of :mod:`ndmha`
 without running anything they contain.
 
@@ -39,7 +39,7 @@ import torch
 from ndmha.errors import ConfigError
 from ndmha.hashing import sha256_file
 from ndmha.models import architecture_options, build_model, count_parameters
-from ndmha.state import is_model_file, read_ours, save_torch
+from ndmha.model_files import is_model_file, read_ours, save_torch
 
 log = logging.getLogger("ndmha")
 
