@@ -182,7 +182,7 @@ def test_tensorboard_curves_and_grids_and_a_resumed_run_repeats_no_step(manifest
 
     def run(epochs: int) -> None:  # 8 train images, batch 4: 2 steps per epoch
         train(manifest, tmp_path / "model.pt", tmp_path / "log.csv", ckpt,
-              _settings(epochs, log_every=1, grid_images=3), tensorboard_dir=board)
+              _settings(epochs, log_every=1, board_images=3), tensorboard_dir=board)
 
     run(1)
     after_epoch_1 = ckpt.read_bytes()

@@ -508,7 +508,7 @@ class Trainer:
         from torchvision.utils import make_grid
 
         batch = next(iter(loader))
-        n = self.settings.grid_images
+        n = self.settings.board_images
         image, mask, target = (t[:n] for t in _to_device(batch, self.device, dtype=self.dtype))
         self.model.eval()
         _, pred = forward_stages(self.model, image, mask)

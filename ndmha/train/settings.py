@@ -21,7 +21,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NOT_FINGERPRINTED = ("experiment", "epochs", "max_steps", "device", "num_workers",
                      "nan_patience", "nan_lr_factor", "channels_last",
                      "cudnn_benchmark", "deterministic", "persistent_workers", "compile", "tensorboard",
-                     "log_every", "grid_images", "checkpoint_minutes")
+                     "log_every", "board_images", "checkpoint_minutes")
 
 
 @dataclass
@@ -63,8 +63,8 @@ class TrainSettings:
     lr_decay_steps: int = 0           # the cosine's length in optimizer steps (then held at lr_final)
     lr_final: float = 0.01            # the factor the cosine ends at
     tensorboard: bool = True          # event files for TensorBoard (rank 0)
-    log_every: int = 10               # steps between TensorBoard scalars
-    grid_images: int = 6              # fixed monitored images in TensorBoard's prediction grid
+    log_every: int = 5                # steps between TensorBoard scalars (config.yaml's)
+    board_images: int = 6             # monitored images in TensorBoard's image grid (fixed)
     checkpoint_minutes: float = 0.0   # also checkpoint mid-epoch at most this often (0: off)
 
     def __post_init__(self) -> None:
