@@ -1,24 +1,17 @@
 """ndmha command line: ``python -m ndmha <command>`` (or ``ndmha <command>``).
 
-Commands:
-  stats     parameters and GMAC of a model at a square input size
-  inpaint   inpaint your own image with a trained model (results/models/<model>/model.pt)
-  train     train one model on a split manifest (what the workflow's train rule runs; under
-            torchrun --nproc-per-node N it trains on N GPUs with DistributedDataParallel)
-  import-released  the authors' released checkpoint as a model.pt (read as data, never run)
-  export-test      the test split's images and masks in another codebase's layout
-  fetch-weights    the pretrained files of the objective and the metrics, hash-checked
-  preflight        check a config's data, weights and device, dev-run it, project its cost
-  config           the config a run gets (the files merged, laid over their bases, checked)
-
+Each command, with its one line, is in :data:`COMMANDS` (``python -m ndmha --help`` lists
+them; ``python -m ndmha <command> --help`` says what one does and takes).
 The workflow itself runs with ``snakemake`` (see README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
@@ -49,7 +42,7 @@ def stats(args: argparse.Namespace) -> None:
 
 
 def inpaint(args: argparse.Namespace) -> None:
-    """Inpaint one image."""
+    """Inpaint one image with a trained model (:mod:`ndmha.inpaint`)."""
     from ndmha.io import setup_logging
 
     setup_logging()
@@ -59,7 +52,8 @@ def inpaint(args: argparse.Namespace) -> None:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    """Train one model; several processes under torchrun."""
+    """Train one model on a split manifest (what the workflow's train rule runs); under
+    torchrun --nproc-per-node N it trains on N GPUs with DistributedDataParallel."""
     import json
 
     from ndmha import distributed
@@ -76,7 +70,8 @@ def train_command(args: argparse.Namespace) -> None:
 
 
 def import_command(args: argparse.Namespace) -> None:
-    """The authors' checkpoint as a model.pt of ndmha_released."""
+    """Read the authors' netG_model.pth (a whole pickled Luna_Net, or a state dict) as data,
+    never running it, and write a model.pt of ndmha_released that predicts like a trained one."""
     from ndmha.foreign_weights import import_released
     from ndmha.io import setup_logging
 
@@ -92,7 +87,9 @@ def import_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
-    """The test split in LaMa's or the release's folder layout."""
+    """Write the split's images and masks (LaMa's layout or the release's) so that another
+    method runs on exactly our masks; score its outputs with an experiment's predictions:
+    entry."""
     from ndmha.evaluate import export_test
     from ndmha.io import setup_logging
 
@@ -104,7 +101,8 @@ def export_command(args: argparse.Namespace) -> None:
 def fetch_weights_command(args: argparse.Namespace) -> None:
     """Fetch the pretrained files (torch's hub cache, or --dir), each checked against its
     publisher's hash; a file already there and right is kept. Every file is tried; the command
-    fails when one could not be fetched."""
+    fails when one could not be fetched. Configs that leave a weights key empty or give a file
+    name alone find them in torch's hub cache."""
     from ndmha.weights import REGISTRY, WeightsError, fetch
 
     failed, names = [], args.names or list(DEFAULT_FETCH)
@@ -169,7 +167,9 @@ def config_command(args: argparse.Namespace) -> None:
 
 
 def compare_recorded(args: argparse.Namespace) -> None:
-    """The seed-aware paired comparisons of runs recorded in a CSV, as Markdown."""
+    """Seed-aware paired comparisons (the workflow's comparisons.md without its per-image
+    columns) from a CSV of recorded per-seed test means, e.g. docs/study_runs.csv: runs of
+    several machines on the same test images, as Markdown."""
     from ndmha.tables import comparisons_view, recorded_comparisons, to_markdown
     from ndmha.tables.comparisons import COMPARISONS_NOTE
 
@@ -254,18 +254,27 @@ def crossing_command(args: argparse.Namespace) -> None:
           f"{spread(result['slope_low'], result['slope_high'])}; {pairs}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", title="commands")
-    p = commands.add_parser("stats", help="parameters and GMAC of an architecture")
+# -- each command's arguments -----------------------------------------------------------------
+
+CONFIG_FILES_HELP = ("the config files, merged in order, as snakemake takes them (default "
+                     "config.yaml)")
+BACKEND_HELP = "NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)"
+
+
+def config_arguments(p: argparse.ArgumentParser, files_help: str = CONFIG_FILES_HELP) -> None:
+    """--configfile and --config, as snakemake takes them."""
+    p.add_argument("--configfile", nargs="+", default=[], help=files_help)
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides, as snakemake's --config")
+
+
+def stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=sorted(ARCHITECTURES), required=True,
                    help="an architecture of the registry (its default options)")
     p.add_argument("--size", type=int, default=256, help="square input size (default 256)")
-    p.set_defaults(func=stats)
-    p = commands.add_parser("inpaint", help="inpaint your own image with a trained model",
-                            description=inpaint_module.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def inpaint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a model.pt written by the workflow")
     p.add_argument("--image", required=True, help="the image (any size, PNG or JPG)")
     p.add_argument("--mask", required=True, help="the mask (any size; resized to the image)")
@@ -276,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
     p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
-                   help="NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)")
-    p.set_defaults(func=inpaint)
-    p = commands.add_parser("train", help="train one model on a split manifest")
+                   help=BACKEND_HELP)
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--model-out", required=True)
     p.add_argument("--log-csv", required=True)
@@ -287,12 +297,10 @@ def main(argv: list[str] | None = None) -> int:
                    help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
     p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
     p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
-                   help="NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)")
-    p.set_defaults(func=train_command)
-    p = commands.add_parser("import-released", help="the authors' checkpoint as a model.pt",
-                            description="Read the authors' netG_model.pth (a whole pickled "
-                            "Luna_Net, or a state dict) as data, never running it, and write a "
-                            "model.pt of ndmha_released that predicts like a trained one.")
+                   help=BACKEND_HELP)
+
+
+def import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="the authors' checkpoint (e.g. checkpoints/netG_model.pth)")
     p.add_argument("out", help="the model.pt to write")
     p.add_argument("--hole-fill", choices=HOLE_FILLS, default="black",
@@ -305,22 +313,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="the name stored in the file (a workflow experiment's name wins)")
     p.add_argument("--image-size", type=int, default=None,
                    help="the size it will be scored at (a warning when not 256)")
-    p.set_defaults(func=import_command)
-    p = commands.add_parser("export-test", help="the test split in another codebase's layout",
-                            description="Write the split's images and masks so that another "
-                            "method runs on exactly our masks; score its outputs with an "
-                            "experiment's predictions: entry.")
+
+
+def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="the folder to write (must not exist or be empty)")
     p.add_argument("--manifest", default="results/data/manifest.csv",
                    help="the workflow's split manifest (default results/data/manifest.csv)")
     p.add_argument("--layout", choices=["lama", "release"], default="lama",
                    help="lama: <id>.png beside <id>_mask.png; release: input/, mask/, target/")
     p.add_argument("--split", default="test", help="the split to export (default test)")
-    p.set_defaults(func=export_command)
-    p = commands.add_parser("fetch-weights", help="the pretrained files, hash-checked",
-                            description=fetch_weights_command.__doc__ + " Configs that leave a "
-                            "weights key empty or give a file name alone find them in torch's "
-                            "hub cache.")
+
+
+def fetch_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"which files: {', '.join(sorted(REGISTRY))} (default: "
                         f"{' '.join(DEFAULT_FETCH)}; vgg16 is LPIPS's net: vgg)")
@@ -337,14 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"tries of each file when the server stalls or cuts the body short "
                         f"(default {TRIES})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=fetch_weights_command)
-    p = commands.add_parser("preflight", help="check and cost a run before it starts",
-                            description=preflight_command.__doc__)
-    p.add_argument("--configfile", nargs="+", default=[],
-                   help="the config files, merged in order, as snakemake takes them (default "
-                        "config.yaml)")
-    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="overrides, as snakemake's --config")
+
+
+def preflight_arguments(p: argparse.ArgumentParser) -> None:
+    config_arguments(p)
     p.add_argument("--out", default=None, help="the table's file (default: preflight.md "
                                                "under the config's results_dir)")
     p.add_argument("--steps", type=int, default=3, help="training steps of each dev run")
@@ -354,38 +354,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="the checks alone: no dev run, no projection")
     p.add_argument("--scratch", type=Path, default=None,
                    help="keep the plan, sample and dev runs here (default: a temporary folder)")
-    p.set_defaults(func=preflight_command)
-    p = commands.add_parser("config", help="the config a run gets, or one of its keys",
-                            description=config_command.__doc__)
-    p.add_argument("--configfile", nargs="+", default=[],
-                   help="the config files, merged in order (default config.yaml)")
-    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="overrides, as snakemake's --config")
+
+
+def config_command_arguments(p: argparse.ArgumentParser) -> None:
+    config_arguments(p)
     p.add_argument("--get", default="", metavar="KEY",
                    help="one key, dotted (results_dir, train.epochs)")
-    p.set_defaults(func=config_command)
-    p = commands.add_parser("compare-recorded", help="paired comparisons of recorded runs",
-                            description="Seed-aware paired comparisons (the workflow's "
-                            "comparisons.md without its per-image columns) from a CSV of "
-                            "recorded per-seed test means, e.g. docs/study_runs.csv: runs of "
-                            "several machines on the same test images.")
+
+
+def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", help="CSV: experiment, seed, kind, test_images and the metrics")
     p.add_argument("--pair", nargs=2, action="append", required=True, metavar=("A", "B"),
                    help="a − b (repeat; 'floor' is the best training-free row)")
     p.add_argument("--metric", action="append", default=None,
                    help="only these metrics (repeat; default every recorded one)")
-    p.set_defaults(func=compare_recorded)
-    p = commands.add_parser("scorecard-recorded", help="the scorecard of recorded runs",
-                            description=scorecard_recorded.__doc__)
+
+
+def scorecard_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", help="CSV: experiment, seed, kind, test_images, steps, machine and "
                                 "the metrics")
-    p.add_argument("--configfile", nargs="+", default=[],
-                   help="the config files that ran them, merged in order (default config.yaml)")
-    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="overrides, as snakemake's --config")
-    p.set_defaults(func=scorecard_recorded)
-    p = commands.add_parser("crossing", help="where one validation curve passes another",
-                            description=crossing_command.__doc__)
+    config_arguments(p, "the config files that ran them, merged in order (default config.yaml)")
+
+
+def crossing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", nargs="+", required=True, help="a's train_log.csv files, one a seed")
     p.add_argument("--b", nargs="+", required=True, help="b's, in the same seed order")
     p.add_argument("--window", type=int, default=2000,
@@ -396,10 +387,58 @@ def main(argv: list[str] | None = None) -> int:
                    help="the two networks' names in the figure")
     p.add_argument("--floor", action="append", metavar="LABEL=PSNR",
                    help="a training-free method's PSNR on the same split, as a line (repeat)")
-    p.set_defaults(func=crossing_command)
-    args = parser.parse_args(argv)
+
+
+#: every command: its function (whose docstring is its --help description), its one line in
+#: the module's list and in ``--help``, and its arguments
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], str,
+                          Callable[[argparse.ArgumentParser], None]]] = {
+    "stats": (stats, "parameters and GMAC of an architecture at a square input size",
+              stats_arguments),
+    "inpaint": (inpaint, "inpaint your own image with a trained model (a model.pt)",
+                inpaint_arguments),
+    "train": (train_command, "train one model on a split manifest (the train rule's; torchrun "
+                             "for several GPUs)", train_arguments),
+    "import-released": (import_command, "the authors' checkpoint as a model.pt (read as data, "
+                                        "never run)", import_arguments),
+    "export-test": (export_command, "the test split's images and masks in another codebase's "
+                                    "layout", export_arguments),
+    "fetch-weights": (fetch_weights_command, "the pretrained files of the objective and the "
+                                             "metrics, hash-checked", fetch_weights_arguments),
+    "preflight": (preflight_command, "check a config's data, weights and device, dev-run it, "
+                                     "project its cost", preflight_arguments),
+    "config": (config_command, "the config a run gets (merged, laid over its bases, checked), "
+                               "or one key", config_command_arguments),
+    "compare-recorded": (compare_recorded, "seed-aware paired comparisons of runs recorded in "
+                                           "a CSV", compare_arguments),
+    "scorecard-recorded": (scorecard_recorded, "the reproduction scorecard of runs recorded in "
+                                               "a CSV", scorecard_arguments),
+    "crossing": (crossing_command, "where one network's validation curve passes another's, or "
+                                   "its trend", crossing_arguments),
+}
+
+#: a command whose --help says more than its function's docstring
+DESCRIPTIONS = {"inpaint": inpaint_module.__doc__}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ndmha", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", title="commands")
+    for name, (function, summary, arguments) in COMMANDS.items():
+        p = commands.add_parser(name, help=summary,
+                                description=inspect.cleandoc(DESCRIPTIONS.get(
+                                    name, function.__doc__)),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        arguments(p)
+        p.set_defaults(func=function)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     from ndmha.errors import ConfigError, DataError, TrainingInterrupted
 
