@@ -22,17 +22,29 @@ def bench_trainer(manifest: Path, device: torch.device, **settings: object):
     """A training run's state (``ndmha.train.Trainer``) for timing its steps: one epoch's
     settings, random VGG19 weights allowed, generator and objective in training mode;
     ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...) and the
-    ``deform_backend`` the trainer builds the model with."""
-    from ndmha.models.layers import AUTO
+    ``deform_backend`` the model's deformable convs compute on (default the process's)."""
+    from ndmha.models.layers import pin_deform_backend
     from ndmha.train import Trainer, TrainSettings
 
-    backend = str(settings.pop("deform_backend", AUTO))
+    backend = settings.pop("deform_backend", None)
     config = TrainSettings(epochs=1, device=str(device),
                            perceptual={"allow_random_perceptual": True}, **settings)
-    trainer = Trainer(config, manifest, manifest.with_suffix(".pt"), backend)
+    trainer = Trainer(config, manifest, manifest.with_suffix(".pt"))
+    if backend is not None:
+        pin_deform_backend(trainer.model, str(backend))
     trainer.model.train()
     trainer.objective.train()
     return trainer
+
+
+def bench_model(architecture: str, backend: str) -> torch.nn.Module:
+    """A fresh model of ``architecture`` (its default options) on deformable-conv ``backend``."""
+    from ndmha.models import build_model
+    from ndmha.models.layers import pin_deform_backend
+
+    model = build_model(architecture)
+    pin_deform_backend(model, backend)
+    return model
 
 
 def random_batch(batch: int, size: int, device: torch.device,

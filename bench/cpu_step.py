@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from _common import FULL, bench_trainer, machine, print_table, random_batch
-
-from ndmha.models import build_model
+from _common import FULL, bench_model, bench_trainer, machine, print_table, random_batch
 
 L1 = {"l1": 1.0}
 TARGETS = {"L1 step": 3.0, "full step": 4.0, "inference": 3.0}
@@ -40,7 +38,7 @@ def training_step(manifest: Path, architecture: str, loss: dict[str, float], bac
 
 
 def inference(architecture: str, backend: str, size: int, batch: int) -> Callable[[], object]:
-    model = build_model(architecture, deform_backend=backend).eval()
+    model = bench_model(architecture, backend).eval()
     image, mask, _ = random_batch(batch, size, torch.device("cpu"), seed=0)
 
     def run() -> None:

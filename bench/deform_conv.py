@@ -16,9 +16,8 @@ import argparse
 from dataclasses import dataclass
 
 import torch
-from _common import machine, print_table, time_fn
+from _common import bench_model, machine, print_table, time_fn
 
-from ndmha.models import build_model
 from ndmha.models.layers import DEFORM_BACKENDS, DeformConv2d, deform_backend_available
 
 MODELS = ("ndmha", "ndmha_released")
@@ -45,7 +44,7 @@ def layer_shapes(models: tuple[str, ...], size: int) -> dict[Shape, list[str]]:
     """Every distinct deformable-conv shape of ``models`` at ``size`` px, and which models use it."""
     found: dict[Shape, list[str]] = {}
     for name in models:
-        model = build_model(name, deform_backend="torch").eval()
+        model = bench_model(name, "torch").eval()
 
         def record(module: DeformConv2d, inputs: tuple, output: torch.Tensor,
                    _name: str = name) -> None:

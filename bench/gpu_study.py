@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from ndmha.config import (compose, deform_backend, resolve_experiments,  # noqa: E402
                           train_settings)
 from ndmha.evaluate import predict, score  # noqa: E402
+from ndmha.models.layers import set_deform_backend  # noqa: E402
 
 #: the study_runs.csv columns, then what a GPU row adds
 COLUMNS = ["experiment", "seed", "kind", "test_images", "psnr", "ssim", "l1", "steps", "machine",
@@ -74,8 +75,7 @@ def launch(run: object, cfg: dict, manifest: Path, work: Path, device: str,
         return subprocess.Popen(
             [sys.executable, "-m", "ndmha", "train", "--manifest", str(manifest), "--model-out",
              str(folder / "model.pt"), "--log-csv", str(folder / "train_log.csv"),
-             "--checkpoint", str(folder / "last.pt"), "--settings", json.dumps(settings),
-             "--deform-backend", deform_backend(cfg)],
+             "--checkpoint", str(folder / "last.pt"), "--settings", json.dumps(settings)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -124,8 +124,7 @@ def score_run(name: str, run: object, cfg: dict, manifest: Path, work: Path, out
         return row
     summary_path = folder / "summary.json"
     if not summary_path.exists():
-        predict(manifest, folder / "model.pt", folder / "pred", device=device,
-                deform_backend=deform_backend(cfg), experiment=name)
+        predict(manifest, folder / "model.pt", folder / "pred", device=device, experiment=name)
         score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
               summary_path, dataset=cfg["data"]["name"], lpips=cfg["evaluation"]["lpips"],
               fid=cfg["evaluation"]["fid"], device=device)
@@ -159,6 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     cfg = compose(yaml.safe_load(Path(args.config).read_text()), ROOT)  # over config.yaml
+    set_deform_backend(deform_backend(cfg))  # this process's, and its training children's
     data = Path(args.data or Path(cfg["results_dir"]) / "data")
     manifest = (data / "manifest.csv").resolve()
     if not manifest.exists():

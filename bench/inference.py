@@ -13,9 +13,9 @@ import argparse
 import contextlib
 
 import torch
-from _common import machine, peak_mib, print_table, reset_peak, time_fn
+from _common import bench_model, machine, peak_mib, print_table, reset_peak, time_fn
 
-from ndmha.models import ARCHITECTURES, build_model
+from ndmha.models import ARCHITECTURES
 from ndmha.models.layers import AUTO, resolve_backend
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     for name in args.models:
         for label, opts in variants(device, not args.no_compile):
             fmt = torch.channels_last if opts.get("cl") else torch.contiguous_format
-            model = build_model(name, deform_backend=backend).to(device, memory_format=fmt).eval()
+            model = bench_model(name, backend).to(device, memory_format=fmt).eval()
             run = torch.compile(model, mode=opts["compile"]) if "compile" in opts else model
             for batch in args.batches:
                 image = torch.rand(batch, 3, args.size, args.size, device=device)

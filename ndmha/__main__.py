@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
-from ndmha.models.layers import AUTO, DEFORM_BACKENDS
+from ndmha.models.layers import AUTO, DEFORM_BACKENDS, set_deform_backend
 from ndmha.models.released import HOLE_FILLS
 from ndmha.weights import DEFAULT_FETCH, MIRROR_ENV, READ_TIMEOUT_S, REGISTRY, TRIES
 
@@ -24,7 +24,7 @@ def stats(args: argparse.Namespace) -> None:
     """Parameters and GMAC of an architecture at a square input size. GMAC counts deformable
     convs as convs of the same shape; ``gmac_without_deformable`` leaves them out, as tools
     without a formula for the deformable op do (the likely reading of the paper's 15.01)."""
-    model = build_model(args.model, deform_backend="torch")
+    model = build_model(args.model)
     params, size = count_parameters(model), args.size
     print(f"model={args.model} size={size}")
     if args.model == "ndmha_released":
@@ -41,14 +41,21 @@ def stats(args: argparse.Namespace) -> None:
           f"gmac_without_deformable={count_gmac(model, size, deformable=False):.4f}")
 
 
+def deform_backend_argument(args: argparse.Namespace) -> None:
+    """--deform-backend, where given, as this process's (and its children's) backend; without
+    it the inherited one (torchrun's children: their parent's), else auto."""
+    if args.deform_backend is not None:
+        set_deform_backend(args.deform_backend, "--deform-backend")
+
+
 def inpaint(args: argparse.Namespace) -> None:
     """Inpaint one image with a trained model (:mod:`ndmha.inpaint`)."""
     from ndmha.io import setup_logging
 
     setup_logging()
+    deform_backend_argument(args)
     print(inpaint_module.inpaint_file(args.checkpoint, args.image, args.mask, args.out,
-                                      args.mask_hole, args.size, args.device,
-                                      args.deform_backend))
+                                      args.mask_hole, args.size, args.device))
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -61,10 +68,10 @@ def train_command(args: argparse.Namespace) -> None:
     from ndmha.train import TrainSettings, train
 
     setup_logging()
+    deform_backend_argument(args)
     try:
         train(args.manifest, args.model_out, args.log_csv, args.checkpoint,
-              TrainSettings(**json.loads(args.settings)), args.tensorboard_dir,
-              args.deform_backend)
+              TrainSettings(**json.loads(args.settings)), args.tensorboard_dir)
     finally:
         distributed.shutdown()
 
@@ -258,7 +265,8 @@ def crossing_command(args: argparse.Namespace) -> None:
 
 CONFIG_FILES_HELP = ("the config files, merged in order, as snakemake takes them (default "
                      "config.yaml)")
-BACKEND_HELP = "NDMHA's deformable conv (auto: fused on a CPU, torchvision on a GPU)"
+BACKEND_HELP = ("NDMHA's deformable conv (default: the parent process's, else auto: fused on "
+                "a CPU, torchvision on a GPU)")
 
 
 def config_arguments(p: argparse.ArgumentParser, files_help: str = CONFIG_FILES_HELP) -> None:
@@ -284,7 +292,7 @@ def inpaint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
-    p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+    p.add_argument("--deform-backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
                    help=BACKEND_HELP)
 
 
@@ -296,7 +304,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", required=True,
                    help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
     p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
-    p.add_argument("--deform-backend", default=AUTO, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+    p.add_argument("--deform-backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
                    help=BACKEND_HELP)
 
 

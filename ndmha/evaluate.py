@@ -40,7 +40,6 @@ from ndmha.errors import ConfigError, DataError
 from ndmha.io import atomic_open, read_image, staged_dir, write_image, write_json
 from ndmha.metrics import composite, image_metrics
 from ndmha.models import count_parameters
-from ndmha.models.layers import AUTO
 from ndmha.devices import device_name, resolve_device
 from ndmha.provenance import collect
 from ndmha.model_files import load_model
@@ -52,14 +51,14 @@ WARMUP = 2
 
 @torch.inference_mode()
 def predict(manifest: str | Path, model_path: str | Path, out_dir: str | Path,
-            split: str = "test", device: str = "auto", deform_backend: str = AUTO,
-            experiment: str | None = None) -> dict[str, Any]:
+            split: str = "test", device: str = "auto", experiment: str | None = None
+            ) -> dict[str, Any]:
     """Inpaint every image of ``split``; write raw outputs, composites and ``predict.json`` (the
     inference time, and what the model file says of its kind, budget and provenance; the
     experiment's name is ``experiment``'s when given, the workflow's, else the file's)."""
     began_all = time.perf_counter()
     dev = resolve_device(device)
-    meta, model = load_model(model_path, dev, deform_backend)
+    meta, model = load_model(model_path, dev)
     dataset = InpaintingDataset(manifest, split)
     if len(dataset) == 0:
         raise ValueError(f"{manifest}: the {split} split is empty")
@@ -253,8 +252,8 @@ def export_test(manifest: str | Path, out: str | Path, layout: str = "lama",
 
 def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: str, kind: str,
                        architecture: str, options: dict[str, Any], model_path: str | None = None,
-                       device: str = "auto", deform_backend: str = AUTO,
-                       predictions: dict[str, Any] | None = None) -> dict[str, Any]:
+                       device: str = "auto", predictions: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """The predict rule: a model file (trained or imported) through :func:`predict`, a
     training-free method through :func:`predict_training_free`, another method's outputs
     through :func:`predict_external`."""
@@ -262,8 +261,7 @@ def predict_experiment(manifest: str | Path, out_dir: str | Path, experiment: st
         return predict_training_free(manifest, experiment, architecture, options, out_dir)
     if kind == "external":
         return predict_external(manifest, out_dir, experiment, predictions or {})
-    return predict(manifest, model_path, out_dir, device=device, deform_backend=deform_backend,
-                   experiment=experiment)
+    return predict(manifest, model_path, out_dir, device=device, experiment=experiment)
 
 
 PER_IMAGE = ("psnr", "ssim", "l1", "lpips")

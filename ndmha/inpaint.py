@@ -23,7 +23,6 @@ from ndmha.data.masks import to_holes
 from ndmha.data.prepare import overlay
 from ndmha.errors import DataError
 from ndmha.io import read_image, write_image
-from ndmha.models.layers import AUTO
 from ndmha.model_files import load_model
 from ndmha.devices import resolve_device
 
@@ -69,11 +68,10 @@ def inpaint_image(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray,
 
 
 def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, out: str | Path,
-                 hole: str = "white", size: int | None = None, device: str = "auto",
-                 deform_backend: str = AUTO) -> Path:
+                 hole: str = "white", size: int | None = None, device: str = "auto") -> Path:
     """Read ``image`` and ``mask``, inpaint, write ``out`` (format from its extension)."""
     dev = resolve_device(device)
-    meta, model = load_model(checkpoint, dev, deform_backend)
+    meta, model = load_model(checkpoint, dev)
     picture = read_image(image)
     holes = hole_mask(read_image(mask, cv2.IMREAD_GRAYSCALE), picture.shape[:2], hole)
     if not holes.any():

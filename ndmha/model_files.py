@@ -46,12 +46,11 @@ def read_ours(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu",
-               deform_backend: str | None = None) -> tuple[dict[str, Any], nn.Module]:
+def load_model(path: str | Path, device: torch.device | str = "cpu"
+               ) -> tuple[dict[str, Any], nn.Module]:
     """What a ``model.pt`` written by :func:`ndmha.train.train` says of itself (architecture and
-    options, experiment, budget, provenance, warnings) and the trained model in eval mode, its
-    deformable convs on ``deform_backend`` (the architecture's default when None)."""
+    options, experiment, budget, provenance, warnings) and the trained model in eval mode."""
     state = load_torch(path)
-    model = build_model(state["architecture"], state.get("options"), deform_backend)
+    model = build_model(state["architecture"], state.get("options"))
     model.load_state_dict(state.pop("state_dict"))
     return state, model.to(device).eval()

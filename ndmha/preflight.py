@@ -259,15 +259,15 @@ def prepare_sample(cfg: dict[str, Any], plan: Any, scratch: Path, counts: dict[s
 def check_device(cfg: dict[str, Any], report: Report) -> Any:
     import torch
 
-    from ndmha.models.layers import resolve_backend
     from ndmha.devices import cpu_threads, resolve_device
+    from ndmha.models.layers import AUTO, resolve_backend
 
     try:
         device = resolve_device(cfg["train"].get("device", "auto"))
     except (RuntimeError, ValueError) as error:
         report.add("device", BLOCK, f"train.device: {error}")
         return None
-    backend = resolve_backend(deform_backend(cfg), device)
+    backend = resolve_backend(AUTO, device)  # the process's (run_preflight set it), or auto's
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         bf16 = "bf16 supported" if torch.cuda.is_bf16_supported() else "no bf16"
@@ -296,15 +296,13 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     from ndmha.train import TrainSettings, Trainer, train
 
     folder = scratch / "runs" / experiment.name
-    backend = deform_backend(cfg)
     settings = train_settings(cfg, experiment)
     settings.update(epochs=1, max_steps=steps, tensorboard=False, checkpoint_minutes=0.0)
     s = TrainSettings(**settings)
-    train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s,
-          deform_backend=backend)
+    train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s)
     began = time.perf_counter()
     predict(manifest, folder / "model.pt", folder / "pred", device=str(device),
-            deform_backend=backend, experiment=experiment.name)
+            experiment=experiment.name)
     predicted = time.perf_counter() - began
     evaluation = cfg["evaluation"]
     began = time.perf_counter()
@@ -314,8 +312,7 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     scored = time.perf_counter() - began
     tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
     # the steady-state step, after a warm-up step, on a batch of the sample's training images
-    times = Trainer(s, manifest, folder / "timing.pt", backend).time_steps(manifest,
-                                                                          max(2, steps))
+    times = Trainer(s, manifest, folder / "timing.pt").time_steps(manifest, max(2, steps))
     checkpoint = folder / "last.pt"
     return {"step_seconds": statistics.median(times),
             "predict_seconds": predicted / tests, "score_seconds": scored / tests,
@@ -459,9 +456,12 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
                   test_images: int = 4, dev: bool = True) -> Report:
     """Every check on a loaded config (:func:`load_config`); ``scratch`` (default a temporary
     folder, removed afterwards) holds the plan, the sample and the dev runs."""
+    from ndmha.models.layers import set_deform_backend
+
     report = Report()
     try:
         experiments = check_config(cfg)
+        set_deform_backend(deform_backend(cfg))  # once, for every dev run of this process
     except ConfigError as error:
         report.add("config", BLOCK, str(error))
         return report

@@ -8,8 +8,10 @@ import traceback
 from typing import Any, Callable
 
 from ndmha import gpus
+from ndmha.config import deform_backend
 from ndmha.errors import ConfigError, DataError, DiskFullError, TrainingInterrupted
 from ndmha.io import setup_logging
+from ndmha.models.layers import set_deform_backend
 
 log = logging.getLogger("ndmha")
 
@@ -17,8 +19,9 @@ log = logging.getLogger("ndmha")
 def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     """Call ``step(**kwargs)`` for a Snakemake job.
 
-    Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``; in a
-    local run the job sees the GPUs it asked for and no others (:mod:`ndmha.gpus`). A bad
+    Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``; the
+    deformable convs compute on the config's ``ndmha.deform_backend``; in a local run the job
+    sees the GPUs it asked for and no others (:mod:`ndmha.gpus`). A bad
     input or config, or a full disk, stops the job with its one-line message on the terminal as
     well as in the log; training stopped by a signal exits with status 75 (its checkpoint
     written: a retry resumes it); any other failure leaves its traceback in both.
@@ -28,6 +31,8 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log.info("rule %s: %s", snakemake.rule, step.__qualname__)
+    # the config's deformable-conv backend, once for this job (and the processes it starts)
+    set_deform_backend(deform_backend(snakemake.config), check=False)
     devices = gpus.assign(int(snakemake.resources.get("gpu", 0) or 0))
     if devices is not None:  # a local run: this job's GPUs, claimed from the run's pool
         log.info("CUDA_VISIBLE_DEVICES=%s (%s)", devices,

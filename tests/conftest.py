@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -45,6 +46,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("long") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
+
+
+@pytest.fixture(autouse=True)
+def process_backend() -> Iterator[None]:
+    """The deformable-conv backend a test sets for its process (an entry point's
+    set_deform_backend, in-process) ends with the test."""
+    from ndmha.models.layers import BACKEND_ENV
+
+    before = os.environ.get(BACKEND_ENV)
+    yield
+    if before is None:
+        os.environ.pop(BACKEND_ENV, None)
+    else:
+        os.environ[BACKEND_ENV] = before
 
 
 @pytest.fixture(scope="session")

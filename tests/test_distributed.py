@@ -93,15 +93,18 @@ def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.Mo
                                                           tmp_path: Path) -> None:
     from ndmha import launch
 
+    from ndmha.models.layers import BACKEND_ENV, set_deform_backend
+
     calls = []
-    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)))
+    set_deform_backend("torch")  # the job's, from the config: the ranks inherit it
     launch.launch_training("m.csv", "model.pt", "log.csv", "c.pt", {"architecture": "ndmha"},
                            gpus=4, tensorboard_dir="tb")
-    (cmd,) = calls
+    ((cmd, kw),) = calls
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
     assert cmd[5:8] == ["-m", "ndmha", "train"] and cmd[-2:] == ["--tensorboard-dir", "tb"]
     assert json.loads(cmd[cmd.index("--settings") + 1]) == {"architecture": "ndmha"}
-    assert cmd[cmd.index("--deform-backend") + 1] == "auto"  # as every rank builds its model
+    assert kw["env"][BACKEND_ENV] == "torch" and "--deform-backend" not in cmd
 
 
 #: a short run whose ranks decide every step (log_every 1): 8 images, 2 ranks of batch 2, 2 steps

@@ -135,16 +135,34 @@ def test_unknown_or_missing_backend_is_a_config_error() -> None:
 
 
 def test_each_model_knows_its_own_backend() -> None:
-    """No process-global: two models built with different backends keep them, and
+    """The process's backend (set once by an entry point, inherited by the processes it starts)
+    computes every layer left at auto; a model pinned to a backend keeps it, and
     use_deform_backend changes one model's for a block only."""
-    from ndmha.models import build_model
+    import os
+    import subprocess
+    import sys
 
-    a = build_model("ndmha", deform_backend="torch")
-    b = build_model("ndmha", deform_backend="torchvision")
+    from ndmha.models import build_model
+    from ndmha.models.layers import (AUTO, BACKEND_ENV, pin_deform_backend, resolve_backend,
+                                     set_deform_backend)
+
+    cpu = torch.device("cpu")
+    a, b = build_model("ndmha"), build_model("ndmha")
     backends = lambda m: {l.backend for l in m.modules() if isinstance(l, DeformConv2d)}  # noqa
-    assert backends(a) == {"torch"} and backends(b) == {"torchvision"}
+    assert backends(a) == backends(b) == {AUTO}
+    assert resolve_backend(AUTO, cpu) in ("fused", "torch")  # no process's: the CPU's default
+    set_deform_backend("torch")
+    assert resolve_backend(AUTO, cpu) == "torch" and resolve_backend("torchvision", cpu) == \
+        "torchvision"
+    child = subprocess.run([sys.executable, "-c", "import torch; from ndmha.models.layers import "
+                            "AUTO, resolve_backend; print(resolve_backend(AUTO, "
+                            "torch.device('cpu')))"], capture_output=True, text=True,
+                           env=os.environ.copy(), check=True)
+    assert child.stdout.strip() == "torch" and os.environ[BACKEND_ENV] == "torch"
+    pin_deform_backend(b, "torchvision")
+    assert backends(a) == {AUTO} and backends(b) == {"torchvision"}
     with use_deform_backend(b, "torch"):
-        assert backends(b) == {"torch"} and backends(a) == {"torch"}
+        assert backends(b) == {"torch"} and backends(a) == {AUTO}
     assert backends(b) == {"torchvision"}
 
 

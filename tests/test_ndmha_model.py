@@ -125,7 +125,7 @@ def test_released_structure_counts() -> None:
     counted as convs (docs/architecture.md)."""
     from ndmha.models.released import ReleasedNDMHA
 
-    model = build_model("ndmha_released", deform_backend="torch")
+    model = build_model("ndmha_released")
     dead = ReleasedNDMHA.dead_branches(size=256)
     assert count_parameters(model) == 4_084_898
     assert count_parameters(model) + dead["modulation_parameters"] == 4_123_850
@@ -149,8 +149,8 @@ def test_released_inputs_and_outputs_as_our_pipeline_feeds_them() -> None:
     """RGB and mask in [0, 1] in, [0, 1] out (no output activation: not clipped); the release's
     [-1, 1] mask is an option, and it changes what the fine stage sees outside the holes."""
     torch.manual_seed(0)
-    unit = build_model("ndmha_released", deform_backend="torch").eval()
-    signed = build_model("ndmha_released", {"mask_range": "signed"}, "torch").eval()
+    unit = build_model("ndmha_released").eval()
+    signed = build_model("ndmha_released", {"mask_range": "signed"}).eval()
     signed.load_state_dict(unit.state_dict())
     image, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
     mask[..., 8:16, 8:16] = 1
@@ -185,7 +185,7 @@ def test_each_ablation_switch_builds_and_trains_a_step(options: dict) -> None:
 def test_ablations_remove_what_they_name() -> None:
     from ndmha.models.layers import DeformConv2d
 
-    full = build_model("ndmha", deform_backend="torch")
+    full = build_model("ndmha")
     count = lambda m, kind: sum(isinstance(x, kind) for x in m.modules())  # noqa: E731
     assert count(build_model("ndmha", {"deformable": False}), DeformConv2d) == 0
     assert count(full, DeformConv2d) == 2 * 2 * 5  # (q, kv) x (pack, unpack) x 5 NDMHALs

@@ -18,22 +18,21 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "ndmha": NDMHAGenerator,
     "ndmha_released": ReleasedNDMHA,
 }
-#: set from the workflow's ``ndmha.deform_backend``, not an experiment option
-BACKEND_ARGUMENT = "deform_backend"
 
 
 def architecture_options(name: str) -> dict[str, Any]:
-    """The options of an architecture and their defaults (its constructor's keyword arguments,
-    the deformable-conv backend aside)."""
+    """The options of an architecture and their defaults (its constructor's keyword
+    arguments)."""
     parameters = inspect.signature(ARCHITECTURES[name].__init__).parameters
     return {k: p.default for k, p in parameters.items()
-            if k not in ("self", BACKEND_ARGUMENT) and p.kind is p.POSITIONAL_OR_KEYWORD}
+            if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
 def build_model(name: str, options: dict[str, Any] | None = None,
-                deform_backend: str | None = None, key: str = "architecture") -> nn.Module:
-    """A freshly initialised model of architecture ``name`` with ``options``; networks with
-    deformable convs get ``deform_backend`` (their own default when None). Errors name ``key``."""
+                key: str = "architecture") -> nn.Module:
+    """A freshly initialised model of architecture ``name`` with ``options``; its deformable
+    convs compute on the process's backend (:func:`ndmha.models.layers.set_deform_backend`).
+    Errors name ``key``."""
     if name not in ARCHITECTURES:
         raise ConfigError(f"{key}: unknown architecture {name!r} "
                           f"(choose from {sorted(ARCHITECTURES)})")
@@ -43,9 +42,6 @@ def build_model(name: str, options: dict[str, Any] | None = None,
     if unknown:
         raise ConfigError(f"{key}: unknown option(s) {unknown} of architecture {name!r} "
                           f"(choose from {sorted(known)})")
-    accepts_backend = BACKEND_ARGUMENT in inspect.signature(ARCHITECTURES[name]).parameters
-    if deform_backend is not None and accepts_backend:
-        options[BACKEND_ARGUMENT] = deform_backend
     try:
         return ARCHITECTURES[name](**options)
     except (TypeError, ValueError) as err:

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import importlib
 import math
+import os
 from typing import Callable, Iterator
 
 import torch
@@ -189,14 +190,32 @@ DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
 
 #: resolved on the device a layer runs on (:func:`resolve_backend`): the default everywhere
 AUTO = "auto"
+#: the process's backend (``ndmha.deform_backend``), set once by each entry point (the
+#: workflow's script runner, the command line, the preflight) with :func:`set_deform_backend`;
+#: an environment variable, so that torchrun's children inherit it
+BACKEND_ENV = "NDMHA_DEFORM_BACKEND"
+
+
+def set_deform_backend(name: str, key: str = "ndmha.deform_backend", check: bool = True) -> str:
+    """Make ``name`` the backend of every deformable conv of this process (and of the processes
+    it starts) whose own is ``auto``: the value changes nothing learned, only what computes it.
+    A backend that does not import here is a :class:`ConfigError` naming ``key``, now, or with
+    ``check`` False (a job that may build no network: no C compiler run for it) when the first
+    deformable conv is built."""
+    os.environ[BACKEND_ENV] = check_deform_backend(name, key) if check else name
+    return name
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
-    """``auto`` -> on a CPU the fused kernel where it builds (the fastest there:
-    docs/performance.md), else the pure-torch reference; torchvision's on a GPU (until a GPU
-    measurement says otherwise); other names as they are."""
+    """``auto`` -> the process's backend where one is set (:func:`set_deform_backend`), else on a
+    CPU the fused kernel where it builds (the fastest there: docs/performance.md), else the
+    pure-torch reference; torchvision's on a GPU (until a GPU measurement says otherwise); other
+    names as they are."""
     if name != AUTO:
         return name
+    chosen = os.environ.get(BACKEND_ENV, AUTO)
+    if chosen != AUTO:
+        return chosen
     if device.type == "cuda":
         return "torchvision"
     return "fused" if deform_backend_available("fused")[0] else "torch"
@@ -239,8 +258,8 @@ class DeformConv2d(nn.Module):
     Offsets (and the modulation) come from a zero-initialised 3x3 conv on the input, the
     modulation is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1,
     so training starts from a plain convolution. ``backend`` (a :data:`DEFORM_BACKENDS` name, or
-    ``auto``: chosen by the device of each call) is the layer's own implementation;
-    :func:`use_deform_backend` changes it for a whole model.
+    ``auto``: the process's, or chosen by the device of each call) is the layer's own
+    implementation; :func:`use_deform_backend` changes it for a whole model.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
@@ -251,6 +270,8 @@ class DeformConv2d(nn.Module):
         self.dilation = dilation
         self.taps = kernel_size * kernel_size
         self.backend = check_deform_backend(backend)
+        if backend == AUTO:  # the process's, where one is set
+            check_deform_backend(os.environ.get(BACKEND_ENV, AUTO))
         self.modulated = modulated
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size,
                                                kernel_size))
@@ -272,15 +293,23 @@ class DeformConv2d(nn.Module):
                       self.dilation)
 
 
-@contextlib.contextmanager
-def use_deform_backend(model: nn.Module, name: str) -> Iterator[nn.Module]:
-    """Run every :class:`DeformConv2d` of ``model`` on backend ``name`` inside the block (the
-    weights are the same whatever the backend), then put the model's own choice back."""
+def pin_deform_backend(model: nn.Module, name: str) -> list[str]:
+    """Every :class:`DeformConv2d` of ``model`` on backend ``name`` from now on, whatever the
+    process's (a benchmark setting backends side by side); the layers' own choices before."""
     layers = [m for m in model.modules() if isinstance(m, DeformConv2d)]
     saved = [m.backend for m in layers]
     check_deform_backend(name)
     for layer in layers:
         layer.backend = name
+    return saved
+
+
+@contextlib.contextmanager
+def use_deform_backend(model: nn.Module, name: str) -> Iterator[nn.Module]:
+    """Run every :class:`DeformConv2d` of ``model`` on backend ``name`` inside the block (the
+    weights are the same whatever the backend), then put the model's own choice back."""
+    layers = [m for m in model.modules() if isinstance(m, DeformConv2d)]
+    saved = pin_deform_backend(model, name)
     try:
         yield model
     finally:

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
+from ndmha.models.layers import NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
 
 WIDTHS = (16, 32, 64, 144)       # channels at 1, 1/2, 1/4, 1/8 of the input size
 DILATIONS = (2, 4, 8, 16)        # coarse bottleneck (the receptive field covers a 256 px face)
@@ -129,8 +129,8 @@ class NDMHAGenerator(nn.Module):
     convs as released, the default; ``default``: PyTorch's), ``gate_bias`` (with kaiming: the
     gates' initial bias; the default 2 opens them, which is what lets the signal and its gradient
     through the stacks of gated convs: docs/architecture.md, "Initialisation: open gates") and
-    ``output`` (``sigmoid`` or ``linear`` heads); ``deform_backend``, the deformable-conv
-    implementation.
+    ``output`` (``sigmoid`` or ``linear`` heads). The deformable convs compute on the process's
+    backend (:func:`~ndmha.models.layers.set_deform_backend`).
     """
 
     size_multiple = 8  # three stride-2 stages
@@ -139,8 +139,7 @@ class NDMHAGenerator(nn.Module):
                  heads: Sequence[int] = HEADS, depth: int = FINE_BOTTLENECK,
                  window: int | None = 8, expansion: float = 2.0, deformable: bool = True,
                  nested: bool = True, coarse_stage: bool = True, init: str = "kaiming",
-                 gate_bias: float = 2.0, output: str = "sigmoid",
-                 deform_backend: str = AUTO) -> None:
+                 gate_bias: float = 2.0, output: str = "sigmoid") -> None:
         super().__init__()
         if len(heads) != len(widths):
             raise ValueError(f"heads {list(heads)} must give one count per scale of widths "
@@ -151,7 +150,7 @@ class NDMHAGenerator(nn.Module):
         self.coarse_to_fine = coarse_stage
         self.coarse = CoarseStage(4, widths, dilations, output) if coarse_stage else None
         self.fine = FineStage(4, widths, heads, depth, output, expansion=expansion, window=window,
-                              nested=nested, deformable=deformable, backend=deform_backend)
+                              nested=nested, deformable=deformable)
         if init == "kaiming":
             kaiming_gated_init(self, gate_bias)
         elif gate_bias:

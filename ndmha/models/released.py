@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ndmha.models.layers import AUTO, NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
+from ndmha.models.layers import NDMHAL, GatedConv2d, GatedDeconv2d, kaiming_gated_init
 from ndmha.models.ndmha import GatedEncoder, decode
 
 BASE_WIDTHS = (64, 128, 256, 512, 1024)
@@ -83,8 +83,7 @@ class ReleasedNDMHA(nn.Module):
     coarse_to_fine = True
 
     def __init__(self, factor: int = 8, heads: int = 8, expansion: float = 2.33,
-                 mask_range: str = "unit", hole_fill: str = "as_given",
-                 deform_backend: str = AUTO) -> None:
+                 mask_range: str = "unit", hole_fill: str = "as_given") -> None:
         super().__init__()
         if mask_range not in ("unit", "signed"):
             raise ValueError(f"mask_range must be 'unit' or 'signed', got {mask_range!r}")
@@ -93,7 +92,7 @@ class ReleasedNDMHA(nn.Module):
         self.mask_range, self.hole_fill = mask_range, hole_fill
         widths = tuple(w // factor for w in BASE_WIDTHS)
         attention = {"heads": heads, "expansion": expansion, "window": None, "norm": "post",
-                     "backend": deform_backend, "depthwise": False, "modulated": False,
+                     "depthwise": False, "modulated": False,
                      "project_query": False}
         self.coarse = ReleasedStage(6, widths, None)
         self.fine = ReleasedStage(6, widths, attention)

@@ -57,7 +57,6 @@ from ndmha.errors import DataError, TrainingInterrupted
 from ndmha.io import atomic_open
 from ndmha.losses import Objective, PerceptualSettings
 from ndmha.models import build_model, count_parameters
-from ndmha.models.layers import AUTO
 from ndmha.train.board import Board
 from ndmha.train.reproducibility import deterministic, rng_state, set_rng_state
 from ndmha.train.running import NonFiniteGuard, RunningMeans, finite
@@ -139,8 +138,7 @@ class EpochCut:
 class Trainer:
     """The state of one run: networks, optimizers, history, budget and the non-finite guard."""
 
-    def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path,
-                 deform_backend: str = AUTO) -> None:
+    def __init__(self, settings: TrainSettings, manifest: Path, checkpoint: Path) -> None:
         self.settings = settings
         self.checkpoint = checkpoint
         if settings.deterministic:
@@ -152,7 +150,6 @@ class Trainer:
         self.memory_format = settings.memory_format(self.device)
         self.dtype = settings.torch_dtype
         self.model = build_model(settings.architecture, settings.options,
-                                 deform_backend,
                                  key=f"experiments.{settings.experiment}.options"
                                  ).to(self.device, self.dtype, memory_format=self.memory_format)
         # the networks that train through DistributedDataParallel when there are several ranks
@@ -571,15 +568,14 @@ def _model_file(trainer: Trainer, manifest: Path, train_images: int, test_loss: 
 
 def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
           checkpoint: str | Path, settings: TrainSettings,
-          tensorboard_dir: str | Path | None = None, deform_backend: str = AUTO
-          ) -> list[dict[str, Any]]:
+          tensorboard_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Train ``settings.experiment`` on the manifest's training images; write the weights (with
     the run's budget and provenance) and the epoch log. Resumes from ``checkpoint`` when it exists
-    with the same fingerprint; ``tensorboard_dir`` receives the event files. ``deform_backend``
-    (the config's ``ndmha.deform_backend``) computes the deformable convs, as in prediction: not a
+    with the same fingerprint; ``tensorboard_dir`` receives the event files. The deformable convs
+    compute on the process's backend (:func:`ndmha.models.layers.set_deform_backend`): not a
     training setting, it changes nothing learned beyond float rounding."""
     manifest = Path(manifest)
-    trainer = Trainer(settings, manifest, Path(checkpoint), deform_backend)
+    trainer = Trainer(settings, manifest, Path(checkpoint))
     ranks = trainer.ranks
     if not ranks.main:
         log.setLevel(logging.WARNING)  # rank 0 alone writes the log

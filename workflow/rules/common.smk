@@ -11,7 +11,6 @@ from ndmha.config import (
     check_weights,
     compose,
     data_protocol,
-    deform_backend,
     default_comparisons,
     first_runs,
     folder_layout,
@@ -85,8 +84,6 @@ if workflow.local_exec:
         workflow.register_resource("gpu", len(LOCAL_GPUS))
     os.environ[GPU_POOL_ENV] = str((RESULTS / ".gpu-locks").resolve())
     os.environ[GPU_IDS_ENV] = ",".join(LOCAL_GPUS)
-# one keyword for the train and predict rules alike ("auto": each job resolves it on its device)
-DEFORM_BACKEND = deform_backend(config)
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"  # Snakemake's benchmark: wall time, peak RSS, I/O per job
 ENV = "../../envs/ndmha.yaml"

@@ -9,7 +9,6 @@ rule predict:
         directory(RESULTS / "predictions" / "{experiment}"),
     params:
         device=config["train"]["device"],
-        deform_backend=DEFORM_BACKEND,
         method=lambda wc: method_params(wc.experiment),
     threads: config["resources"]["evaluate"]["threads"]
     resources:

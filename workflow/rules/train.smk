@@ -14,7 +14,6 @@ rule train:
         checkpoint=lambda wc: RESULTS / "checkpoints" / wc.experiment / "last.pt",
         tensorboard=lambda wc: RESULTS / "tensorboard" / wc.experiment,
         settings=lambda wc: train_settings(wc.experiment),
-        deform_backend=DEFORM_BACKEND,
     wildcard_constraints:
         experiment=one_of(TRAINED),
     threads: config["resources"]["train"]["threads"]

@@ -4,5 +4,4 @@ from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, predict_experiment, manifest=sm.input.manifest, out_dir=sm.output[0],
-    model_path=sm.input.get("model"), device=sm.params.device,
-    deform_backend=sm.params.deform_backend, **sm.params.method)
+    model_path=sm.input.get("model"), device=sm.params.device, **sm.params.method)
