@@ -1,6 +1,7 @@
 # ndmha: facial image inpainting study (Phutke & Murala, WACV 2023, and the cs512 seed report).
 #   snakemake                                          # the embedded demo (config.yaml)
-#   snakemake --configfile configs/paper_celebahq.yaml       # the full CelebA-HQ + QD-IMD reproduction
+#   snakemake --configfile configs/local/celebahq.yaml   # the full reproduction: your overlay
+#                                                        # of configs/paper_celebahq.yaml (README)
 import os
 
 from snakemake.utils import min_version
