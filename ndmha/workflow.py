@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Any, Callable
 
 from ndmha import gpus
 from ndmha.config import deform_backend
+from ndmha.environment import DEFORM_BACKEND_ENV
 from ndmha.errors import ConfigError, DataError, DiskFullError, TrainingInterrupted
 from ndmha.io import setup_logging
-from ndmha.models.layers import set_deform_backend
 
 log = logging.getLogger("ndmha")
 
@@ -31,8 +32,9 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log.info("rule %s: %s", snakemake.rule, step.__qualname__)
-    # the config's deformable-conv backend, once for this job (and the processes it starts)
-    set_deform_backend(deform_backend(snakemake.config), check=False)
+    # the config's deformable-conv backend, once for this job and the processes it starts (its
+    # availability is checked where a deformable conv is built: a data job compiles nothing)
+    os.environ[DEFORM_BACKEND_ENV] = deform_backend(snakemake.config)
     devices = gpus.assign(int(snakemake.resources.get("gpu", 0) or 0))
     if devices is not None:  # a local run: this job's GPUs, claimed from the run's pool
         log.info("CUDA_VISIBLE_DEVICES=%s (%s)", devices,

@@ -30,3 +30,11 @@ def test_hashing_a_dict_loads_no_config_or_image_code() -> None:
     assert loaded("ndmha.provenance", ["ndmha.config", "ndmha.classical", "ndmha.data.masks",
                                        "cv2"]) == []
     assert loaded("ndmha.hashing", ["torch", "ndmha.config"]) == []
+
+
+@pytest.mark.parametrize("module", ["ndmha.workflow", "ndmha.gpus", "ndmha.config",
+                                    "ndmha.environment"])
+def test_what_every_job_and_the_dag_build_import_loads_no_torch(module: str) -> None:
+    # every rule's script runs through ndmha.workflow; a data job that imported torch would pay
+    # its ~2 s import for nothing, and the DAG build reads the config at every snakemake call
+    assert loaded(module, ["torch"]) == []

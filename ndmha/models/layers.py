@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ndmha.environment import DEFORM_BACKEND_ENV
 from ndmha.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -193,16 +194,15 @@ AUTO = "auto"
 #: the process's backend (``ndmha.deform_backend``), set once by each entry point (the
 #: workflow's script runner, the command line, the preflight) with :func:`set_deform_backend`;
 #: an environment variable, so that torchrun's children inherit it
-BACKEND_ENV = "NDMHA_DEFORM_BACKEND"
+BACKEND_ENV = DEFORM_BACKEND_ENV
 
 
-def set_deform_backend(name: str, key: str = "ndmha.deform_backend", check: bool = True) -> str:
+def set_deform_backend(name: str, key: str = "ndmha.deform_backend") -> str:
     """Make ``name`` the backend of every deformable conv of this process (and of the processes
     it starts) whose own is ``auto``: the value changes nothing learned, only what computes it.
-    A backend that does not import here is a :class:`ConfigError` naming ``key``, now, or with
-    ``check`` False (a job that may build no network: no C compiler run for it) when the first
-    deformable conv is built."""
-    os.environ[BACKEND_ENV] = check_deform_backend(name, key) if check else name
+    A backend that does not import here is a :class:`ConfigError` naming ``key`` (where the
+    variable is set without this check, when the first deformable conv is built)."""
+    os.environ[BACKEND_ENV] = check_deform_backend(name, key)
     return name
 
 
