@@ -54,8 +54,10 @@ PREFLIGHT_ARGS ?=
 # every file of CONFIG there, or one line that says what to do
 CONFIG_THERE = for f in $(CONFIG); do test -f "$$f" || { echo "error: CONFIG: $$f does not \
 exist: write your overlay there (README: Real data) or give CONFIG=FILE"; exit 1; }; done
-# the report lands in the config's own results_dir
-REPORT = "$$($(BIN)/python -m ndmha config --configfile $(CONFIG) --get results_dir)/report.html"
+# the report, into the config's own results_dir
+REPORT = $(BIN)/snakemake --report \
+	"$$($(BIN)/python -m ndmha config --configfile $(CONFIG) --get results_dir)/report.html" \
+	--configfile $(CONFIG)
 
 # the checks and the cost of a real run before it starts (PREFLIGHT_ARGS: --config overrides, ...)
 preflight: install
@@ -69,17 +71,17 @@ dry-run: install
 run: install
 	@$(CONFIG_THERE)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
-	$(BIN)/snakemake --report $(REPORT) --configfile $(CONFIG)
+	$(REPORT)
 
 # the same through SLURM (your overlay sets cluster.partition, cluster.account, resources)
 cluster: install
 	@$(CONFIG_THERE)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/slurm --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
-	$(BIN)/snakemake --report $(REPORT) --configfile $(CONFIG)
+	$(REPORT)
 
 report: install
 	@$(CONFIG_THERE)
-	$(BIN)/snakemake --report $(REPORT) --configfile $(CONFIG)
+	$(REPORT)
 
 # mmcv's compiled ops (ndmha.deform_backend: mmcv) built against the venv's torch (~10-20 min)
 mmcv: install

@@ -336,11 +336,6 @@ def image_source(cfg: dict[str, Any]) -> str:
         cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
 
 
-#: the paper's protocols a run's data may stand for (``data.protocol``); the scorecard tests the
-#: paper's scores on CelebA-HQ and its Places2 table only on the matching one
-PROTOCOLS = ("celebahq-qdimd", "places2-nvidia", "none")
-
-
 def data_protocol(cfg: dict[str, Any]) -> str:
     """``data.protocol``, with ``auto`` resolved from the data's source and layout: Places2's
     layout is the Places2 protocol, CelebA-HQ's layout the CelebA-HQ one; the demo and a folder

@@ -89,8 +89,8 @@ LPIPS_WEIGHTS = {"alex": "alexnet", "vgg": "vgg16"}
 PERCEPTUAL_KEY = "perceptual.vgg19_weights"
 #: what to do instead of fetching, by key: a metric can be switched off, the perceptual loss not
 #: (its term is taken out of the objective by its weight)
-OFF_ADVICE = {PERCEPTUAL_KEY: "or train without the perceptual term: its weight 0 "
-                              "(loss.<architecture>.perceptual: 0)"}
+ZERO_WEIGHT = "its weight 0 (loss.<architecture>.perceptual: 0)"
+OFF_ADVICE = {PERCEPTUAL_KEY: f"or train without the perceptual term: {ZERO_WEIGHT}"}
 
 
 def perceptual_off(weighed: dict[str, float] | None = None) -> str:
@@ -99,8 +99,7 @@ def perceptual_off(weighed: dict[str, float] | None = None) -> str:
     which works when followed literally: those keys set to 0."""
     where = (", ".join(f"{k} is {w}" for k, w in (weighed or {}).items())
              or "the objective weighs it")
-    zero = (", ".join(f"{k}: 0" for k in weighed) if weighed
-            else "its weight 0 (loss.<architecture>.perceptual: 0)")
+    zero = ", ".join(f"{k}: 0" for k in weighed) if weighed else ZERO_WEIGHT
     return (f"{PERCEPTUAL_KEY}: off cannot switch the perceptual loss off ({where}); fetch VGG19 "
             f"with {FETCH_COMMAND}, give its path, or train without the term: {zero}")
 

@@ -86,7 +86,7 @@ def listed_splits(given: list[str], val: int, seed: int) -> list[str]:
 def _rows(path: Path, what: str, separator: str | None = None) -> list[list[str]]:
     """The fields of each non-empty line, split at white space (and ``separator``)."""
     try:
-        return [line.replace(separator or " ", " ").split()
+        return [(line.replace(separator, " ") if separator else line).split()
                 for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as error:
         raise DataError(f"{path}: cannot read {what} ({error.strerror})") from error
