@@ -83,7 +83,7 @@ report: install
 	@$(CONFIG_THERE)
 	$(REPORT)
 
-# mmcv's compiled ops (ndmha.deform_backend: mmcv) built against the venv's torch (~10-20 min)
+# mmcv's compiled ops (the deformable convs' mmcv backend) built against the venv's torch (~10-20 min)
 mmcv: install
 	bash tools/build_mmcv.sh $(VENV)
 

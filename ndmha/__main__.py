@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ndmha import inpaint as inpaint_module
 from ndmha.models import ARCHITECTURES, build_model, count_gmac, count_parameters
-from ndmha.models.layers import AUTO, DEFORM_BACKENDS, set_deform_backend
+from ndmha.models.layers import AUTO, DEFORM_BACKENDS, set_backend
 from ndmha.models.released import HOLE_FILLS
 from ndmha.weights import DEFAULT_FETCH, MIRROR_ENV, READ_TIMEOUT_S, REGISTRY, TRIES
 
@@ -41,11 +41,11 @@ def stats(args: argparse.Namespace) -> None:
           f"gmac_without_deformable={count_gmac(model, size, deformable=False):.4f}")
 
 
-def deform_backend_argument(args: argparse.Namespace) -> None:
+def backend_argument(args: argparse.Namespace) -> None:
     """--deform-backend, where given, as this process's (and its children's) backend; without
     it the inherited one (torchrun's children: their parent's), else auto."""
-    if args.deform_backend is not None:
-        set_deform_backend(args.deform_backend, "--deform-backend")
+    if args.backend is not None:
+        set_backend(args.backend, "--deform-backend")
 
 
 def inpaint(args: argparse.Namespace) -> None:
@@ -53,7 +53,7 @@ def inpaint(args: argparse.Namespace) -> None:
     from ndmha.io import setup_logging
 
     setup_logging()
-    deform_backend_argument(args)
+    backend_argument(args)
     print(inpaint_module.inpaint_file(args.checkpoint, args.image, args.mask, args.out,
                                       args.mask_hole, args.size, args.device))
 
@@ -68,7 +68,7 @@ def train_command(args: argparse.Namespace) -> None:
     from ndmha.train import TrainSettings, train
 
     setup_logging()
-    deform_backend_argument(args)
+    backend_argument(args)
     try:
         train(args.manifest, args.model_out, args.log_csv, args.checkpoint,
               TrainSettings(**json.loads(args.settings)), args.tensorboard_dir)
@@ -137,16 +137,17 @@ def preflight_command(args: argparse.Namespace) -> int:
     """Check what a run needs before it starts, and project its cost on this device: one table
     on screen and in --out; exit status 1 when anything blocks, each blocker on a line."""
     from ndmha.io import atomic_open, setup_logging
-    from ndmha.preflight import blocker_lines, load_config, run_preflight
+    from ndmha.preflight import blocker_lines, run_preflight
+    from ndmha.study import load
 
     setup_logging()
-    cfg = load_config(args.configfile, args.config)
-    report = run_preflight(cfg, args.scratch, steps=args.steps, test_images=args.test_images,
+    study = load(args.configfile, args.config)
+    report = run_preflight(study, args.scratch, steps=args.steps, test_images=args.test_images,
                            dev=not args.no_dev_run)
     title = " ".join(str(p) for p in args.configfile) or "config.yaml"
     text = report.markdown(title)
     print(text)
-    out = Path(args.out) if args.out else Path(cfg["results_dir"]) / "preflight.md"
+    out = Path(args.out) if args.out else study.results_dir / "preflight.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out) as fh:  # a killed preflight leaves no half table
         fh.write(text)
@@ -162,9 +163,9 @@ def config_command(args: argparse.Namespace) -> None:
     import yaml
 
     from ndmha.errors import ConfigError
-    from ndmha.preflight import load_config
+    from ndmha.study import load
 
-    value = load_config(args.configfile, args.config)
+    value = load(args.configfile, args.config).config
     for part in args.get.split(".") if args.get else []:
         if not isinstance(value, dict) or part not in value:
             raise ConfigError(f"config key {args.get}: not in the config")
@@ -190,23 +191,18 @@ def scorecard_recorded(args: argparse.Namespace) -> None:
     """The reproduction scorecard from recorded per-seed test means (e.g. docs/study_runs.csv:
     runs made on several machines on the same test images), for the experiments and comparisons
     of a config, as the workflow's scorecard.md would read had every run been on one disk."""
-    from ndmha.config import (data_protocol, default_comparisons, resolve_experiments,
-                              train_settings)
-    from ndmha.preflight import load_config
+    from ndmha.study import load
     from ndmha.tables import recorded_scorecard, to_markdown
     from ndmha.tables.scorecard import scorecard_notes, scorecard_view
     from ndmha.train import TrainSettings
 
-    cfg = load_config(args.configfile, args.config)
-    cfg.pop("only", None)
-    experiments = resolve_experiments(cfg)
+    study = load(args.configfile, [*args.config, "only=null"])  # every experiment of the config
     groups = {e.group: {"architecture": e.architecture, "options": e.options, "kind": e.kind,
-                        "batch": TrainSettings(**train_settings(cfg, e)).batch_size
+                        "batch": TrainSettings(**study.train_settings(name)).batch_size
                         if e.trained else None}
-              for e in experiments.values()}
-    pairs = cfg.get("comparisons") or default_comparisons(experiments)
-    card = recorded_scorecard(args.runs, groups, pairs, cfg["data"].get("name", ""),
-                              data_protocol(cfg))
+              for name, e in study.experiments.items()}
+    card = recorded_scorecard(args.runs, groups, study.comparisons, study.data.name,
+                              study.data.protocol)
     print(to_markdown(scorecard_view(card), scorecard_notes(card)))
 
 
@@ -292,7 +288,7 @@ def inpaint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="run the network at SIZE x SIZE and resize back (default: pad, no resize)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
-    p.add_argument("--deform-backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+    p.add_argument("--deform-backend", dest="backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
                    help=BACKEND_HELP)
 
 
@@ -304,7 +300,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", required=True,
                    help='TrainSettings as JSON, e.g. \'{"architecture": "ndmha", "epochs": 200}\'')
     p.add_argument("--tensorboard-dir", default=None, help="where the event files go")
-    p.add_argument("--deform-backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
+    p.add_argument("--deform-backend", dest="backend", default=None, choices=sorted([AUTO, *DEFORM_BACKENDS]),
                    help=BACKEND_HELP)
 
 

@@ -1,5 +1,7 @@
-"""Config handling shared by the Snakefile and the package, free of torch so that Snakemake's
-parse of the workflow stays fast: command-line overrides, experiments, settings hashes.
+"""Config handling below the resolved study (:mod:`ndmha.study`), free of torch so that
+Snakemake's parse of the workflow stays fast: command-line overrides, overlays, experiments and
+the checks a schema cannot state. The functions that take a whole config read it validated, its
+defaults filled in by the schema (:func:`ndmha.study.validate`): none states a default of its own.
 """
 
 from __future__ import annotations
@@ -301,13 +303,6 @@ def resolve_experiments(cfg: dict[str, Any]) -> dict[str, Experiment]:
     return experiments
 
 
-def deform_backend(cfg: dict[str, Any]) -> str:
-    """The config's ``ndmha.deform_backend`` ("auto": each job resolves it on its own device,
-    :func:`ndmha.models.layers.resolve_backend`), handed as one keyword to training and to
-    prediction alike."""
-    return cfg.get("ndmha", {}).get("deform_backend", "auto")
-
-
 def train_settings(cfg: dict[str, Any], experiment: Experiment) -> dict[str, Any]:
     """The keyword arguments of ``ndmha.train.TrainSettings`` for one trained run: the config's
     shared ``train`` settings, overridden by the experiment's own (its seed included)."""
@@ -320,7 +315,7 @@ def train_settings(cfg: dict[str, Any], experiment: Experiment) -> dict[str, Any
         "architecture": experiment.architecture,
         "options": experiment.options,
         "loss": experiment.loss,
-        "perceptual": cfg.get("perceptual", {}),
+        "perceptual": cfg["perceptual"],
     }
 
 
@@ -331,9 +326,9 @@ def config_error(key: str, message: str) -> None:
 def image_source(cfg: dict[str, Any]) -> str:
     """Where the source images are read from: "places2" (its layout and lists: data.source
     places2, or the demo written in that layout) or "folders" (a folder of PNGs)."""
-    demo_layout = cfg.get("demo", {}).get("layout", "folders")
-    return "places2" if cfg["data"]["source"] == "places2" or (
-        cfg["data"]["source"] == "demo" and demo_layout == "places2") else "folders"
+    source = cfg["data"]["source"]
+    return "places2" if source == "places2" or (
+        source == "demo" and cfg.get("demo", {}).get("layout") == "places2") else "folders"
 
 
 def data_protocol(cfg: dict[str, Any]) -> str:
@@ -341,7 +336,7 @@ def data_protocol(cfg: dict[str, Any]) -> str:
     layout is the Places2 protocol, CelebA-HQ's layout the CelebA-HQ one; the demo and a folder
     of PNGs stand for neither (``none``), whatever ``data.name`` says."""
     data = cfg["data"]
-    declared = data.get("protocol", "auto")
+    declared = data["protocol"]
     if declared != "auto":
         return declared
     if data["source"] == "places2":
@@ -354,7 +349,7 @@ def folder_layout(cfg: dict[str, Any]) -> str:
     (``data.source: folders``); the demo writes its own PNGs, so a config laid over with
     ``data.source: demo`` reads them as PNGs whatever its layout says."""
     data = cfg["data"]
-    return data.get("layout", "png") if data["source"] == "folders" else "png"
+    return data["layout"] if data["source"] == "folders" else "png"
 
 
 def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
@@ -376,11 +371,11 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
         if split["test"] >= n:
             config_error("split.test", f"{split['test']} test images leave none to train on "
                          f"(data.n_images is {n})")
-        if split["test"] + split.get("val", 0) >= n:
+        if split["test"] + split["val"] >= n:
             config_error("split.val", f"{split['val']} validation and {split['test']} test "
                          f"images leave none to train on (data.n_images is {n})")
     elif split["scheme"] == "celeba":
-        if data["source"] != "folders" or data.get("layout", "png") != "celebahq":
+        if data["source"] != "folders" or data["layout"] != "celebahq":
             config_error("split.scheme", "'celeba' maps CelebA-HQ's index: it needs "
                          "data.source: folders and data.layout: celebahq")
         for key in ("image_list", "partition"):
@@ -427,7 +422,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
                              f"(looked in {Path(path).resolve()})")
         train = {**cfg["train"], **experiment.train}
         if "val" in train.get("train_splits", []) and split["scheme"] != "report" \
-                and not split.get("val"):
+                and not split["val"]:
             config_error(f"experiments.{name}.train.train_splits",
                          "no val split to train on (split.scheme 'report', or split.val > 0)")
     return experiments
@@ -442,17 +437,17 @@ def pretrained_files(cfg: dict[str, Any], experiments: dict[str, Experiment]
     from ndmha.weights import LPIPS_WEIGHTS
 
     files = []
-    perceptual = cfg.get("perceptual", {})
+    perceptual = cfg["perceptual"]
     if any(e.trained and e.loss.get("perceptual") for e in experiments.values()):
-        files.append(("perceptual.vgg19_weights", perceptual.get("vgg19_weights", ""), "vgg19",
-                      not perceptual.get("allow_random_perceptual", False)))
-    evaluation = cfg.get("evaluation", {})
-    required = not evaluation.get("allow_missing_weights", False)
-    lpips = evaluation.get("lpips", {})
-    files.append(("evaluation.lpips.weights", lpips.get("weights", ""),
-                  LPIPS_WEIGHTS[lpips.get("net", "alex")], required))
-    files.append(("evaluation.fid.inception_weights",
-                  evaluation.get("fid", {}).get("inception_weights", ""), "inception", required))
+        files.append(("perceptual.vgg19_weights", perceptual["vgg19_weights"], "vgg19",
+                      not perceptual["allow_random_perceptual"]))
+    evaluation = cfg["evaluation"]
+    required = not evaluation["allow_missing_weights"]
+    lpips = evaluation["lpips"]
+    files.append(("evaluation.lpips.weights", lpips["weights"], LPIPS_WEIGHTS[lpips["net"]],
+                  required))
+    files.append(("evaluation.fid.inception_weights", evaluation["fid"]["inception_weights"],
+                  "inception", required))
     return files
 
 
@@ -478,7 +473,7 @@ def check_weights(cfg: dict[str, Any], experiments: dict[str, Experiment]) -> li
     from ndmha.weights import FETCH_COMMAND, REGISTRY, is_off, locate, perceptual_off
 
     weighed = perceptual_keys(cfg, experiments)
-    if weighed and is_off(cfg.get("perceptual", {}).get("vgg19_weights", "")):
+    if weighed and is_off(cfg["perceptual"]["vgg19_weights"]):
         raise ConfigError(f"config key {perceptual_off(weighed)}")
     found = [(locate(key, value, REGISTRY[name]), needed)
              for key, value, name, needed in pretrained_files(cfg, experiments)]

@@ -29,10 +29,10 @@ from ndmha.devices import resolve_device
 log = logging.getLogger("ndmha")
 
 
-def hole_mask(mask: np.ndarray, shape: tuple[int, int], hole: str = "white") -> np.ndarray:
+def hole_mask(mask: np.ndarray, shape: tuple[int, int], mask_hole: str = "white") -> np.ndarray:
     """A grayscale mask as our convention (uint8, 255 = hole), nearest-resized to ``shape``
     (any aspect ratio: no crop, unlike the workflow's square masks)."""
-    binary = to_holes(mask, hole)
+    binary = to_holes(mask, mask_hole)
     if binary.shape != shape:
         binary = cv2.resize(binary, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return binary
@@ -68,14 +68,14 @@ def inpaint_image(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray,
 
 
 def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, out: str | Path,
-                 hole: str = "white", size: int | None = None, device: str = "auto") -> Path:
+                 mask_hole: str = "white", size: int | None = None, device: str = "auto") -> Path:
     """Read ``image`` and ``mask``, inpaint, write ``out`` (format from its extension)."""
     dev = resolve_device(device)
     meta, model = load_model(checkpoint, dev)
     picture = read_image(image)
-    holes = hole_mask(read_image(mask, cv2.IMREAD_GRAYSCALE), picture.shape[:2], hole)
+    holes = hole_mask(read_image(mask, cv2.IMREAD_GRAYSCALE), picture.shape[:2], mask_hole)
     if not holes.any():
-        raise DataError(f"{mask}: the mask has no hole ({hole} marks the holes; see --mask-hole)")
+        raise DataError(f"{mask}: the mask has no hole ({mask_hole} marks the holes; see --mask-hole)")
     result = inpaint_image(model, picture, holes, size, dev)
     write_image(out, result)
     log.info("%s: inpainted %s (%dx%d, %.1f %% holes) with %s -> %s", checkpoint, image,

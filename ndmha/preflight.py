@@ -35,25 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from ndmha.config import (check_config, check_weights, compose, deform_backend, folder_layout,
-                          image_source, train_settings, typed)
+from ndmha.config import check_weights
 from ndmha.errors import ConfigError, DataError
+from ndmha.study import Study
 
 log = logging.getLogger("ndmha")
 
 OK, WARN, BLOCK = "ok", "warn", "BLOCK"
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: masks whose median hole ratio is above this are taken for inverted: inpainting masks cover
 #: less than half the image (QD-IMD's up to about 60 %, the NVIDIA set's up to 60 %, the
 #: demo's 5-60 %), so a median above one half means the holes are the other colour
 INVERTED_MEDIAN = 0.5
 #: masks and images whose pixels the data check reads in full (headers are read for all)
 SAMPLE = 64
-#: the training jobs' submissions on a cluster without cluster.train_submissions: the SLURM
-#: profile's retries (2) plus one
-PROFILE_SUBMISSIONS = 3
-SIGNAL_MINUTES = 10
 
 
 @dataclass
@@ -91,57 +85,16 @@ class Report:
         return "\n".join(lines + ["", f"**{verdict}.**", ""])
 
 
-# -- the config ------------------------------------------------------------------------------
-
-def load_config(configfiles: list[str | Path], overrides: list[str] | None = None
-                ) -> dict[str, Any]:
-    """The config Snakemake would build: the given files merged in order (``config.yaml``
-    without any, as the Snakefile does), then ``key=value`` overrides (YAML values, typed as
-    :func:`ndmha.config.typed` types the workflow's), laid over the file ``extends`` names
-    (:func:`ndmha.config.compose`), validated against the schema."""
-    import yaml
-    from snakemake.utils import update_config, validate
-
-    cfg: dict[str, Any] = {}
-    for path in configfiles or [ROOT / "config.yaml"]:
-        try:
-            update_config(cfg, yaml.safe_load(Path(path).read_text()) or {})
-        except OSError as error:
-            raise ConfigError(f"--configfile {path}: {error.strerror}") from error
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--config {item}: give key=value")
-        update_config(cfg, {key: typed(yaml.safe_load(value) if value else value)})
-    cfg = compose(cfg, ROOT)
-    try:
-        validate(cfg, str(SCHEMA))
-    except Exception as error:  # snakemake's WorkflowError around jsonschema's error
-        cause = error.__context__
-        where = ".".join(str(p) for p in getattr(cause, "absolute_path", [])) or "(top level)"
-        raise ConfigError(f"config key {where}: {getattr(cause, 'message', error)}") from error
-    return cfg
-
-
 # -- the data --------------------------------------------------------------------------------
 
-def source_folders(cfg: dict[str, Any], scratch: Path) -> tuple[Path, Path]:
+def source_folders(study: Study, scratch: Path) -> tuple[Path, Path]:
     """Where the source images and masks are; the demo's are drawn into ``scratch``."""
-    data = cfg["data"]
-    if data["source"] == "demo":
+    images, masks = study.source_folders(scratch / "demo")
+    if study.data.source == "demo":
         from ndmha.data.demo import make_demo_dataset
 
-        demo, layout = cfg["demo"], cfg["demo"].get("layout", "folders")
-        make_demo_dataset(scratch / "demo" / "images", scratch / "demo" / "masks",
-                          n_images=data["n_images"], n_masks=data["n_images"],
-                          size=demo["image_size"], mask_size=demo["mask_size"],
-                          seed=demo["seed"], ratio_range=tuple(demo["hole_ratio"]),
-                          layout=layout, masks=demo.get("masks", "strokes"),
-                          n_val=cfg["split"].get("test", 0) if layout == "places2" else 0)
-        return scratch / "demo" / "images", scratch / "demo" / "masks"
-    if data["source"] == "places2":
-        return Path(data["places2"]["root"]), Path(data["masks_dir"])
-    return Path(data["images_dir"]), Path(data["masks_dir"])
+        make_demo_dataset(images, masks, **study.demo_arguments)
+    return images, masks
 
 
 def header_sizes(paths: list[Path], what: str = "headers"
@@ -170,7 +123,7 @@ def describe_sizes(sizes: dict[tuple[int, int], int]) -> str:
     return text + (f", {len(sizes) - 3} other sizes" if len(sizes) > 3 else "")
 
 
-def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
+def check_data(study: Study, scratch: Path, report: Report) -> Any:
     """The plan of the whole run (its sources.csv, in ``scratch``), checked; None when the data
     cannot make one."""
     import pandas as pd
@@ -179,22 +132,18 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
     from ndmha.data.sources import plan_sources
     from ndmha.io import read_image
 
-    data = cfg["data"]
-    images_dir, masks_dir = source_folders(cfg, scratch)
+    data = study.data
+    images_dir, masks_dir = source_folders(study, scratch)
     try:
-        plan = plan_sources(
-            scratch / "sources.csv", image_source(cfg), data["n_images"], images_dir, masks_dir,
-            data.get("mask_protocol", "qd-imd"), data["mask_hole"], data.get("mask_count", 0),
-            data.get("mask_binary", "threshold"), data.get("border_margin", 1),
-            data.get("places2", {}), cfg["split"].get("test", 0),
-            layout=folder_layout(cfg))
+        plan = plan_sources(scratch / "sources.csv", images_dir=images_dir, masks_dir=masks_dir,
+                            **study.plan_arguments)
     except (DataError, ConfigError) as error:
         report.add("data: counts", BLOCK, str(error))
         return None
     report.add("data: counts", OK, f"{len(plan):,} images and masks planned (data.n_images "
-                                   f"{data['n_images']:,}), ids unique")
+                                   f"{data.n_images:,}), ids unique")
     base = (scratch / "sources.csv").resolve().parent
-    size = data["image_size"]
+    size = data.image_size
     for column, what in (("image", "images"), ("mask", "masks")):
         paths = list(dict.fromkeys(base / p for p in plan[column]))
         sizes, bad, why = header_sizes(paths, what)
@@ -212,15 +161,15 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
     for rank in picks:
         path = base / plan["mask"].iloc[rank]
         try:
-            ratios.append(float(to_holes(read_image(path, 0), data["mask_hole"]).mean() / 255))
+            ratios.append(float(to_holes(read_image(path, 0), data.mask_hole).mean() / 255))
         except DataError as error:
             report.add("data: masks", BLOCK, str(error))
             return None
     median = statistics.median(ratios)
     detail = (f"hole ratio on {len(ratios)} sampled masks: median {median:.0%}, "
-              f"{min(ratios):.0%} to {max(ratios):.0%} (data.mask_hole: {data['mask_hole']})")
+              f"{min(ratios):.0%} to {max(ratios):.0%} (data.mask_hole: {data.mask_hole})")
     if median > INVERTED_MEDIAN:
-        other = "black" if data["mask_hole"] == "white" else "white"
+        other = "black" if data.mask_hole == "white" else "white"
         report.add("data: mask polarity", BLOCK, f"{detail}: the masks look inverted, holes "
                    f"cover most of each image; set data.mask_hole: {other}")
     else:
@@ -228,23 +177,23 @@ def check_data(cfg: dict[str, Any], scratch: Path, report: Report) -> Any:
     return pd.read_csv(scratch / "sources.csv", dtype={"id": str})
 
 
-def prepare_sample(cfg: dict[str, Any], plan: Any, scratch: Path, counts: dict[str, int]
+def prepare_sample(study: Study, plan: Any, scratch: Path, counts: dict[str, int]
                    ) -> tuple[Path, dict[str, float]]:
     """The data chain (JPG, masks, overlay, split) on the plan's first images: a manifest with
     ``counts`` train / val / test images, and the seconds and bytes per image it took."""
     from ndmha.data.prepare import convert_listed, overlay_masks, prepare_listed
     from ndmha.data.split import make_split
 
-    data, n = cfg["data"], sum(counts.values())
+    n = sum(counts.values())
     rows = plan.head(n)
     if len(rows) < n:
         raise DataError(f"the dev run needs {n} images, the data plans {len(plan)}")
     base, out = (scratch / "sources.csv").resolve().parent, scratch / "sample"
     began = time.perf_counter()
     convert_listed([(i, base / p) for i, p in zip(rows["id"], rows["image"])], out / "images",
-                   data["image_size"], data.get("jpg_quality", 95))
+                   **study.convert_arguments)
     prepare_listed([(r, base / p) for r, p in enumerate(rows["mask"])], n, out / "masks",
-                   data["image_size"], data["mask_hole"], data.get("mask_binary", "threshold"))
+                   **study.mask_arguments)
     overlay_masks(out / "images", out / "masks", out / "corrupted", out / "pairs.csv")
     seconds = (time.perf_counter() - began) / n
     make_split(out / "pairs.csv", out / "manifest.csv", "paper", seed=0, test=counts["test"],
@@ -256,14 +205,14 @@ def prepare_sample(cfg: dict[str, Any], plan: Any, scratch: Path, counts: dict[s
 
 # -- the device and the dev run ----------------------------------------------------------------
 
-def check_device(cfg: dict[str, Any], report: Report) -> Any:
+def check_device(study: Study, report: Report) -> Any:
     import torch
 
     from ndmha.devices import cpu_threads, resolve_device
     from ndmha.models.layers import AUTO, resolve_backend
 
     try:
-        device = resolve_device(cfg["train"].get("device", "auto"))
+        device = resolve_device(study.device)
     except (RuntimeError, ValueError) as error:
         report.add("device", BLOCK, f"train.device: {error}")
         return None
@@ -275,10 +224,10 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
                    f"{bf16}; deformable conv: {backend}")
     else:
         cuda = "no CUDA device visible" if not torch.cuda.is_available() else \
-            f"train.device {cfg['train'].get('device')} (a CUDA device is visible)"
+            f"train.device {study.device} (a CUDA device is visible)"
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() if hasattr(
             torch.ops.mkldnn, "_is_mkldnn_bf16_supported") else False
-        long_run = cfg["train"].get("epochs", 0) > 10
+        long_run = study.train["epochs"] > 10
         report.add("device", WARN if long_run else OK,
                    f"cpu ({cpu_threads()}; {cuda}"
                    f"{'; a long run on a CPU: see the projection' if long_run else ''}); "
@@ -287,7 +236,7 @@ def check_device(cfg: dict[str, Any], report: Report) -> Any:
     return device
 
 
-def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path, steps: int,
+def dev_run(study: Study, experiment: Any, manifest: Path, scratch: Path, steps: int,
             device: Any) -> dict[str, float]:
     """Train ``experiment`` for ``steps`` steps on the sample with its configured settings (one
     validation batch: the sample's), predict and score the sample's test images; then time
@@ -296,7 +245,7 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     from ndmha.train import TrainSettings, Trainer, train
 
     folder = scratch / "runs" / experiment.name
-    settings = train_settings(cfg, experiment)
+    settings = study.train_settings(experiment.name)
     settings.update(epochs=1, max_steps=steps, tensorboard=False, checkpoint_minutes=0.0)
     s = TrainSettings(**settings)
     train(manifest, folder / "model.pt", folder / "train_log.csv", folder / "last.pt", s)
@@ -304,10 +253,9 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
     predict(manifest, folder / "model.pt", folder / "pred", device=str(device),
             experiment=experiment.name)
     predicted = time.perf_counter() - began
-    evaluation = cfg["evaluation"]
     began = time.perf_counter()
     score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
-          folder / "summary.json", lpips=evaluation["lpips"], fid=evaluation["fid"],
+          folder / "summary.json", lpips=study.evaluation.lpips, fid=study.evaluation.fid,
           device=str(device))
     scored = time.perf_counter() - began
     tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
@@ -323,7 +271,7 @@ def dev_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path,
             / tests}
 
 
-def floor_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Path
+def floor_run(study: Study, experiment: Any, manifest: Path, scratch: Path
               ) -> dict[str, float]:
     """A training-free method on the sample's test images, predicted and scored: seconds and
     bytes per image."""
@@ -334,9 +282,8 @@ def floor_run(cfg: dict[str, Any], experiment: Any, manifest: Path, scratch: Pat
     predict_training_free(manifest, experiment.name, experiment.architecture,
                           experiment.options, folder / "pred")
     predicted = time.perf_counter() - began
-    evaluation = cfg["evaluation"]
     score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
-          folder / "summary.json", lpips=evaluation["lpips"], fid=evaluation["fid"],
+          folder / "summary.json", lpips=study.evaluation.lpips, fid=study.evaluation.fid,
           device="cpu")
     tests = sum(1 for _ in (folder / "pred" / "composite").glob("*.png"))
     return {"predict_seconds": predicted / tests,
@@ -355,41 +302,41 @@ def gigabytes(count: float) -> str:
     return f"{count / 1e9:,.1f} GB" if count >= 1e8 else f"{count / 1e6:,.1f} MB"
 
 
-def split_counts(cfg: dict[str, Any], ids: list[str]) -> dict[str, int]:
+def split_counts(study: Study, ids: list[str]) -> dict[str, int]:
     """Train / val / test images of the whole run (``ids``: the plan's), as the split rule
     will deal them."""
     from ndmha.data.split import celeba_splits, split_sizes
 
-    n, split = cfg["data"]["n_images"], cfg["split"]
-    if split["scheme"] == "celeba":
-        labels = celeba_splits(ids, split["celeba"]["image_list"], split["celeba"]["partition"])
+    n, split = study.data.n_images, study.split
+    if split.scheme == "celeba":
+        labels = celeba_splits(ids, split.celeba["image_list"], split.celeba["partition"])
         return {k: labels.count(k) for k in ("train", "val", "test")}
-    if split["scheme"] == "lists":
-        test, val = split["test"], split.get("val", 0)
+    if split.scheme == "lists":
+        test, val = split.test or 0, split.val
         return {"train": n - test - val, "val": val, "test": test}
-    sizes = split_sizes(n, split["scheme"], split.get("test"), split.get("val", 0))
+    sizes = split_sizes(n, split.scheme, split.test, split.val)
     return {k: int(sizes.get(k, 0)) for k in ("train", "val", "test")}
 
 
-def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str, dict],
-            data: dict[str, float], report: Report, device: Any, ids: list[str]) -> float:
+def project(study: Study, measured: dict[str, dict], data: dict[str, float], report: Report,
+            device: Any, ids: list[str]) -> float:
     """The projection rows (per experiment: its runs, steps, step time, wall time, disk), the
     cluster's submissions; returns the bytes the whole run needs."""
-    counts = split_counts(cfg, ids)
-    n = cfg["data"]["n_images"]
-    threads = cfg["resources"].get("prepare", {}).get("threads", 1) or 1
+    counts = split_counts(study, ids)
+    n = study.data.n_images
+    threads = study.threads("prepare") or 1
     prep = data["prepare_seconds"] * n / threads
     need = n * (data["images"] + data["masks"] + data["corrupted"])
     total = prep
     report.projection.append({"experiment": "data preparation", "runs": 1,
                               "steps a run": "", "s a step": "",
                               "wall time": hours(prep), "disk": gigabytes(need)})
-    cluster = cfg.get("cluster", {})
-    runtime = cfg["resources"].get("train", {}).get("runtime")
-    usable = (runtime - cluster.get("signal_minutes", SIGNAL_MINUTES)) if runtime else None
-    allowed = cluster.get("train_submissions", PROFILE_SUBMISSIONS)
+    cluster = study.cluster
+    runtime = study.resources["train"].get("runtime")
+    usable = (runtime - cluster.signal_minutes) if runtime else None
+    allowed = cluster.submissions
     groups: dict[str, list[Any]] = {}
-    for e in experiments.values():
+    for e in study.experiments.values():
         groups.setdefault(e.group, []).append(e)
     for group, runs in groups.items():
         first = runs[0]
@@ -397,7 +344,7 @@ def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str
         if m is None:
             continue
         if first.trained:
-            s = {**cfg["train"], **first.train}
+            s = study.run_train(first.name)
             images = counts["train"] + (counts["val"] if "val" in s.get("train_splits", [])
                                         else 0)
             images = min(images, s.get("max_train_images") or images)
@@ -416,7 +363,7 @@ def project(cfg: dict[str, Any], experiments: dict[str, Any], measured: dict[str
                "disk": gigabytes(len(runs) * disk)}
         total += len(runs) * (train_s + test_s)
         need += len(runs) * disk
-        if first.trained and usable and cluster.get("partition"):
+        if first.trained and usable and cluster.partition:
             submissions = math.ceil(train_s / 60 / usable)
             row["submissions"] = f"{submissions} of {allowed}"
             if submissions > allowed:
@@ -440,8 +387,8 @@ def free_space(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def check_disk(cfg: dict[str, Any], need: float, report: Report) -> None:
-    folder = Path(cfg["results_dir"]).resolve()
+def check_disk(study: Study, need: float, report: Report) -> None:
+    folder = study.results_dir.resolve()
     while not folder.exists():
         folder = folder.parent
     free = free_space(folder)
@@ -452,24 +399,25 @@ def check_disk(cfg: dict[str, Any], need: float, report: Report) -> None:
 
 # -- the whole preflight ---------------------------------------------------------------------------
 
-def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int = 3,
+def run_preflight(study: Study, scratch: Path | None = None, steps: int = 3,
                   test_images: int = 4, dev: bool = True) -> Report:
-    """Every check on a loaded config (:func:`load_config`); ``scratch`` (default a temporary
-    folder, removed afterwards) holds the plan, the sample and the dev runs."""
-    from ndmha.models.layers import set_deform_backend
+    """Every check on a resolved config (:func:`ndmha.study.load`: the schema and the config's
+    own checks passed); ``scratch`` (default a temporary folder, removed afterwards) holds the
+    plan, the sample and the dev runs."""
+    from ndmha.models.layers import set_backend
 
     report = Report()
+    experiments = study.experiments
     try:
-        experiments = check_config(cfg)
-        set_deform_backend(deform_backend(cfg))  # once, for every dev run of this process
+        set_backend(study.backend)  # once, for every dev run of this process
     except ConfigError as error:
         report.add("config", BLOCK, str(error))
         return report
     groups = {e.group for e in experiments.values()}
     report.add("config", OK, f"{len(experiments)} runs of {len(groups)} experiments, "
-               f"results_dir {cfg['results_dir']}")
+               f"results_dir {study.results_dir}")
     try:
-        found = check_weights(cfg, experiments)
+        found = check_weights(study.config, experiments)
         missing = [f for f in found if not f.found and not f.off]
         report.add("weights", WARN if missing else OK,
                    "; ".join(f"{f.key}: {'off' if f.off else f.path if f.found else f.problem}"
@@ -479,15 +427,15 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
     own = scratch is None
     scratch = Path(tempfile.mkdtemp(prefix="ndmha-preflight-")) if own else Path(scratch)
     try:
-        plan = check_data(cfg, scratch, report)
-        device = check_device(cfg, report)
+        plan = check_data(study, scratch, report)
+        device = check_device(study, report)
         if plan is None or device is None or not dev:
             return report
         trained = [e for e in experiments.values() if e.trained]
-        batch = max([{**cfg["train"], **e.train}["batch_size"] for e in trained] or [1])
+        batch = max([study.run_train(e.name)["batch_size"] for e in trained] or [1])
         counts = {"train": batch, "val": batch, "test": test_images}
         try:
-            manifest, data = prepare_sample(cfg, plan, scratch, counts)
+            manifest, data = prepare_sample(study, plan, scratch, counts)
         except (DataError, ConfigError) as error:
             report.add("dev run: data", BLOCK, str(error))
             return report
@@ -499,9 +447,9 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
             began = time.perf_counter()
             try:
                 if e.trained:
-                    measured[e.name] = dev_run(cfg, e, manifest, scratch, steps, device)
+                    measured[e.name] = dev_run(study, e, manifest, scratch, steps, device)
                 elif e.kind == "training-free":
-                    measured[e.name] = floor_run(cfg, e, manifest, scratch)
+                    measured[e.name] = floor_run(study, e, manifest, scratch)
                 else:
                     continue  # imported weights and outside predictions: checked by the config
             except Exception as error:  # noqa: BLE001 (any failure here is the finding)
@@ -511,8 +459,8 @@ def run_preflight(cfg: dict[str, Any], scratch: Path | None = None, steps: int =
                     if e.trained else "")
             report.add(f"dev run: {group}", OK, f"{what}prediction and metrics on "
                        f"{test_images} test images in {time.perf_counter() - began:.1f} s")
-        need = project(cfg, experiments, measured, data, report, device, list(plan["id"]))
-        check_disk(cfg, need, report)
+        need = project(study, measured, data, report, device, list(plan["id"]))
+        check_disk(study, need, report)
         return report
     finally:
         if own:

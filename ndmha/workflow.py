@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from typing import Any, Callable
 
 from ndmha import gpus
-from ndmha.config import deform_backend
-from ndmha.environment import DEFORM_BACKEND_ENV
 from ndmha.errors import ConfigError, DataError, DiskFullError, TrainingInterrupted
 from ndmha.io import setup_logging
 
@@ -20,9 +17,8 @@ log = logging.getLogger("ndmha")
 def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     """Call ``step(**kwargs)`` for a Snakemake job.
 
-    Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``; the
-    deformable convs compute on the config's ``ndmha.deform_backend``; in a local run the job
-    sees the GPUs it asked for and no others (:mod:`ndmha.gpus`). A bad
+    Logs and progress bars go to the rule's log file; torch uses the rule's ``threads``; in a
+    local run the job sees the GPUs it asked for and no others (:mod:`ndmha.gpus`). A bad
     input or config, or a full disk, stops the job with its one-line message on the terminal as
     well as in the log; training stopped by a signal exits with status 75 (its checkpoint
     written: a retry resumes it); any other failure leaves its traceback in both.
@@ -32,9 +28,6 @@ def run(snakemake: Any, step: Callable[..., Any], /, **kwargs: Any) -> Any:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log.info("rule %s: %s", snakemake.rule, step.__qualname__)
-    # the config's deformable-conv backend, once for this job and the processes it starts (its
-    # availability is checked where a deformable conv is built: a data job compiles nothing)
-    os.environ[DEFORM_BACKEND_ENV] = deform_backend(snakemake.config)
     devices = gpus.assign(int(snakemake.resources.get("gpu", 0) or 0))
     if devices is not None:  # a local run: this job's GPUs, claimed from the run's pool
         log.info("CUDA_VISIBLE_DEVICES=%s (%s)", devices,

@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def process_backend() -> Iterator[None]:
     """The deformable-conv backend a test sets for its process (an entry point's
-    set_deform_backend, in-process) ends with the test."""
+    set_backend, in-process) ends with the test."""
     from ndmha.models.layers import BACKEND_ENV
 
     before = os.environ.get(BACKEND_ENV)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ndmha.config import check_config, compose
+from ndmha.study import validate
 from ndmha.data.demo import draw_face, draw_mask
 from ndmha.data.prepare import convert_listed
 from ndmha.data.sources import celebahq_images, plan_sources, qdimd_masks
@@ -170,6 +171,7 @@ def test_the_celeba_scheme_is_checked_and_runs_through_the_workflow(tmp_path: Pa
     config.update(results_dir=str(tmp_path / "results"), models=["telea"])
     config["split"] = {"scheme": "celeba", "seed": 0, "celeba": {
         "image_list": str(image_list), "partition": str(tmp_path / "nope.txt")}}
+    validate(config)  # the schema's defaults filled in, as the workflow's study does
     with pytest.raises(ConfigError, match=r"config key split.celeba.partition: file .*nope.txt"):
         check_config(config)
     config["split"]["celeba"]["partition"] = str(partition)

@@ -93,11 +93,11 @@ def test_launch_training_starts_torchrun_for_several_gpus(monkeypatch: pytest.Mo
                                                           tmp_path: Path) -> None:
     from ndmha import launch
 
-    from ndmha.models.layers import BACKEND_ENV, set_deform_backend
+    from ndmha.models.layers import BACKEND_ENV, set_backend
 
     calls = []
     monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)))
-    set_deform_backend("torch")  # the job's, from the config: the ranks inherit it
+    set_backend("torch")  # the job's, from the config: the ranks inherit it
     launch.launch_training("m.csv", "model.pt", "log.csv", "c.pt", {"architecture": "ndmha"},
                            gpus=4, tensorboard_dir="tb")
     ((cmd, kw),) = calls

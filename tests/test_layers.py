@@ -17,8 +17,8 @@ from ndmha.models.layers import (
     GatedFeedForward,
     _from_windows,
     _to_windows,
-    deform_backend_available,
-    use_deform_backend,
+    backend_available,
+    use_backend,
 )
 
 BACKENDS = ("torchvision", "mmcv", "torch", "fused")
@@ -89,7 +89,7 @@ def test_deform_backends_agree(backend: str, modulated: bool, groups: int) -> No
     """Measured (AMD EPYC, float64): torchvision and mmcv within 4.3e-14 of the reference, the
     fused kernel (depthwise; a grouped conv runs the reference) within 1.2e-12 at NDMHA's
     shapes. Depthwise is the DMHA's grouping, the one the fused kernel computes itself."""
-    ok, why = deform_backend_available(backend)
+    ok, why = backend_available(backend)
     if not ok:
         pytest.skip(why)
     torch.manual_seed(0)
@@ -114,7 +114,7 @@ def test_every_backend_takes_a_map_smaller_than_its_kernel(backend: str) -> None
     """A 16 px input reaches NDMHA's deepest deformable convs as 2 x 2 maps; mmcv's own kernel
     refuses a map smaller than the kernel, so every backend must still give the reference's
     result there (same tolerance as the agreement test)."""
-    ok, why = deform_backend_available(backend)
+    ok, why = backend_available(backend)
     if not ok:
         pytest.skip(why)
     x = torch.rand(1, 6, 2, 2, dtype=DTYPE[backend])
@@ -137,21 +137,21 @@ def test_unknown_or_missing_backend_is_a_config_error() -> None:
 def test_each_model_knows_its_own_backend() -> None:
     """The process's backend (set once by an entry point, inherited by the processes it starts)
     computes every layer left at auto; a model pinned to a backend keeps it, and
-    use_deform_backend changes one model's for a block only."""
+    use_backend changes one model's for a block only."""
     import os
     import subprocess
     import sys
 
     from ndmha.models import build_model
-    from ndmha.models.layers import (AUTO, BACKEND_ENV, pin_deform_backend, resolve_backend,
-                                     set_deform_backend)
+    from ndmha.models.layers import (AUTO, BACKEND_ENV, pin_backend, resolve_backend,
+                                     set_backend)
 
     cpu = torch.device("cpu")
     a, b = build_model("ndmha"), build_model("ndmha")
     backends = lambda m: {l.backend for l in m.modules() if isinstance(l, DeformConv2d)}  # noqa
     assert backends(a) == backends(b) == {AUTO}
     assert resolve_backend(AUTO, cpu) in ("fused", "torch")  # no process's: the CPU's default
-    set_deform_backend("torch")
+    set_backend("torch")
     assert resolve_backend(AUTO, cpu) == "torch" and resolve_backend("torchvision", cpu) == \
         "torchvision"
     child = subprocess.run([sys.executable, "-c", "import torch; from ndmha.models.layers import "
@@ -159,9 +159,9 @@ def test_each_model_knows_its_own_backend() -> None:
                             "torch.device('cpu')))"], capture_output=True, text=True,
                            env=os.environ.copy(), check=True)
     assert child.stdout.strip() == "torch" and os.environ[BACKEND_ENV] == "torch"
-    pin_deform_backend(b, "torchvision")
+    pin_backend(b, "torchvision")
     assert backends(a) == {AUTO} and backends(b) == {"torchvision"}
-    with use_deform_backend(b, "torch"):
+    with use_backend(b, "torch"):
         assert backends(b) == {"torch"} and backends(a) == {AUTO}
     assert backends(b) == {"torchvision"}
 
@@ -262,7 +262,7 @@ def test_auto_backend_resolves_on_the_device_of_each_call(monkeypatch: pytest.Mo
     a GPU, chosen when the layer runs, not when the workflow is parsed."""
     import ndmha.models.layers as layers
 
-    on_cpu = "fused" if deform_backend_available("fused")[0] else "torch"
+    on_cpu = "fused" if backend_available("fused")[0] else "torch"
     assert layers.resolve_backend("auto", torch.device("cpu")) == on_cpu
     assert layers.resolve_backend("auto", torch.device("cuda", 0)) == "torchvision"
     assert layers.resolve_backend("mmcv", torch.device("cpu")) == "mmcv"
@@ -281,7 +281,7 @@ def test_compiled_backends_run_in_float32_under_autocast(backend: str) -> None:
     """Under CPU bf16 autocast torchvision's kernel once stopped with 'not implemented for
     BFloat16'; the compiled backends now run in float32 inside autocast and inside a bf16
     model, and return the activations' dtype (fused: a depthwise layer, which it computes)."""
-    ok, why = deform_backend_available(backend)
+    ok, why = backend_available(backend)
     if not ok:
         pytest.skip(why)
     torch.manual_seed(0)

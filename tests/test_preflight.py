@@ -15,7 +15,8 @@ import pytest
 from ndmha import preflight
 from ndmha.data.demo import draw_face, draw_mask
 from ndmha.io import write_image
-from ndmha.preflight import BLOCK, OK, load_config, run_preflight
+from ndmha.preflight import BLOCK, OK, run_preflight
+from ndmha.study import load
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper_celebahq.yaml"
@@ -44,6 +45,11 @@ def overrides(root: Path, **extra: str) -> list[str]:
             f"evaluation={{lpips: {{net: alex, weights: {extra.get('lpips', 'off')}}}, "
             "fid: {inception_weights: off}}",
             "resources={prepare: {threads: 1}, train: {runtime: 60}}"]
+
+
+def folders(root: Path) -> str:
+    """The paper config's data folders, empty: enough for a config to resolve."""
+    return f"data={{images_dir: {root}, masks_dir: {root}}}"
 
 
 def verdicts(report: preflight.Report) -> dict[str, str]:
@@ -98,8 +104,8 @@ def test_each_blocker_flips_the_verdict(blocker: str, area: str, lookalike: Path
     dev = blocker == "disk"  # the disk needs the projection, hence the dev run
 
     def run(**extra: str) -> dict[str, str]:
-        cfg = load_config([PAPER], overrides(lookalike, lpips=str(alexnet), **extra))
-        return verdicts(run_preflight(cfg, tmp_path / "scratch" / str(len(extra)), steps=1,
+        study = load([PAPER], overrides(lookalike, lpips=str(alexnet), **extra))
+        return verdicts(run_preflight(study, tmp_path / "scratch" / str(len(extra)), steps=1,
                                       test_images=2, dev=dev))
 
     before = run()
@@ -121,51 +127,51 @@ def test_each_blocker_flips_the_verdict(blocker: str, area: str, lookalike: Path
 
 
 @pytest.mark.parametrize("device, verdict", [("cuda", BLOCK), ("cpu", preflight.WARN)])
-def test_the_submissions_a_training_needs_at_its_runtime(device: str, verdict: str) -> None:
+def test_the_submissions_a_training_needs_at_its_runtime(device: str, verdict: str,
+                                                          tmp_path: Path) -> None:
     """The paper's config as shipped: 27,000 training images, 200 epochs at batch 1, 3,000 test
     images. A measured 0.016 s a step and no prediction time make 5.4 M steps, 86,400 s = 1,440
     min of training; at resources.train.runtime 500 min less the 10 min warning, 490 usable: 3
     submissions (1,440 / 490 = 2.94), one more than the 2 allowed. On a GPU that blocks; measured
     on a CPU it is a warning."""
+    import dataclasses
+
     import torch
 
-    from ndmha.config import resolve_experiments
-
-    cfg = load_config([PAPER], ["models=[baseline]", "resources={train: {runtime: 500}}",
-                                "cluster={partition: gpu, train_submissions: 2}"])
+    study = load([PAPER], ["models=[baseline]", "resources={train: {runtime: 500}}",
+                           "cluster={partition: gpu, train_submissions: 2}", folders(tmp_path)])
     measured = {"baseline": {"step_seconds": 86_400 / 5_400_000, "predict_seconds": 0.0,
                              "model_bytes": 0, "checkpoint_bytes": 0, "prediction_bytes": 0}}
     data = {"prepare_seconds": 0.0, "images": 0, "masks": 0, "corrupted": 0}
     report = preflight.Report()
-    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
-                      torch.device(device), [f"{i:05d}" for i in range(30_000)])
+    preflight.project(study, measured, data, report, torch.device(device),
+                      [f"{i:05d}" for i in range(30_000)])
     row = next(r for r in report.projection if r["experiment"] == "baseline")
     assert (row["steps a run"], row["wall time"], row["submissions"]) == ("5,400,000", "24.0 h",
                                                                           "3 of 2")
     assert verdicts(report) == {"cluster: baseline": verdict}
     # one submission more allowed: nothing to say
-    cfg["cluster"]["train_submissions"] = 3
+    study = dataclasses.replace(study, cluster=dataclasses.replace(study.cluster,
+                                                                   train_submissions=3))
     report = preflight.Report()
-    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
-                      torch.device(device), [f"{i:05d}" for i in range(30_000)])
+    preflight.project(study, measured, data, report, torch.device(device),
+                      [f"{i:05d}" for i in range(30_000)])
     assert report.checks == []
 
 
-def test_the_24_hour_recipe_carries_three_days_of_training() -> None:
+def test_the_24_hour_recipe_carries_three_days_of_training(tmp_path: Path) -> None:
     """configs/cluster_24h.yaml, laid under a user's overlay: 72 hours of training measured on a
     GPU take 4 of its 6 submissions (1,430 usable minutes each) and nothing blocks."""
     import torch
 
-    from ndmha.config import resolve_experiments
-
-    cfg = load_config([ROOT / "configs" / "cluster_24h.yaml"],
-                      ["models=[ndmha]", "cluster={partition: gpu}"])
+    study = load([ROOT / "configs" / "cluster_24h.yaml"],
+                 ["models=[ndmha]", "cluster={partition: gpu}", folders(tmp_path)])
     measured = {"ndmha": {"step_seconds": 72 * 3600 / 5_400_000, "predict_seconds": 0.0,
                           "model_bytes": 0, "checkpoint_bytes": 0, "prediction_bytes": 0}}
     data = {"prepare_seconds": 0.0, "images": 0, "masks": 0, "corrupted": 0}
     report = preflight.Report()
-    preflight.project(cfg, resolve_experiments(cfg), measured, data, report,
-                      torch.device("cuda"), [f"{i:05d}" for i in range(30_000)])
+    preflight.project(study, measured, data, report, torch.device("cuda"),
+                      [f"{i:05d}" for i in range(30_000)])
     row = next(r for r in report.projection if r["experiment"] == "ndmha")
     assert (row["wall time"], row["submissions"]) == ("72.0 h", "4 of 6")
-    assert report.checks == [] and cfg["train"]["checkpoint_minutes"] == 30
+    assert report.checks == [] and study.train["checkpoint_minutes"] == 30

@@ -83,10 +83,10 @@ def test_non_image_named_png_is_named(tmp_path: Path) -> None:
 def test_binarize_mask_polarity_and_nearest_resize() -> None:
     mask = np.zeros((8, 8), np.uint8)
     mask[:4] = 200  # white top half: the hole in QD-IMD's polarity
-    white = binarize_mask(mask, 16, hole="white")
+    white = binarize_mask(mask, 16, mask_hole="white")
     assert white.shape == (16, 16) and set(np.unique(white)) == {0, 255}
     assert (white[:8] == 255).all() and (white[8:] == 0).all()
-    black = binarize_mask(mask, 16, hole="black")
+    black = binarize_mask(mask, 16, mask_hole="black")
     np.testing.assert_array_equal(black, 255 - white)
 
 

@@ -105,8 +105,8 @@ def test_a_wrong_count_and_a_grey_mask_are_one_error_each(tmp_path: Path) -> Non
     grey[10, 10] = 128
     _write(tmp_path / "m" / "3.png", grey)
     with pytest.raises(DataError, match=r"3\.png: not a binary mask \(1 pixels"):
-        nvidia_index(tmp_path / "m", binary="strict")
-    assert len(nvidia_index(tmp_path / "m", binary="threshold")) == 4
+        nvidia_index(tmp_path / "m", mask_binary="strict")
+    assert len(nvidia_index(tmp_path / "m", mask_binary="threshold")) == 4
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ def test_the_nvidia_plan_deals_each_split_evenly_and_the_manifest_records_it(
         assert rows["mask_category"].tolist()[:4] == ["0-10%", "0-10%", "10-20%", "10-20%"]
     part = data / "shards" / "0"
     convert_shard(data / "sources.csv", part / "images", 0, 1, 32)
-    masks_shard(data / "sources.csv", part / "masks", 0, 1, 32, binary="strict")
+    masks_shard(data / "sources.csv", part / "masks", 0, 1, 32, mask_binary="strict")
     overlay_masks(part / "images", part / "masks", part / "corrupted", part / "pairs.csv")
     gather_shards([part], data / "sources.csv", data, data / "pairs.csv")
     manifest = make_split(data / "pairs.csv", data / "manifest.csv", "lists", seed=0, val=2)

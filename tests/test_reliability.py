@@ -100,10 +100,10 @@ TRAIN_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
 from ndmha.io import setup_logging
-from ndmha.models.layers import set_deform_backend
+from ndmha.models.layers import set_backend
 from ndmha.train import TrainSettings, train
 setup_logging(sys.argv[5])
-set_deform_backend("torch")
+set_backend("torch")
 loss = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
 train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4],
       TrainSettings(architecture="ndmha", epochs=3, batch_size=2, loss=loss, seed=0, device="cpu",

@@ -18,7 +18,7 @@ from ndmha.data.prepare import convert_images, overlay_masks, prepare_masks
 from ndmha.data.split import make_split
 from ndmha.models import build_model
 from ndmha.model_files import load_torch
-from ndmha.models.layers import set_deform_backend
+from ndmha.models.layers import set_backend
 from ndmha.train import TrainSettings, train
 
 FULL_LOSS = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
@@ -40,7 +40,7 @@ def manifest64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.long
 def test_200_ndmha_steps_with_every_term_stay_finite_and_lower_l1(manifest64: Path,
                                                                   tmp_path: Path) -> None:
-    set_deform_backend("torch")
+    set_backend("torch")
     settings = TrainSettings(architecture="ndmha", epochs=4, batch_size=1, loss=FULL_LOSS, seed=0,
                              device="cpu", perceptual={"allow_random_perceptual": True})
     history = train(manifest64, tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "c.pt",

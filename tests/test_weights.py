@@ -316,7 +316,7 @@ STUDY = {"results_dir": "r", "data": {"source": "demo"}, "split": {"scheme": "pa
                          "telea": {"architecture": "telea"}},
          "perceptual": {"vgg19_weights": "", "allow_random_perceptual": False},
          "evaluation": {"lpips": {"net": "alex", "weights": ""},
-                        "fid": {"inception_weights": ""}}}
+                        "fid": {"inception_weights": ""}, "allow_missing_weights": False}}
 
 
 def test_the_config_check_names_every_missing_file(monkeypatch: pytest.MonkeyPatch,
@@ -340,8 +340,8 @@ def test_the_config_check_names_every_missing_file(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match=r"evaluation.lpips.weights \(.* is not alexnet-"):
         check_weights(STUDY, experiments)
     # switched off, or allowed missing (the demo), or no perceptual term: nothing blocks
-    off = {**STUDY, "evaluation": {"lpips": {"net": "alex", "weights": False},
-                                   "fid": {"inception_weights": ""}}}
+    off = {**STUDY, "evaluation": {**STUDY["evaluation"],
+                                   "lpips": {"net": "alex", "weights": False}}}
     assert [f.off for f in check_weights(off, experiments)] == [False, True, False]
     allowed = {**STUDY, "evaluation": {**STUDY["evaluation"], "allow_missing_weights": True}}
     assert not check_weights(allowed, experiments)[1].found
@@ -381,8 +381,8 @@ def test_off_means_one_thing_in_a_file_and_through_config(how: str, tmp_path: Pa
     """`off`, bare (YAML false) or quoted, in an overlay or through --config: a metric's key is
     switched off; the perceptual key is refused with advice that, followed literally, gives a
     config that needs no VGG19 and trains without the term."""
-    from ndmha.preflight import load_config
     from ndmha.losses import Objective
+    from ndmha.study import load
 
     for folder in ("images", "masks"):
         (tmp_path / folder).mkdir()
@@ -399,10 +399,9 @@ def test_off_means_one_thing_in_a_file_and_through_config(how: str, tmp_path: Pa
         else:
             overrides.append(f"{section}={value.replace('OFF', off)}")
     overlay.write_text(text)
-    cfg = load_config([overlay], overrides)  # the schema takes false and "off" alike
-    experiments = resolve_experiments(cfg)
+    study = load([overlay], overrides)  # the schema takes false and "off" alike
     with pytest.raises(ConfigError) as error:
-        check_weights(cfg, experiments)
+        check_weights(study.config, study.experiments)
     message = str(error.value)
     assert "perceptual.vgg19_weights: off cannot switch the perceptual loss off" in message
     advice = message.rsplit("train without the term: ", 1)[1]
@@ -414,7 +413,7 @@ def test_off_means_one_thing_in_a_file_and_through_config(how: str, tmp_path: Pa
         section, arch, term = key.split(".")
         loss.setdefault(section, {}).setdefault(arch, {})[term] = yaml.safe_load(value)
     overlay.write_text(text + yaml.safe_dump(loss))
-    cfg = load_config([overlay], overrides)
+    cfg = load([overlay], overrides).config
     found = check_weights(cfg, resolve_experiments(cfg))
     assert [(f.key, f.off) for f in found] == [("evaluation.lpips.weights", True),
                                                ("evaluation.fid.inception_weights", True)]
@@ -434,7 +433,7 @@ def test_the_training_refuses_off_with_the_same_advice() -> None:
 def test_lpips_is_checked_against_the_backbone_its_net_names(monkeypatch: pytest.MonkeyPatch,
                                                             own_caches: Path) -> None:
     """net: vgg needs VGG16's file: AlexNet's in the cache does not satisfy it, VGG16's does."""
-    vgg = {**STUDY, "evaluation": {"lpips": {"net": "vgg", "weights": ""},
+    vgg = {**STUDY, "evaluation": {**STUDY["evaluation"], "lpips": {"net": "vgg", "weights": ""},
                                    "fid": {"inception_weights": False}}}
     experiments = resolve_experiments(vgg)
     own_caches.mkdir(parents=True)

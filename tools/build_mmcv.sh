@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build mmcv's compiled ops (mmcv.ops: deformable convolution and the rest) against the torch in
-# a virtual environment, so that ndmha.deform_backend: mmcv runs.
+# a virtual environment, so that the deformable convs' mmcv backend runs.
 #
 #   make mmcv                       # = bash tools/build_mmcv.sh .venv
 #   bash tools/build_mmcv.sh PATH_TO_VENV [MMCV_VERSION]

@@ -57,22 +57,22 @@ def is_hole(mask: np.ndarray) -> np.ndarray:
     return mask > HOLE_LEVEL
 
 
-def to_holes(mask: np.ndarray, hole: str = "white") -> np.ndarray:
+def to_holes(mask: np.ndarray, mask_hole: str = "white") -> np.ndarray:
     """Source mask (grayscale uint8) -> our convention: uint8, 255 = hole, thresholded at
     :data:`HOLE_LEVEL`."""
-    if hole not in ("white", "black"):
-        raise ValueError(f"mask hole colour must be 'white' or 'black', not {hole!r}")
-    holes = is_hole(mask) if hole == "white" else ~is_hole(mask)
+    if mask_hole not in ("white", "black"):
+        raise ValueError(f"mask hole colour must be 'white' or 'black', not {mask_hole!r}")
+    holes = is_hole(mask) if mask_hole == "white" else ~is_hole(mask)
     return holes.astype(np.uint8) * 255
 
 
-def grey_pixels(mask: np.ndarray, path: str | Path, binary: str = "threshold") -> int:
+def grey_pixels(mask: np.ndarray, path: str | Path, mask_binary: str = "threshold") -> int:
     """Pixels of the grayscale mask read from ``path`` that are neither 0 nor 255 (a binary mask
-    has none). ``binary`` ``strict``: any is an error naming the file (a resized or anti-aliased
+    has none). ``mask_binary`` ``strict``: any is an error naming the file (a resized or anti-aliased
     copy of a mask set is not that set); ``threshold``: they are thresholded at
     :data:`HOLE_LEVEL` where the mask is prepared."""
     grey = int(np.count_nonzero((mask > 0) & (mask < 255)))
-    if grey and binary == "strict":
+    if grey and mask_binary == "strict":
         raise DataError(f"{path}: not a binary mask ({grey} pixels neither 0 nor 255); set "
                         f"data.mask_binary: threshold to threshold it at {HOLE_LEVEL}")
     return grey
@@ -84,24 +84,24 @@ def touches_border(holes: np.ndarray, margin: int = 1) -> bool:
     return bool(holes[:m].any() or holes[-m:].any() or holes[:, :m].any() or holes[:, -m:].any())
 
 
-def mask_category(mask: np.ndarray, hole: str = "white", border_margin: int = 1
+def mask_category(mask: np.ndarray, mask_hole: str = "white", border_margin: int = 1
                   ) -> dict[str, object]:
     """A source mask's hole ratio at its own resolution, its category (:func:`bucket_label`) and
     its border contact (:func:`touches_border`)."""
-    holes = to_holes(mask, hole) > 0
+    holes = to_holes(mask, mask_hole) > 0
     ratio = float(holes.mean())
     return {"mask_hole_ratio": round(ratio, 6), "mask_category": bucket_label(ratio),
             "mask_border": touches_border(holes, border_margin)}
 
 
-def nvidia_index(masks_dir: str | Path, hole: str = "white", border_margin: int = 1,
-                 expected: int = 0, binary: str = "strict", threads: int = 1) -> pd.DataFrame:
+def nvidia_index(masks_dir: str | Path, mask_hole: str = "white", border_margin: int = 1,
+                 expected: int = 0, mask_binary: str = "strict", threads: int = 1) -> pd.DataFrame:
     """Every mask of an NVIDIA-style folder with its category and border contact, read from the
     file (not its name or place): columns mask (path), mask_hole_ratio, mask_category,
     mask_border, sorted by file name.
 
     ``expected`` > 0: the folder must hold exactly that many masks (the test set: 12,000).
-    ``binary``: see :func:`grey_pixels`.
+    ``mask_binary``: see :func:`grey_pixels`.
     """
     files = list_images(masks_dir, what="masks")
     if expected and len(files) != expected:
@@ -112,8 +112,8 @@ def nvidia_index(masks_dir: str | Path, hole: str = "white", border_margin: int 
 
     def one(path: Path) -> dict[str, object]:
         mask = read_image(path, cv2.IMREAD_GRAYSCALE)
-        grey_pixels(mask, path, binary)
-        return {"mask": path, **mask_category(mask, hole, border_margin)}
+        grey_pixels(mask, path, mask_binary)
+        return {"mask": path, **mask_category(mask, mask_hole, border_margin)}
     index = pd.DataFrame(map_parallel(one, files, threads, "mask categories"))
     counts = index.groupby(["mask_category", "mask_border"]).size()
     log.info("%d masks in %s by category and border contact:\n%s", len(index), masks_dir,

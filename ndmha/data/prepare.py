@@ -124,10 +124,10 @@ def convert_images(src_dir: str | Path, out_dir: str | Path, n_images: int, size
     return [Path(out_dir) / f"{i}.jpg" for i, _ in sources]
 
 
-def binarize_mask(mask: np.ndarray, size: int, hole: str = "white") -> np.ndarray:
+def binarize_mask(mask: np.ndarray, size: int, mask_hole: str = "white") -> np.ndarray:
     """Source mask -> our convention (:func:`to_holes`), centre-cropped and nearest-resized to
     ``size`` x ``size``."""
-    return square_resize(to_holes(mask, hole), size, cv2.INTER_NEAREST)
+    return square_resize(to_holes(mask, mask_hole), size, cv2.INTER_NEAREST)
 
 
 def mask_name(rank: int, total: int) -> str:
@@ -137,15 +137,15 @@ def mask_name(rank: int, total: int) -> str:
 
 
 def prepare_listed(masks: Sequence[tuple[int, Path]], total: int, out_dir: str | Path, size: int,
-                   hole: str = "white", binary: str = "threshold", threads: int = 1,
+                   mask_hole: str = "white", mask_binary: str = "threshold", threads: int = 1,
                    fingerprint: dict | None = None) -> None:
     """Binarize and resize each ``(rank, source)`` mask to ``out_dir/<mask_name(rank)>``.
 
-    ``binary`` (:func:`~ndmha.data.masks.grey_pixels`) ``threshold``: grey pixels are
+    ``mask_binary`` (:func:`~ndmha.data.masks.grey_pixels`) ``threshold``: grey pixels are
     thresholded at :data:`HOLE_LEVEL` and the log says which masks had them; ``strict``: a mask
     with grey pixels is an error naming it.
     """
-    fingerprint = {**(fingerprint or {}), "size": size, "hole": hole, "total": total}
+    fingerprint = {**(fingerprint or {}), "size": size, "mask_hole": mask_hole, "total": total}
     with staged_dir(out_dir, fingerprint) as stage:
         def prepare(item: tuple[int, Path]) -> tuple[Path, str | None]:
             rank, src = item
@@ -153,25 +153,25 @@ def prepare_listed(masks: Sequence[tuple[int, Path]], total: int, out_dir: str |
             if dst.exists():
                 return src, None
             mask = read_image(src, cv2.IMREAD_GRAYSCALE)
-            grey = grey_pixels(mask, src, binary)
-            write_image(dst, binarize_mask(mask, size, hole))
+            grey = grey_pixels(mask, src, mask_binary)
+            write_image(dst, binarize_mask(mask, size, mask_hole))
             note = f"not binary ({grey} grey pixels), thresholded at {HOLE_LEVEL}"
             return src, note if grey else None
         _report_conversions(map_parallel(prepare, list(masks), threads, "masks"), "masks")
 
 
 def prepare_masks(src_dir: str | Path, out_dir: str | Path, n_masks: int, size: int,
-                  hole: str = "white", threads: int = 1) -> list[Path]:
+                  mask_hole: str = "white", threads: int = 1) -> list[Path]:
     """Binarize and resize the first ``n_masks`` masks of ``src_dir`` (sorted) into ``out_dir``.
 
     Output masks are named by their rank (``00000.png``...) so that image i pairs with mask i.
     """
     sources = take_first(list_images(src_dir, what="masks"), n_masks, src_dir, "masks")
-    prepare_listed(list(enumerate(sources)), len(sources), out_dir, size, hole,
+    prepare_listed(list(enumerate(sources)), len(sources), out_dir, size, mask_hole,
                    threads=threads, fingerprint={"src": str(Path(src_dir).resolve()),
                                                  "n": n_masks})
     log.info("prepared %d masks from %s (%s = hole) at %dpx in %s",
-             len(sources), src_dir, hole, size, out_dir)
+             len(sources), src_dir, mask_hole, size, out_dir)
     return [Path(out_dir) / mask_name(i, len(sources)) for i in range(len(sources))]
 
 

@@ -279,14 +279,14 @@ def convert_shard(sources_csv: str | Path, out_dir: str | Path, shard: int, shar
 
 
 def masks_shard(sources_csv: str | Path, out_dir: str | Path, shard: int, shards: int,
-                size: int, hole: str = "white", binary: str = "threshold",
+                size: int, mask_hole: str = "white", mask_binary: str = "threshold",
                 threads: int = 1) -> None:
     """Prepare the masks of one shard of the plan, named by rank among all its images
     (:func:`~ndmha.data.prepare.prepare_listed`)."""
     plan = read_plan(sources_csv)
     block = shard_block(len(plan), shard, shards)
     rows = plan.iloc[list(block)]
-    prepare_listed(list(zip(block, rows["mask"])), len(plan), out_dir, size, hole, binary,
+    prepare_listed(list(zip(block, rows["mask"])), len(plan), out_dir, size, mask_hole, mask_binary,
                    threads, _fingerprint(rows, "mask"))
     log.info("shard %d of %d: prepared %d masks in %s", shard, shards, len(rows), out_dir)
 

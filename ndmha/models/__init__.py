@@ -31,7 +31,7 @@ def architecture_options(name: str) -> dict[str, Any]:
 def build_model(name: str, options: dict[str, Any] | None = None,
                 key: str = "architecture") -> nn.Module:
     """A freshly initialised model of architecture ``name`` with ``options``; its deformable
-    convs compute on the process's backend (:func:`ndmha.models.layers.set_deform_backend`).
+    convs compute on the process's backend (:func:`ndmha.models.layers.set_backend`).
     Errors name ``key``."""
     if name not in ARCHITECTURES:
         raise ConfigError(f"{key}: unknown architecture {name!r} "
@@ -66,7 +66,7 @@ def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ndmha.models.layers import DeformConv2d, use_deform_backend
+    from ndmha.models.layers import DeformConv2d, use_backend
 
     deform_macs = []
 
@@ -81,7 +81,7 @@ def count_gmac(model: nn.Module, size: int, deformable: bool = True) -> float:
     image = torch.zeros(1, 3, size, size, device=device)
     mask = torch.zeros(1, 1, size, size, device=device)
     try:
-        with use_deform_backend(model, "torch"), torch.no_grad(), \
+        with use_backend(model, "torch"), torch.no_grad(), \
                 FlopCounterMode(display=False) as counter:
             model(image, mask)
     finally:

@@ -192,22 +192,22 @@ DEFORM_BACKENDS: dict[str, tuple[str, DeformFn]] = {
 #: resolved on the device a layer runs on (:func:`resolve_backend`): the default everywhere
 AUTO = "auto"
 #: the process's backend (``ndmha.deform_backend``), set once by each entry point (the
-#: workflow's script runner, the command line, the preflight) with :func:`set_deform_backend`;
+#: workflow's script runner, the command line, the preflight) with :func:`set_backend`;
 #: an environment variable, so that torchrun's children inherit it
 BACKEND_ENV = DEFORM_BACKEND_ENV
 
 
-def set_deform_backend(name: str, key: str = "ndmha.deform_backend") -> str:
+def set_backend(name: str, key: str = "ndmha.deform_backend") -> str:
     """Make ``name`` the backend of every deformable conv of this process (and of the processes
     it starts) whose own is ``auto``: the value changes nothing learned, only what computes it.
     A backend that does not import here is a :class:`ConfigError` naming ``key`` (where the
     variable is set without this check, when the first deformable conv is built)."""
-    os.environ[BACKEND_ENV] = check_deform_backend(name, key)
+    os.environ[BACKEND_ENV] = check_backend(name, key)
     return name
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
-    """``auto`` -> the process's backend where one is set (:func:`set_deform_backend`), else on a
+    """``auto`` -> the process's backend where one is set (:func:`set_backend`), else on a
     CPU the fused kernel where it builds (the fastest there: docs/performance.md), else the
     pure-torch reference; torchvision's on a GPU (until a GPU measurement says otherwise); other
     names as they are."""
@@ -218,10 +218,10 @@ def resolve_backend(name: str, device: torch.device) -> str:
         return chosen
     if device.type == "cuda":
         return "torchvision"
-    return "fused" if deform_backend_available("fused")[0] else "torch"
+    return "fused" if backend_available("fused")[0] else "torch"
 
 
-def deform_backend_available(name: str) -> tuple[bool, str]:
+def backend_available(name: str) -> tuple[bool, str]:
     """Whether a backend imports (and for ``fused``, builds) here, and why not (``auto`` needs
     the pure-torch backend and torchvision's: both ship with the dependencies)."""
     if name == AUTO:
@@ -244,9 +244,9 @@ def deform_backend_available(name: str) -> tuple[bool, str]:
     return True, ""
 
 
-def check_deform_backend(name: str, key: str = "ndmha.deform_backend") -> str:
+def check_backend(name: str, key: str = "ndmha.deform_backend") -> str:
     """``name`` if that backend imports here, else a :class:`ConfigError` naming ``key``."""
-    ok, why = deform_backend_available(name)
+    ok, why = backend_available(name)
     if not ok:
         raise ConfigError(f"{key}: {why}")
     return name
@@ -259,7 +259,7 @@ class DeformConv2d(nn.Module):
     modulation is ``2 * sigmoid(.)``: at initialisation every offset is 0 and every modulation 1,
     so training starts from a plain convolution. ``backend`` (a :data:`DEFORM_BACKENDS` name, or
     ``auto``: the process's, or chosen by the device of each call) is the layer's own
-    implementation; :func:`use_deform_backend` changes it for a whole model.
+    implementation; :func:`use_backend` changes it for a whole model.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
@@ -269,9 +269,9 @@ class DeformConv2d(nn.Module):
         self.padding = dilation * (kernel_size - 1) // 2
         self.dilation = dilation
         self.taps = kernel_size * kernel_size
-        self.backend = check_deform_backend(backend)
+        self.backend = check_backend(backend)
         if backend == AUTO:  # the process's, where one is set
-            check_deform_backend(os.environ.get(BACKEND_ENV, AUTO))
+            check_backend(os.environ.get(BACKEND_ENV, AUTO))
         self.modulated = modulated
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size,
                                                kernel_size))
@@ -293,23 +293,23 @@ class DeformConv2d(nn.Module):
                       self.dilation)
 
 
-def pin_deform_backend(model: nn.Module, name: str) -> list[str]:
+def pin_backend(model: nn.Module, name: str) -> list[str]:
     """Every :class:`DeformConv2d` of ``model`` on backend ``name`` from now on, whatever the
     process's (a benchmark setting backends side by side); the layers' own choices before."""
     layers = [m for m in model.modules() if isinstance(m, DeformConv2d)]
     saved = [m.backend for m in layers]
-    check_deform_backend(name)
+    check_backend(name)
     for layer in layers:
         layer.backend = name
     return saved
 
 
 @contextlib.contextmanager
-def use_deform_backend(model: nn.Module, name: str) -> Iterator[nn.Module]:
+def use_backend(model: nn.Module, name: str) -> Iterator[nn.Module]:
     """Run every :class:`DeformConv2d` of ``model`` on backend ``name`` inside the block (the
     weights are the same whatever the backend), then put the model's own choice back."""
     layers = [m for m in model.modules() if isinstance(m, DeformConv2d)]
-    saved = pin_deform_backend(model, name)
+    saved = pin_backend(model, name)
     try:
         yield model
     finally:

@@ -130,7 +130,7 @@ class NDMHAGenerator(nn.Module):
     gates' initial bias; the default 2 opens them, which is what lets the signal and its gradient
     through the stacks of gated convs: docs/architecture.md, "Initialisation: open gates") and
     ``output`` (``sigmoid`` or ``linear`` heads). The deformable convs compute on the process's
-    backend (:func:`~ndmha.models.layers.set_deform_backend`).
+    backend (:func:`~ndmha.models.layers.set_backend`).
     """
 
     size_multiple = 8  # three stride-2 stages

@@ -4,74 +4,45 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import update_config, validate
+from snakemake.utils import update_config
 
-from ndmha.config import (
-    check_config,
-    check_weights,
-    compose,
-    data_protocol,
-    default_comparisons,
-    first_runs,
-    folder_layout,
-    image_source,
-    train_settings as experiment_train_settings,
-    typed,
-)
+from ndmha.config import check_weights, first_runs, typed
+from ndmha.environment import DEFORM_BACKEND_ENV
 from ndmha.errors import ConfigError
 from ndmha.gpus import IDS_ENV as GPU_IDS_ENV, POOL_ENV as GPU_POOL_ENV
 from ndmha.gpus import detect as detect_gpus, pool as gpu_pool
 from ndmha.hashing import sha256_json
-
-
-def config_error(key, message):
-    raise WorkflowError(f"config key {key}: {message}")
-
-
-def validate_config(cfg):
-    """snakemake.utils.validate against the schema, its error cut to one line naming the key."""
-    try:
-        validate(cfg, "../schemas/config.schema.yaml")
-    except WorkflowError as err:
-        cause = err.__context__  # the jsonschema ValidationError
-        if not hasattr(cause, "absolute_path"):
-            raise
-        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-        config_error(key, cause.message)
-
+from ndmha.study import resolve
 
 # --config key=value overrides: Snakemake keeps nested values as strings; type them as a config
 # file would (train={epochs: 50} -> 50), over config.yaml or the --configfile alike.
 update_config(config, typed(dict(workflow.config_settings.config)))
-# A shipped config is an overlay: laid over the file its `extends` names (configs/study.yaml over
-# config.yaml), a top-level key set to null removed (ndmha.config.compose).
-try:
-    _composed = compose(config, workflow.basedir)
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
-config.clear()
-config.update(_composed)
-validate_config(config)
-
-
-try:  # sizes that must add up, folders that must exist, the experiments (ndmha.config), and
-    # every pretrained file the run needs, found and hash-checked: before any job
-    EXPERIMENTS = check_config(config)
-    check_weights(config, EXPERIMENTS)
+try:  # the study, resolved once (ndmha.study): laid over the file its `extends` names,
+    # validated against the schema (its defaults filled in), checked (sizes that must add up,
+    # folders that must exist, the experiments); then every pretrained file the run needs,
+    # found and hash-checked: before any job
+    STUDY = resolve(config, workflow.basedir)
+    check_weights(STUDY.config, STUDY.experiments)
 except ConfigError as err:  # one line naming the key (and for weights the fetch command)
     raise WorkflowError(str(err)) from None
+config.clear()
+config.update(STUDY.config)
+EXPERIMENTS = STUDY.experiments
 
-# Scripts import the ndmha package from this repository, whatever environment runs them.
+# Scripts import the ndmha package from this repository, whatever environment runs them; the
+# deformable convs of every job compute on the config's backend (ndmha.models.layers).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
 )
+os.environ[DEFORM_BACKEND_ENV] = STUDY.backend
 
 
 envvars:
-    "PYTHONPATH",  # set just above; declared so that cluster jobs receive it too
+    "PYTHONPATH",  # both set just above; declared so that cluster jobs receive them too
+    DEFORM_BACKEND_ENV,
 
 
-RESULTS = Path(config["results_dir"])
+RESULTS = STUDY.results_dir
 # A local run shares its GPUs among its jobs (ndmha.gpus): counted here without torch, unless
 # --resources gpu=N gives the count, and registered as the gpu resource, so that no more network
 # jobs run at once than there are GPUs; each job claims its own id from a lock pool and sees only
@@ -95,7 +66,7 @@ RUNS = {name: {"group": e.group, "seed": e.seed, "trained": e.trained}
         for name, e in EXPERIMENTS.items()}
 # one run stands for each experiment in the image grids (its first seed)
 REPRESENTATIVE = first_runs(EXPERIMENTS)
-COMPARISONS = config.get("comparisons") or default_comparisons(EXPERIMENTS)
+COMPARISONS = STUDY.comparisons
 # experiments by kind: only trained ones have train jobs, curves and loss weights
 TRAINED = [name for name, e in EXPERIMENTS.items() if e.trained]
 TRAINING_FREE = [name for name, e in EXPERIMENTS.items() if e.kind == "training-free"]
@@ -103,21 +74,11 @@ IMPORTED = [name for name, e in EXPERIMENTS.items() if e.kind == "imported"]
 # the whole config's hash, for the provenance table (only the tables rule reads it)
 CONFIG_SHA256 = sha256_json(config)
 
-DEMO_LAYOUT = config.get("demo", {}).get("layout", "folders")
-IMAGE_SOURCE = image_source(config)
-if config["data"]["source"] == "demo":
-    SOURCE_IMAGES = RESULTS / "demo" / ("places2" if DEMO_LAYOUT == "places2" else "images")
-    SOURCE_MASKS = RESULTS / "demo" / "masks"
-elif config["data"]["source"] == "places2":
-    SOURCE_IMAGES = Path(config["data"]["places2"]["root"])
-    SOURCE_MASKS = Path(config["data"]["masks_dir"])
-else:
-    SOURCE_IMAGES = Path(config["data"]["images_dir"])
-    SOURCE_MASKS = Path(config["data"]["masks_dir"])
+SOURCE_IMAGES, SOURCE_MASKS = STUDY.source_folders(RESULTS / "demo")
 
 # the data plan, and the shards that prepare it (data.shards; one gather joins them)
 SOURCES = RESULTS / "data" / "sources.csv"
-SHARDS = config["data"].get("shards", 1)
+SHARDS = STUDY.data.shards
 SHARD = RESULTS / "data" / "shards" / "{shard}"
 IMAGES = RESULTS / "data" / "images"
 MASKS = RESULTS / "data" / "masks"
@@ -133,27 +94,22 @@ def rule_resources(stage, gpu_by_kind=False):
     (LOCAL_GPUS) gives each network job one at least. ``gpu_by_kind``: the rule runs
     per experiment, and only an experiment that runs a network (trained or imported) asks for
     a GPU: a training-free method or another method's outputs do not."""
-    cluster = config.get("cluster", {})
-    merged = {"slurm_partition": cluster.get("partition"), "slurm_account": cluster.get("account"),
-              **config["resources"][stage]}
+    cluster = STUDY.cluster
+    merged = {"slurm_partition": cluster.partition, "slurm_account": cluster.account,
+              **STUDY.resources[stage]}
     resources = {k: v for k, v in merged.items() if k != "threads" and v not in (None, "", 0)}
     if LOCAL_GPUS and (stage == "train" or gpu_by_kind):
         # a local run with GPUs: a job of a network on a GPU device asks for one at least (the
         # count asked for a cluster, where more), never for more than there are
-        on_gpu = config["train"]["device"] != "cpu"
+        on_gpu = STUDY.device != "cpu"
         resources["gpu"] = min(max(1, resources.get("gpu", 0)), len(LOCAL_GPUS)) if on_gpu else 0
     if stage == "train":  # SIGUSR1 ahead of the time limit: checkpoint, exit, be resubmitted
-        minutes = cluster.get("signal_minutes", SIGNAL_MINUTES)
-        resources["slurm_extra"] = f"--signal=USR1@{60 * minutes}"
+        resources["slurm_extra"] = f"--signal=USR1@{60 * cluster.signal_minutes}"
     if gpu_by_kind and resources.get("gpu"):
         gpus = resources["gpu"]
         # gpu 0: the SLURM executor then ignores gpu_model too
         resources["gpu"] = lambda wc: gpus if EXPERIMENTS[wc.experiment].network else 0
     return resources
-
-
-#: the warning a training job gets before its time limit, minutes (cluster.signal_minutes)
-SIGNAL_MINUTES = 10
 
 
 def train_retries():
@@ -162,7 +118,7 @@ def train_retries():
     the key is not set, and the profile's ``retries`` holds (the SLURM profile's 2: three
     submissions; none locally). Snakemake reads a rule's retries when it parses the workflow,
     before it knows the executor, so a value set here holds for local runs too."""
-    submissions = config.get("cluster", {}).get("train_submissions")
+    submissions = STUDY.cluster.train_submissions
     return None if submissions is None else submissions - 1
 
 
@@ -174,7 +130,7 @@ def one_of(names):
 def train_settings(name):
     """The keyword arguments of ndmha.train.TrainSettings for one experiment: the shared train
     settings, overridden by the experiment's own (ndmha.config.train_settings)."""
-    return experiment_train_settings(config, EXPERIMENTS[name])
+    return STUDY.train_settings(name)
 
 
 def method_params(name):

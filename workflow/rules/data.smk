@@ -2,22 +2,15 @@
 # split manifest. data.shards splits the three middle stages into that many jobs each.
 
 
-if config["data"]["source"] == "demo":
+if STUDY.data.source == "demo":
 
     rule demo_data:
         output:
             images=directory(SOURCE_IMAGES),
             masks=directory(SOURCE_MASKS),
         params:
-            n=config["data"]["n_images"],
-            size=config["demo"]["image_size"],
-            mask_size=config["demo"]["mask_size"],
-            ratio=config["demo"]["hole_ratio"],
-            seed=config["demo"]["seed"],
-            layout=DEMO_LAYOUT,
-            masks=config["demo"].get("masks", "strokes"),
-            n_val=config["split"].get("test", 0) if DEMO_LAYOUT == "places2" else 0,
-        threads: config["resources"]["prepare"]["threads"]
+            demo=STUDY.demo_arguments,
+        threads: STUDY.threads("prepare")
         resources:
             **rule_resources("prepare"),
         log:
@@ -37,17 +30,8 @@ rule sources:
     output:
         SOURCES,
     params:
-        source=IMAGE_SOURCE,
-        n=config["data"]["n_images"],
-        protocol=config["data"].get("mask_protocol", "qd-imd"),
-        hole=config["data"]["mask_hole"],
-        mask_count=config["data"].get("mask_count", 0),
-        binary=config["data"].get("mask_binary", "threshold"),
-        margin=config["data"].get("border_margin", 1),
-        places2=config["data"].get("places2", {}),
-        test=config["split"].get("test", 0),
-        layout=folder_layout(config),
-    threads: config["resources"]["prepare"]["threads"]
+        plan=STUDY.plan_arguments,
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:
@@ -67,9 +51,8 @@ rule convert:
         temp(directory(SHARD / "images")),
     params:
         shards=SHARDS,
-        size=config["data"]["image_size"],
-        quality=config["data"]["jpg_quality"],
-    threads: config["resources"]["prepare"]["threads"]
+        convert=STUDY.convert_arguments,
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:
@@ -89,10 +72,8 @@ rule masks:
         temp(directory(SHARD / "masks")),
     params:
         shards=SHARDS,
-        size=config["data"]["image_size"],
-        hole=config["data"]["mask_hole"],
-        binary=config["data"].get("mask_binary", "threshold"),
-    threads: config["resources"]["prepare"]["threads"]
+        masks=STUDY.mask_arguments,
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:
@@ -112,7 +93,7 @@ rule overlay:
     output:
         corrupted=temp(directory(SHARD / "corrupted")),
         pairs=temp(SHARD / "pairs.csv"),
-    threads: config["resources"]["prepare"]["threads"]
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:
@@ -137,7 +118,7 @@ rule gather:
         masks=directory(MASKS),
         corrupted=directory(CORRUPTED),
         pairs=PAIRS,
-    threads: config["resources"]["prepare"]["threads"]
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:
@@ -156,12 +137,8 @@ rule split:
     output:
         MANIFEST,
     params:
-        scheme=config["split"]["scheme"],
-        test=config["split"].get("test"),
-        val=config["split"].get("val", 0),
-        seed=config["split"]["seed"],
-        celeba=config["split"].get("celeba", {}),
-    threads: config["resources"]["prepare"]["threads"]
+        split=STUDY.split_arguments,
+    threads: STUDY.threads("prepare")
     resources:
         **rule_resources("prepare"),
     log:

@@ -8,9 +8,9 @@ rule predict:
     output:
         directory(RESULTS / "predictions" / "{experiment}"),
     params:
-        device=config["train"]["device"],
+        device=STUDY.device,
         method=lambda wc: method_params(wc.experiment),
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate", gpu_by_kind=True),
     log:
@@ -32,12 +32,8 @@ rule metrics:
         buckets=RESULTS / "metrics" / "{experiment}" / "buckets.csv",
         summary=RESULTS / "metrics" / "{experiment}" / "summary.json",
     params:
-        dataset=config["data"]["name"],
-        protocol=data_protocol(config),
-        lpips=config["evaluation"]["lpips"],
-        fid=config["evaluation"]["fid"],
-        device=config["train"]["device"],
-    threads: config["resources"]["evaluate"]["threads"]
+        metrics=STUDY.metric_arguments,
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate", gpu_by_kind=True),
     log:

@@ -2,12 +2,12 @@
 
 FIGURES = RESULTS / "figures"
 TABLES = RESULTS / "tables"
-GRID_IMAGES = config["evaluation"]["grid_images"]
+GRID_IMAGES = STUDY.evaluation.grid_images
 RESOURCES = Path(workflow.basedir) / "workflow" / "resources"
 # the report's front page: the scorecard (written by the tables rule) before workflow.rst
 DESCRIPTION = Path(workflow.basedir) / "workflow" / "report" / "workflow.rst"
 REPORT_FRONT = TABLES / "report_front.rst"
-SMOKE_TEST = config.get("smoke_test", False)
+SMOKE_TEST = STUDY.smoke_test
 
 
 rule tables:
@@ -49,7 +49,7 @@ rule tables:
         runs=RUNS,
         comparisons=COMPARISONS,
         smoke_test=SMOKE_TEST,
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:
@@ -68,7 +68,7 @@ rule data_figure:
     output:
         report(FIGURES / "data_samples.png", caption="../report/data_samples.rst",
                category="data", labels={"figure": "masked faces"}),
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:
@@ -91,7 +91,7 @@ rule training_curves:
         experiment=one_of(TRAINED),
     params:
         label=lambda wc: EXPERIMENTS[wc.experiment].run_label,
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:
@@ -115,7 +115,7 @@ rule prediction_grid:
     params:
         n_ids=GRID_IMAGES,
         label=lambda wc: EXPERIMENTS[wc.experiment].run_label,
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:
@@ -150,7 +150,7 @@ rule comparison_figures:
         floor_methods=[method_params(name) for name in TRAINING_FREE],
         n_ids=GRID_IMAGES,
         smoke_test=SMOKE_TEST,
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:
@@ -169,7 +169,7 @@ rule comparison_forest:
     output:
         report(FIGURES / "comparisons.png", caption="../report/comparisons_forest.rst",
                category="experiments", labels={"figure": "paired differences"}),
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:

@@ -16,7 +16,7 @@ rule train:
         settings=lambda wc: train_settings(wc.experiment),
     wildcard_constraints:
         experiment=one_of(TRAINED),
-    threads: config["resources"]["train"]["threads"]
+    threads: STUDY.threads("train")
     resources:
         **rule_resources("train"),
     retries: train_retries()
@@ -40,10 +40,10 @@ rule import_weights:
     params:
         architecture=lambda wc: EXPERIMENTS[wc.experiment].architecture,
         options=lambda wc: EXPERIMENTS[wc.experiment].options,
-        image_size=config["data"]["image_size"],
+        image_size=STUDY.data.image_size,
     wildcard_constraints:
         experiment=one_of(IMPORTED),
-    threads: config["resources"]["evaluate"]["threads"]
+    threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     log:

@@ -4,5 +4,5 @@ from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, convert_shard, sources_csv=sm.input[0], out_dir=sm.output[0],
-    shard=int(sm.wildcards.shard), shards=sm.params.shards, size=sm.params.size,
-    quality=sm.params.quality, threads=sm.threads)
+    shard=int(sm.wildcards.shard), shards=sm.params.shards, threads=sm.threads,
+    **sm.params.convert)

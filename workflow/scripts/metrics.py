@@ -5,6 +5,4 @@ from ndmha.workflow import run
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, score, manifest=sm.input.manifest, predictions=sm.input.predictions[0],
     per_image_csv=sm.output.per_image, buckets_csv=sm.output.buckets,
-    summary_json=sm.output.summary, dataset=sm.params.dataset,
-    protocol=sm.params.protocol, lpips=sm.params.lpips,
-    fid=sm.params.fid, device=sm.params.device)
+    summary_json=sm.output.summary, **sm.params.metrics)

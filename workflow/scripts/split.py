@@ -3,5 +3,4 @@ from ndmha.data.split import make_split
 from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-run(sm, make_split, pairs_csv=sm.input[0], manifest_csv=sm.output[0], scheme=sm.params.scheme,
-    seed=sm.params.seed, test=sm.params.test, val=sm.params.val, celeba=sm.params.celeba)
+run(sm, make_split, pairs_csv=sm.input[0], manifest_csv=sm.output[0], **sm.params.split)
