@@ -1,10 +1,11 @@
-"""Shared helpers of the benchmarks: timing with warm-up and device sync, peak memory, tables."""
+"""Shared helpers of the benchmarks and the study's scripts: a trainer and a model to time, random
+batches, timing with warm-up and device sync, peak memory, tables."""
 
 from __future__ import annotations
 
 import statistics
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -13,25 +14,31 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: bench/x.py
 
+from ndmha.devices import time_calls  # noqa: E402
+
 #: the objectives the benchmarks train with: the demo's, per architecture
 FULL = {"l1": 1.0, "adversarial": 0.01, "perceptual": 0.1, "edge": 0.5}
 LOSSES = {"baseline": {"l1": 1.0}, "ndmha": FULL, "ndmha_released": FULL}
 
 
-def bench_trainer(manifest: Path, device: torch.device, **settings: object):
+def bench_trainer(device: torch.device, manifest: Path | None = None, backend: str | None = None,
+                  **settings: object):
     """A training run's state (``ndmha.train.Trainer``) for timing its steps: one epoch's
     settings, random VGG19 weights allowed, generator and objective in training mode;
-    ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...) and the
-    ``deform_backend`` the model's deformable convs compute on (default the process's)."""
-    from ndmha.models.layers import pin_deform_backend
+    ``settings`` are TrainSettings fields (architecture, batch_size, loss, amp, ...), ``backend``
+    the one the model's deformable convs compute on (default the process's). ``manifest``: the
+    data a step may read (default none: the steps are fed random batches)."""
+    from ndmha.models.layers import pin_backend
     from ndmha.train import Trainer, TrainSettings
 
-    backend = settings.pop("deform_backend", None)
+    if manifest is None:
+        manifest = Path(tempfile.mkdtemp(prefix="ndmha-bench-")) / "manifest.csv"
+        manifest.write_text("bench\n")
     config = TrainSettings(epochs=1, device=str(device),
                            perceptual={"allow_random_perceptual": True}, **settings)
     trainer = Trainer(config, manifest, manifest.with_suffix(".pt"))
     if backend is not None:
-        pin_deform_backend(trainer.model, str(backend))
+        pin_backend(trainer.model, str(backend))
     trainer.model.train()
     trainer.objective.train()
     return trainer
@@ -40,10 +47,10 @@ def bench_trainer(manifest: Path, device: torch.device, **settings: object):
 def bench_model(architecture: str, backend: str) -> torch.nn.Module:
     """A fresh model of ``architecture`` (its default options) on deformable-conv ``backend``."""
     from ndmha.models import build_model
-    from ndmha.models.layers import pin_deform_backend
+    from ndmha.models.layers import pin_backend
 
     model = build_model(architecture)
-    pin_deform_backend(model, backend)
+    pin_backend(model, backend)
     return model
 
 
@@ -59,30 +66,11 @@ def random_batch(batch: int, size: int, device: torch.device,
                  for t in (target * (1 - mask), mask, target))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeat: int = 5
             ) -> float:
-    """Median seconds of ``fn`` over ``repeat`` runs after ``warmup`` runs, synchronised.
-
-    Hand-written rather than ``torch.utils.benchmark.Timer``: Timer gives the mean of ``number``
-    runs (``timeit``) or a median over as many blocks as ``min_run_time`` allows
-    (``blocked_autorange``: a training step of seconds is then timed once), not the median of a
-    fixed count after a fixed warm-up, which the bench tables record; and Timer runs one thread
-    unless told, where these run at the process's torch threads."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    """Median seconds of ``fn`` over ``repeat`` synchronised runs after ``warmup`` runs (the
+    package's one timer, :func:`ndmha.devices.time_calls`)."""
+    return statistics.median(time_calls(fn, device, repeat, warmup))
 
 
 def reset_peak(device: torch.device) -> None:
@@ -104,15 +92,18 @@ def machine(device: torch.device) -> str:
     return device_name(device)
 
 
-def print_table(title: str, rows: list[dict[str, object]]) -> None:
-    """A Markdown table on stdout (paste it into docs/performance.md)."""
-    print(f"\n### {title}\n")
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """Rows as a GitHub Markdown table: every key a column, floats to 4 significant digits."""
     if not rows:
-        print("(no rows)")
-        return
+        return "(no rows)"
     columns = list(dict.fromkeys(k for row in rows for k in row))
     cells = pd.DataFrame([[f"{v:.4g}" if isinstance(v, float) else str(v)
                            for v in (row.get(c, "") for c in columns)] for row in rows],
                          columns=columns)
-    print(cells.to_markdown(index=False, tablefmt="github", disable_numparse=True))
+    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True)
+
+
+def print_table(title: str, rows: list[dict[str, object]]) -> None:
+    """A Markdown table on stdout (paste it into docs/performance.md)."""
+    print(f"\n### {title}\n\n{markdown_table(rows)}")
     sys.stdout.flush()

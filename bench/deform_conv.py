@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from _common import bench_model, machine, print_table, time_fn
 
-from ndmha.models.layers import DEFORM_BACKENDS, DeformConv2d, deform_backend_available
+from ndmha.models.layers import DEFORM_BACKENDS, DeformConv2d, backend_available
 
 MODELS = ("ndmha", "ndmha_released")
 
@@ -68,7 +68,7 @@ def available_backends() -> tuple[list[str], list[str]]:
     """The backends that import here (the pure-torch reference first), and why the others do
     not."""
     order = ["torch", *(b for b in DEFORM_BACKENDS if b != "torch")]
-    checks = {b: deform_backend_available(b) for b in order}
+    checks = {b: backend_available(b) for b in order}
     return ([b for b, (ok, _) in checks.items() if ok],
             [f"{b}: {why}" for b, (ok, why) in checks.items() if not ok])
 

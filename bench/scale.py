@@ -83,22 +83,16 @@ def link_dataset(folder: Path, n: int, faces: list[Path], masks: list[Path]) -> 
 
 
 def config(folder: Path, n: int, args: argparse.Namespace) -> dict:
+    """The rehearsal's overlay of the demo config: its data, split, network and budget."""
     test = 3000 if n == 30000 else max(2, n // 10)  # the paper's 27,000 / 3,000 at 30k
     return {
-        "results_dir": str(folder / "results"),
+        "extends": "config.yaml", "results_dir": str(folder / "results"), "smoke_test": False,
         "data": {"source": "folders", "name": f"scale rehearsal, {n} procedural faces",
                  "images_dir": str(folder / "images"), "masks_dir": str(folder / "masks"),
-                 "mask_hole": "white", "n_images": n, "image_size": args.image_size,
-                 "jpg_quality": 95, **({"shards": args.shards} if args.shards > 1 else {})},
-        "split": {"scheme": "paper", "test": test, "seed": 0},
-        "models": ["baseline"],
-        "train": {"epochs": 1, "max_steps": args.max_steps, "batch_size": args.batch, "lr": 2e-4,
-                  "betas": [0.5, 0.99], "seed": 0, "device": "cpu",
-                  "num_workers": args.threads, "tensorboard": False},
-        "loss": {"baseline": {"l1": 1.0}},
-        "evaluation": {"lpips": {"net": "alex", "weights": ""},
-                       "fid": {"inception_weights": ""}, "grid_images": 6,
-                       "allow_missing_weights": True},
+                 "n_images": n, "image_size": args.image_size, "shards": args.shards},
+        "split": {"test": test}, "models": ["baseline"],
+        "train": {"epochs": 1, "max_steps": args.max_steps, "batch_size": args.batch,
+                  "device": "cpu", "num_workers": args.threads, "tensorboard": False},
         "resources": {stage: {"threads": args.threads} for stage in ("prepare", "train",
                                                                      "evaluate")},
     }

@@ -4,7 +4,9 @@ so that prediction and scoring import no training loop."""
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -35,3 +37,32 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{model} CPU ({cpu_threads()})"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int = 1
+               ) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones, each timed
+    between two synchronisations of ``device``: the one timer of the preflight's step
+    (:meth:`ndmha.train.Trainer.time_steps`) and the benchmarks.
+
+    Hand-written rather than ``torch.utils.benchmark.Timer``: Timer gives the mean of ``number``
+    runs (``timeit``) or a median over as many blocks as ``min_run_time`` allows
+    (``blocked_autorange``: a training step of seconds is then timed once), not each of a fixed
+    count after a fixed warm-up, which the bench tables summarise; and Timer runs one thread
+    unless told, where these run at the process's torch threads."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        synchronize(device)
+        began = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    return times

@@ -218,11 +218,11 @@ def test_scorecard_has_a_row_a_claim(tiny_run: Path) -> None:
 
 @pytest.mark.long
 def test_gpu_study_runner_is_the_workflows_chain(tiny_run: Path, tmp_path: Path) -> None:
-    """bench/gpu_study.py (the 8,000-step study on a GPU machine, which has no Snakemake) on the
+    """study/gpu_study.py (the 8,000-step study on a GPU machine, which has no Snakemake) on the
     CPU: stopped at its deadline it exits 75 and says the run is unfinished; called again it
     resumes, finishes and scores the test split; the model is the workflow's, to the bit."""
     config = tiny_run.parent / "config.yaml"
-    cmd = [sys.executable, str(ROOT / "bench" / "gpu_study.py"), "--config", str(config),
+    cmd = [sys.executable, str(ROOT / "study" / "gpu_study.py"), "--config", str(config),
            "--data", str(tiny_run / "data"), "--experiments", "ndmha", "--seeds", "0",
            "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
     stopped = subprocess.run([*cmd, "--deadline-s", "0"], capture_output=True, text=True,

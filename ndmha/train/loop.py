@@ -60,7 +60,7 @@ from ndmha.models import build_model, count_parameters
 from ndmha.train.board import Board
 from ndmha.train.reproducibility import deterministic, rng_state, set_rng_state
 from ndmha.train.running import NonFiniteGuard, RunningMeans, finite
-from ndmha.devices import device_name, resolve_device
+from ndmha.devices import device_name, resolve_device, time_calls
 from ndmha.train.settings import TrainSettings, autocast
 
 log = logging.getLogger("ndmha")
@@ -417,21 +417,7 @@ class Trainer:
         tensors = _to_device(batch, self.device, self.memory_format, self.dtype)
         self.model.train()
         self.objective.train()
-
-        def synchronise() -> None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-
-        for _ in range(warmup):
-            self.train_batch(*tensors)
-        times = []
-        for _ in range(steps):
-            synchronise()
-            began = time.perf_counter()
-            self.train_batch(*tensors)
-            synchronise()
-            times.append(time.perf_counter() - began)
-        return times
+        return time_calls(lambda: self.train_batch(*tensors), self.device, steps, warmup)
 
     def run_epoch(self, loader: DataLoader, val_loader: DataLoader, val_split: str,
                   board: Board) -> None:
@@ -572,7 +558,7 @@ def train(manifest: str | Path, model_out: str | Path, log_csv: str | Path,
     """Train ``settings.experiment`` on the manifest's training images; write the weights (with
     the run's budget and provenance) and the epoch log. Resumes from ``checkpoint`` when it exists
     with the same fingerprint; ``tensorboard_dir`` receives the event files. The deformable convs
-    compute on the process's backend (:func:`ndmha.models.layers.set_deform_backend`): not a
+    compute on the process's backend (:func:`ndmha.models.layers.set_backend`): not a
     training setting, it changes nothing learned beyond float rounding."""
     manifest = Path(manifest)
     trainer = Trainer(settings, manifest, Path(checkpoint))

@@ -12,24 +12,27 @@ demo and on scikit-image's bundled photographs.
    where resizing and JPEG act). Natural images sit near -2 (Field 1987; van der Schaaf & van
    Hateren 1996); white noise is 0, so a flat drawing with added pixel noise reads shallower.
 
-    python bench/realism.py --manifest results/data/manifest.csv
+    python study/realism.py --manifest results/data/manifest.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import print_table
 
-from ndmha.classical import composite, fill
-from ndmha.data.prepare import square_resize
-from ndmha.data.split import read_manifest
-from ndmha.io import read_image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # shared helpers
+from _common import print_table  # noqa: E402
+
+from ndmha.classical import composite, fill  # noqa: E402
+from ndmha.data.prepare import square_resize  # noqa: E402
+from ndmha.data.split import read_manifest  # noqa: E402
+from ndmha.io import read_image  # noqa: E402
 
 #: scikit-image's bundled colour photographs of scenes (no download needed); its Hubble deep field
 #: is left out: point sources on black have a near-white spectrum (slope -0.28 at 64 px), not a

@@ -7,8 +7,8 @@ coarse output, as the objective), on embedded demo faces with stroke masks, at i
 ``--steps`` Adam steps (lr 2e-4, betas (0.5, 0.99)). A signal that shrinks layer by layer, or
 gradients that vanish towards the input, show up as falling columns.
 
-    python bench/learning.py --size 64 --batch 8 --steps 50
-    python bench/learning.py --variants ndmha 'ndmha:{"init": "kaiming"}' ndmha_released
+    python study/learning.py --size 64 --batch 8 --steps 50
+    python study/learning.py --variants ndmha 'ndmha:{"init": "kaiming"}' ndmha_released
 """
 
 from __future__ import annotations
@@ -16,19 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, print_table
-from torch import nn
 
-from ndmha.data.dataset import mask_tensor, to_tensor
-from ndmha.data.demo import draw_face, draw_mask
-from ndmha.data.prepare import overlay
-from ndmha.models import build_model
-from ndmha.models.baseline import ConvBlock, UpBlock
-from ndmha.models.layers import NDMHAL, GatedConv2d
-from ndmha.train import forward_stages
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # shared helpers
+from _common import machine, print_table  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ndmha.data.dataset import mask_tensor, to_tensor  # noqa: E402
+from ndmha.data.demo import draw_face, draw_mask  # noqa: E402
+from ndmha.data.prepare import overlay  # noqa: E402
+from ndmha.models import build_model  # noqa: E402
+from ndmha.models.baseline import ConvBlock, UpBlock  # noqa: E402
+from ndmha.models.layers import NDMHAL, GatedConv2d  # noqa: E402
+from ndmha.train import forward_stages  # noqa: E402
 
 WATCHED = (GatedConv2d, NDMHAL, ConvBlock, UpBlock)
 

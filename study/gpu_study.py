@@ -2,15 +2,15 @@
 asked for, trained side by side on the one device, then its test split scored once.
 
     # on the GPU machine (device tool: carry results/study/data; timeout_s 560):
-    python3 bench/gpu_study.py --out "$OUT/study" --deadline-s 500
-    # the same code on the CPU, a few steps (tests/test_gpu_study.py runs it on a tiny config)
-    python bench/gpu_study.py --out /tmp/gs --max-steps 4 --seeds 0 --device cpu --parallel 2
+    python3 study/gpu_study.py --out "$OUT/study" --deadline-s 500
+    # the same code on the CPU, a few steps (tests/test_workflow.py runs it on a tiny config)
+    python study/gpu_study.py --out /tmp/gs --max-steps 4 --seeds 0 --device cpu --parallel 2
 
 The GPU machine has no Snakemake, so this is the workflow's train → predict → metrics chain for
-those runs, through the same package functions and the same settings
-(``ndmha.config.train_settings``): the same data (the study's prepared folder, carried to the
-machine as it is: the manifest's paths are relative), masks, split, batch, learning rate and
-cosine decay over each experiment's own budget. Each run trains in its own process
+those runs, through the same package functions and the same resolved config (``ndmha.study``,
+which needs jsonschema: carry its wheels where it is missing): the same data (the study's
+prepared folder, carried to the machine as it is: the manifest's paths are relative), masks,
+split, batch, learning rate and cosine decay over each experiment's own budget. Each run trains in its own process
 (``python -m ndmha train``, as the train rule's torchrun path does), ``--parallel`` at a time.
 
 Time limits: at ``--deadline-s`` every run still training gets SIGTERM, finishes its step, writes
@@ -38,34 +38,32 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ndmha.config import (compose, deform_backend, resolve_experiments,  # noqa: E402
-                          train_settings)
 from ndmha.evaluate import predict, score  # noqa: E402
-from ndmha.models.layers import set_deform_backend  # noqa: E402
+from ndmha.models.layers import set_backend  # noqa: E402
+from ndmha.study import Study, load  # noqa: E402
 
 #: the study_runs.csv columns, then what a GPU row adds
 COLUMNS = ["experiment", "seed", "kind", "test_images", "psnr", "ssim", "l1", "steps", "machine",
            "date", "finished", "train_s", "device"]
 
 
-def runs_of(cfg: dict, experiments: list[str], seeds: list[int]) -> dict[str, object]:
-    """The seeded runs asked for, by run name (``<experiment>.seed<s>``)."""
-    cfg = {**cfg, "seeds": seeds, "only": experiments}
-    runs = resolve_experiments(cfg)
+def study_of(config: str, experiments: list[str], seeds: list[int]) -> Study:
+    """The config with the seeded runs asked for (``<experiment>.seed<s>``), resolved."""
+    study = load([config], [f"seeds={seeds}", f"only={experiments}"])
+    runs = study.experiments
     untrained = sorted({e.group for e in runs.values() if not e.trained})
     if untrained:
         raise SystemExit(f"not trained experiments cannot run here: {untrained}")
-    return runs
+    return study
 
 
-def launch(run: object, cfg: dict, manifest: Path, work: Path, device: str,
+def launch(run: object, study: Study, manifest: Path, work: Path, device: str,
            max_steps: int | None) -> subprocess.Popen:
-    settings = {**train_settings(cfg, run), "device": device, "tensorboard": False,
+    settings = {**study.train_settings(run.name), "device": device, "tensorboard": False,
                 "num_workers": min(2, os.cpu_count() or 1)}
     if max_steps:
         settings["max_steps"] = max_steps
@@ -80,9 +78,10 @@ def launch(run: object, cfg: dict, manifest: Path, work: Path, device: str,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def train_all(runs: dict, cfg: dict, manifest: Path, work: Path, device: str, parallel: int,
+def train_all(study: Study, manifest: Path, work: Path, device: str, parallel: int,
               deadline: float, max_steps: int | None) -> dict[str, float]:
     """Train every run not yet finished, ``parallel`` at a time; SIGTERM at the deadline."""
+    runs = study.experiments
     pending = [name for name in runs if not (work / name / "model.pt").exists()]
     active: dict[str, tuple[subprocess.Popen, float]] = {}
     seconds: dict[str, float] = {}
@@ -90,7 +89,7 @@ def train_all(runs: dict, cfg: dict, manifest: Path, work: Path, device: str, pa
     while pending or active:
         while pending and len(active) < parallel and not stopping:
             name = pending.pop(0)
-            active[name] = (launch(runs[name], cfg, manifest, work, device, max_steps),
+            active[name] = (launch(runs[name], study, manifest, work, device, max_steps),
                             time.perf_counter())
             print(f"started {name}", flush=True)
         time.sleep(1.0)
@@ -108,7 +107,7 @@ def train_all(runs: dict, cfg: dict, manifest: Path, work: Path, device: str, pa
     return seconds
 
 
-def score_run(name: str, run: object, cfg: dict, manifest: Path, work: Path, out: Path,
+def score_run(name: str, run: object, study: Study, manifest: Path, work: Path, out: Path,
               device: str, seconds: dict[str, float], machine: str) -> dict:
     folder, row_out = work / name, out / name
     row_out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +125,7 @@ def score_run(name: str, run: object, cfg: dict, manifest: Path, work: Path, out
     if not summary_path.exists():
         predict(manifest, folder / "model.pt", folder / "pred", device=device, experiment=name)
         score(manifest, folder / "pred", folder / "per_image.csv", folder / "buckets.csv",
-              summary_path, dataset=cfg["data"]["name"], lpips=cfg["evaluation"]["lpips"],
-              fid=cfg["evaluation"]["fid"], device=device)
+              summary_path, **{**study.metric_arguments, "device": device})
     summary = json.loads(summary_path.read_text())
     for kept in ("summary.json", "per_image.csv", "buckets.csv"):
         shutil.copy(folder / kept, row_out / kept)
@@ -157,9 +155,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="a trial at a few steps")
     args = parser.parse_args()
     began = time.perf_counter()
-    cfg = compose(yaml.safe_load(Path(args.config).read_text()), ROOT)  # over config.yaml
-    set_deform_backend(deform_backend(cfg))  # this process's, and its training children's
-    data = Path(args.data or Path(cfg["results_dir"]) / "data")
+    study = study_of(args.config, args.experiments, args.seeds)  # laid over config.yaml
+    set_backend(study.backend)  # this process's, and its training children's
+    data = Path(args.data or study.results_dir / "data")
     manifest = (data / "manifest.csv").resolve()
     if not manifest.exists():
         raise SystemExit(f"{manifest}: no prepared data (run the study's data rules, or carry "
@@ -170,11 +168,11 @@ def main() -> None:
     work = Path(args.work or ROOT / "results" / "gpu_study")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = runs_of(cfg, args.experiments, args.seeds)
+    runs = study.experiments
     print(f"{len(runs)} runs on {machine}: {', '.join(runs)}", flush=True)
-    seconds = train_all(runs, cfg, manifest, work, device, args.parallel,
+    seconds = train_all(study, manifest, work, device, args.parallel,
                         began + args.deadline_s, args.max_steps)
-    rows = [score_run(name, run, cfg, manifest, work, out, device, seconds, machine)
+    rows = [score_run(name, run, study, manifest, work, out, device, seconds, machine)
             for name, run in runs.items()]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(out / "runs.csv", index=False)

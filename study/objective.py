@@ -16,7 +16,7 @@ The random perceptual network is rebuilt as the run built it (the same seed, the
 construction as ``ndmha.train.Trainer``), the discriminator and generator are loaded from the
 checkpoint.
 
-    python bench/objective.py --manifest results/study/data/manifest.csv \\
+    python study/objective.py --manifest results/study/data/manifest.csv \\
         --checkpoint results/study/checkpoints/ndmha.seed0/last.pt --batches 4
 """
 
@@ -25,17 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import LOSSES, bench_trainer, machine, print_table
-from torch.utils.data import DataLoader
 
-from ndmha.model_files import load_torch
-from ndmha.data.dataset import InpaintingDataset
-from ndmha.metrics import composite
-from ndmha.train import forward_stages
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # shared helpers
+from _common import LOSSES, bench_trainer, machine, print_table  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from ndmha.data.dataset import InpaintingDataset  # noqa: E402
+from ndmha.metrics import composite  # noqa: E402
+from ndmha.model_files import load_torch  # noqa: E402
+from ndmha.train import forward_stages  # noqa: E402
 
 
 def flat_grads(loss: torch.Tensor, params: dict[str, torch.nn.Parameter]
@@ -74,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     loss = args.loss or LOSSES[args.architecture]
-    trainer = bench_trainer(args.manifest, device, architecture=args.architecture, loss=loss,
+    trainer = bench_trainer(device, args.manifest, architecture=args.architecture, loss=loss,
                             seed=args.seed, batch_size=args.batch, tensorboard=False)
     where = "initialisation"
     if args.checkpoint is not None:
