@@ -174,6 +174,34 @@ def config_command(args: argparse.Namespace) -> None:
           yaml.safe_dump(value, sort_keys=False).rstrip())
 
 
+def protocol_command(args: argparse.Namespace) -> None:
+    """Protocol packs, the mask sets later papers compare on (LaMa's thin, medium and thick,
+    MAT's large and small), their generators ported so that a seed gives the original's mask:
+    ``build NAME --out DIR`` writes a pack (the masks, a manifest with each file's SHA-256, and
+    one hash of the whole set in protocol.json); ``verify DIR`` checks a pack built or
+    downloaded elsewhere (every byte, the set hash, every mask against its generator);
+    ``list`` names the protocols."""
+    from ndmha.data.packs import PROTOCOLS, build, verify
+    from ndmha.errors import ConfigError
+    from ndmha.io import setup_logging
+
+    setup_logging()
+    if args.action == "list":
+        for name, protocol in PROTOCOLS.items():
+            print(f"{name}: {protocol['count']:,} masks at 256 px, seeds from {protocol['seed']}")
+        return
+    if not args.target or (args.action == "build" and not args.out):
+        raise ConfigError(f"protocol {args.action}: give "
+                          + ("NAME and --out DIR" if args.action == "build" else "DIR"))
+    if args.action == "build":
+        record = build(args.target, args.out, args.count, args.threads, args.shards)
+    else:
+        record = verify(args.target, args.threads)
+    print(f"{record['protocol']}: {record['masks']:,} masks ({len(record['left_out'])} left out "
+          f"by the generator), set_sha256 {record['set_sha256']}"
+          + (" verified" if args.action == "verify" else f", in {args.out}"))
+
+
 def compare_recorded(args: argparse.Namespace) -> None:
     """Seed-aware paired comparisons (the workflow's comparisons.md without its per-image
     columns) from a CSV of recorded per-seed test means, e.g. docs/study_runs.csv: runs of
@@ -366,6 +394,16 @@ def config_command_arguments(p: argparse.ArgumentParser) -> None:
                    help="one key, dotted (results_dir, train.epochs)")
 
 
+def protocol_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build", "verify", "list"])
+    p.add_argument("target", nargs="?", default="", help="build: the protocol; verify: a pack")
+    p.add_argument("--out", default="", help="build: the pack's folder (must not exist)")
+    p.add_argument("--count", type=int, default=None,
+                   help="build: masks in the set (default the protocol's)")
+    p.add_argument("--threads", type=int, default=1, help="threads drawing or checking masks")
+    p.add_argument("--shards", type=int, default=1, help="build: processes, each a shard")
+
+
 def compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", help="CSV: experiment, seed, kind, test_images and the metrics")
     p.add_argument("--pair", nargs=2, action="append", required=True, metavar=("A", "B"),
@@ -413,6 +451,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], Any], str,
                                      "project its cost", preflight_arguments),
     "config": (config_command, "the config a run gets (merged, laid over its bases, checked), "
                                "or one key", config_command_arguments),
+    "protocol": (protocol_command, "protocol packs: build a mask set the field compares on, "
+                                   "verify one built elsewhere", protocol_arguments),
     "compare-recorded": (compare_recorded, "seed-aware paired comparisons of runs recorded in "
                                            "a CSV", compare_arguments),
     "scorecard-recorded": (scorecard_recorded, "the reproduction scorecard of runs recorded in "

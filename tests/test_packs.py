@@ -1,0 +1,99 @@
+"""Protocol packs (``ndmha.data.packs``) and the ported mask families (``ndmha.data.maskgen``):
+the ports against their originals' figures, a pack built and verified, a changed byte caught,
+and one set hash whatever the threads and shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL
+import pytest
+
+from ndmha.data.maskgen import FAMILIES, family_mask
+from ndmha.data.packs import build, verify
+from ndmha.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "protocol_masks.json").read_text())
+#: a bin of the 200-mask hole-ratio histogram may move this many masks from the original's:
+#: byte-equal masks move none; a different OpenCV or Pillow may rasterise a stroke's edge
+#: otherwise, moving a mask's ratio by a fraction of a percent, across a bin edge only for the
+#: few masks that lie within that fraction of one (the thick family has the most edge pixels)
+BIN_TOLERANCE = 2
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_port_draws_its_originals_masks(family: str) -> None:
+    """The originals' masks at seeds 0-199 (tests/fixtures/protocol_masks.json, made once from
+    their repositories): byte-equal where the drawing libraries are the fixture's versions,
+    and the hole-ratio histogram within BIN_TOLERANCE masks a bin on any."""
+    figures = FIXTURE["families"][family]
+    masks = [family_mask(family, seed) for seed in range(len(figures["sha256_16"]))]
+    masks = [np.zeros((256, 256), np.uint8) if m is None else m for m in masks]
+    ratios = [float(np.count_nonzero(m)) / m.size for m in masks]
+    histogram = np.histogram(ratios, bins=10, range=(0, 1))[0]
+    assert np.abs(histogram - figures["hole_ratio_histogram"]).max() <= BIN_TOLERANCE, histogram
+    assert set(np.unique(np.concatenate([np.unique(m) for m in masks]))) <= {0, 255}
+    made = FIXTURE["made_with"]
+    if (made["opencv"], made["pillow"]) == (cv2.__version__, PIL.__version__):
+        hashes = [hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()[:16]
+                  for m in masks]
+        assert hashes == figures["sha256_16"]
+
+
+def test_a_pack_is_verified_and_a_changed_byte_is_not(tmp_path: Path) -> None:
+    record = build("mat-small", tmp_path / "pack", count=12, threads=2)
+    assert verify(tmp_path / "pack")["set_sha256"] == record["set_sha256"]
+    assert record["masks"] == 12 and record["left_out"] == []
+    mask = tmp_path / "pack" / "masks" / "00003.png"
+    data = bytearray(mask.read_bytes())
+    data[-13] ^= 0x01  # a byte of the last chunk
+    mask.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"00003.png: its bytes differ"):
+        verify(tmp_path / "pack")
+    # another mask in its place, the manifest's file hash made to agree: the pixels give it away
+    other = build("mat-small", tmp_path / "other", count=12)
+    (tmp_path / "other" / "masks" / "00004.png").replace(mask)
+    manifest = (tmp_path / "pack" / "manifest.csv").read_text().splitlines()
+    row = next(i for i, line in enumerate(manifest) if line.startswith("masks/00003.png"))
+    fields = manifest[row].split(",")
+    fields[1] = hashlib.sha256(mask.read_bytes()).hexdigest()
+    manifest[row] = ",".join(fields)
+    (tmp_path / "pack" / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    with pytest.raises(DataError, match=r"00003.png: its pixels differ"):
+        verify(tmp_path / "pack")
+    assert other["set_sha256"] == record["set_sha256"]  # the same protocol, the same set
+
+
+def test_one_set_hash_whatever_the_threads_and_shards(tmp_path: Path) -> None:
+    """lama-thick leaves some images out (all five candidates over half missing): the same ones
+    in every build."""
+    one = build("lama-thick", tmp_path / "one", count=60, threads=1, shards=1)
+    many = build("lama-thick", tmp_path / "many", count=60, threads=2, shards=3)
+    assert one["set_sha256"] == many["set_sha256"] and one["left_out"] == many["left_out"]
+    assert one["masks"] + len(one["left_out"]) == 60
+    assert not (tmp_path / "one.partial").exists()
+    with pytest.raises(DataError, match="exists"):
+        build("lama-thick", tmp_path / "one", count=1)
+
+
+def test_the_command_builds_and_verifies(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "ndmha", "protocol"]
+    built = subprocess.run([*run, "build", "lama-thin", "--out", str(tmp_path / "p"),
+                            "--count", "8"], capture_output=True, text=True, cwd=ROOT)
+    assert built.returncode == 0, built.stderr
+    checked = subprocess.run([*run, "verify", str(tmp_path / "p")], capture_output=True,
+                             text=True, cwd=ROOT)
+    assert checked.returncode == 0 and "verified" in checked.stdout, checked.stderr
+    (tmp_path / "p" / "masks" / "00001.png").unlink()
+    broken = subprocess.run([*run, "verify", str(tmp_path / "p")], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert broken.returncode == 2
+    assert broken.stderr.strip().splitlines()[-1].endswith(
+        "00001.png: listed in the manifest, missing")
