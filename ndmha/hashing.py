@@ -21,3 +21,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def sha256_json(value: Any) -> str:
     """SHA-256 of a JSON-able value, keys sorted (the same settings, the same hash)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def sha256_buffer(data: Any) -> str:
+    """SHA-256 of a buffer's bytes, e.g. an image's pixels (a C-contiguous array)."""
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+def set_sha256(members: Any) -> str:
+    """One hash of a set of (name, SHA-256) pairs, in name order: the same set, the same hash,
+    whatever order it was made in."""
+    return hashlib.sha256("".join(f"{n} {h}\n" for n, h in sorted(members)).encode()).hexdigest()

@@ -75,7 +75,8 @@ def inpaint_file(checkpoint: str | Path, image: str | Path, mask: str | Path, ou
     picture = read_image(image)
     holes = hole_mask(read_image(mask, cv2.IMREAD_GRAYSCALE), picture.shape[:2], mask_hole)
     if not holes.any():
-        raise DataError(f"{mask}: the mask has no hole ({mask_hole} marks the holes; see --mask-hole)")
+        raise DataError(f"{mask}: the mask has no hole ({mask_hole} marks the holes; see "
+                        "--mask-hole)")
     result = inpaint_image(model, picture, holes, size, dev)
     write_image(out, result)
     log.info("%s: inpainted %s (%dx%d, %.1f %% holes) with %s -> %s", checkpoint, image,

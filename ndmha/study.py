@@ -3,7 +3,8 @@
 The config files are merged in order (``config.yaml`` without any, as the Snakefile does), the
 ``key=value`` overrides laid over them with the types a config file would give them, the result
 laid over the file its ``extends`` names, validated against the schema (which fills in every
-default: the schema is the one place a default lives) and checked (:func:`ndmha.config.check_config`).
+default: the schema is the one place a default lives) and checked
+(:func:`ndmha.config.check_config`).
 What comes out is typed: a section per stage (data, demo, split, evaluation, cluster), the
 experiments, and the arguments each stage takes, named as the stage names them. The workflow's
 rules, the preflight, the GPU study and the command line read this object, not the raw config.
@@ -204,6 +205,16 @@ class Study:
         return {"dataset": self.data.name, "protocol": self.data.protocol,
                 "lpips": self.evaluation.lpips, "fid": self.evaluation.fid,
                 "device": self.device}
+
+    @property
+    def protocol_facts(self) -> dict[str, Any]:
+        """What the protocol card (``ndmha.tables.protocol``) says of the config."""
+        data = self.data
+        masks = (f"the demo's {self.demo.masks} masks" if data.source == "demo" and self.demo
+                 else f"{data.masks_dir} ({data.mask_protocol})")
+        return {"dataset": data.name, "protocol": data.protocol, "mask_protocol": masks,
+                "mask_hole": data.mask_hole, "split_scheme": self.split.scheme,
+                "split_seed": self.split.seed, "image_size": data.image_size}
 
     def threads(self, stage: str) -> int:
         return self.resources[stage]["threads"]

@@ -97,3 +97,38 @@ def test_the_command_builds_and_verifies(tmp_path: Path) -> None:
     assert broken.returncode == 2
     assert broken.stderr.strip().splitlines()[-1].endswith(
         "00001.png: listed in the manifest, missing")
+
+
+def test_the_protocol_card_hashes_the_test_set_as_scored(tmp_path: Path) -> None:
+    """A test mask's one changed pixel changes the card's mask hash and nothing else; a
+    training mask's changes nothing; the card fits the tables' width."""
+    from ndmha.io import write_image
+    from ndmha.tables.format import MAX_WIDTH
+    from ndmha.tables.protocol import protocol_card, protocol_rows
+
+    rows = []
+    for i, split in enumerate(["train", "train", "test", "test"]):
+        write_image(tmp_path / "masks" / f"{i}.png", family_mask("mat-small", i))
+        rows.append(f"{i:05d},images/{i}.jpg,masks/{i}.png,corrupted/{i}.png,{split},0.2")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("id,image,mask,corrupted,split,hole_ratio\n" + "\n".join(rows) + "\n")
+    facts = {"dataset": "look-alike", "protocol": "none", "split_scheme": "paper",
+             "split_seed": 0, "mask_protocol": "mat-small", "mask_hole": "white",
+             "image_size": 256}
+    summaries = [{"lpips": 0.1, "lpips_net": "alex", "fid": "n/a (weights not found: x)"}]
+
+    def card() -> dict:
+        return protocol_card(manifest, summaries, facts)
+
+    before = card()
+    assert before["split"]["test"] == 2 and before["split"]["train"] == 2
+    assert before["metrics"]["lpips"].endswith("alexnet-owt-7be5be79.pth, SHA-256 7be5be79…")
+    assert "n/a, weights missing" in before["metrics"]["fid, kid"]
+    assert max(len(f"| {k} | {v} |") for k, v in protocol_rows(before)) <= MAX_WIDTH
+    for index, changes in ((0, False), (3, True)):
+        mask = cv2.imread(str(tmp_path / "masks" / f"{index}.png"), cv2.IMREAD_GRAYSCALE)
+        mask[0, 0] = 255 - mask[0, 0]
+        write_image(tmp_path / "masks" / f"{index}.png", mask)
+        after = card()
+        assert after["split"] == before["split"]
+        assert (after["masks"]["test_set_sha256"] != before["masks"]["test_set_sha256"]) is changes

@@ -31,7 +31,7 @@ def test_every_schema_default_reaches_a_config_that_leaves_its_key_out(tmp_path:
     schema is where a left-out key's value comes from (a default written in code instead would
     leave the key out of the resolved config)."""
     defaults = schema_defaults(yaml.safe_load(SCHEMA.read_text()))
-    assert {("cluster", "signal_minutes"), ("data", "mask_protocol"), ("ndmha", "deform_backend"),
+    assert {("cluster", "signal_minutes"), ("data", "mask_protocol"), ("data", "protocol"),
             ("split", "val"), ("data", "layout")} <= set(defaults)
     bare = yaml.safe_load((ROOT / "config.yaml").read_text())
     for key in defaults:

@@ -322,3 +322,39 @@ def test_crossing_command_draws_the_curves_with_the_floor(tmp_path: Path,
     assert image.shape[1] > 400 and image.std() > 10  # drawn, not blank
     assert main(args[:-1] + ["biharmonic=high"]) == 2
     assert "--floor 'biharmonic=high': expected LABEL=PSNR" in capsys.readouterr().err
+
+
+def test_the_gap_by_hole_size_and_its_trend() -> None:
+    """Gaps linear in the hole ratio: each seed pair's trend is its slope exactly (the bucket
+    means of a linear gap lie on its line), per 0.1 of hole ratio; the interval is Student's
+    over the seed pairs' slopes; the first pair's per-image slope is linregress's."""
+    from ndmha.data.masks import bucket_label
+    from ndmha.uncertainty import TREND_STEP, gap_by_hole, t_interval
+
+    ratios = np.linspace(0.02, 0.58, 57)
+    ids = [f"{i:03d}" for i in range(len(ratios))]
+
+    def frame(values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"psnr": values, "hole_ratio": ratios,
+                             "bucket": [bucket_label(r) for r in ratios]}, index=ids)
+
+    slopes = {0: -2.0, 1: -1.0, 2: -3.5}  # dB per unit hole ratio, one a seed
+    a = {s: frame(30.0 + s + slope * ratios) for s, slope in slopes.items()}
+    b = {s: frame(np.full(len(ratios), 29.0 + s)) for s in slopes}
+    found = gap_by_hole(a, b, "psnr")
+    expected = t_interval([slope * TREND_STEP for slope in slopes.values()])
+    trend = found["trend"]
+    assert trend["difference"] == pytest.approx(expected["mean"], abs=1e-9)
+    assert (trend["ci_low"], trend["ci_high"]) == pytest.approx((expected["low"],
+                                                                 expected["high"]), abs=1e-9)
+    assert trend["model_difference"] == pytest.approx(slopes[0] * TREND_STEP, abs=1e-9)
+    assert [r["bucket"] for r in found["buckets"]] == ["0-10%", "10-20%", "20-30%", "30-40%",
+                                                       "40-50%", "50-60%"]
+    first = found["buckets"][0]  # 0-10 %: the mean ratio of its images, on every seed's line
+    inside = ratios[ratios < 0.1]
+    gaps = [1.0 + slope * inside.mean() for slope in slopes.values()]
+    assert first["difference"] == pytest.approx(np.mean(gaps)) and first["images"] == len(inside)
+    # one seed pair: no interval over seeds, the images' interval still there
+    one = gap_by_hole({0: a[0]}, {0: b[0]}, "psnr")["trend"]
+    assert one["ci_low"] is None and one["seed_pairs"] == 1
+    assert one["model_ci_low"] == pytest.approx(one["model_ci_high"], abs=1e-9)  # no noise

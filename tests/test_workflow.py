@@ -243,6 +243,25 @@ def test_gpu_study_runner_is_the_workflows_chain(tiny_run: Path, tmp_path: Path)
     assert row["psnr"] == round(ours["psnr"], 3) and row["test_images"] == ours["images"]
 
 
+def test_the_protocol_card_names_the_test_set_everywhere(tiny_run: Path) -> None:
+    """protocol.json, protocol.md, the report's front page and every table's Markdown name the
+    same test masks; the metrics without their weights say so (the tiny run has none)."""
+    card = json.loads((tiny_run / "tables" / "protocol.json").read_text())
+    masks = card["masks"]["test_set_sha256"]
+    assert card["split"]["test"] == TINY["split"]["test"] and card["resolution"] == 32
+    assert card["metrics"]["lpips"].endswith("n/a, weights missing (alexnet-owt-7be5be79.pth)")
+    assert masks in (tiny_run / "tables" / "report_front.rst").read_text()
+    for md in (tiny_run / "tables").glob("*.md"):
+        assert masks[:12] in md.read_text(), md.name
+    # the comparisons by hole size: every pair's PSNR rows end on its trend
+    buckets = pd.read_csv(tiny_run / "tables" / "buckets.csv")
+    compared = pd.read_csv(tiny_run / "tables" / "comparisons.csv")
+    psnr = buckets[buckets["metric"] == "psnr"]
+    trends = psnr[psnr["bucket"].str.startswith("trend")]
+    assert len(trends) == (compared["metric"] == "psnr").sum() > 0
+    assert (trends["images"] == TINY["split"]["test"]).all()
+
+
 def test_report_has_every_section(tiny_run: Path) -> None:
     workdir = tiny_run.parent
     result = snakemake(workdir, workdir / "config.yaml", "--report",

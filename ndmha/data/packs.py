@@ -18,7 +18,6 @@ A pack is a folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ import pandas as pd
 
 from ndmha.data.maskgen import FAMILIES, SIZE, family_mask
 from ndmha.errors import DataError
-from ndmha.hashing import sha256_file
+from ndmha.hashing import set_sha256, sha256_buffer, sha256_file
 from ndmha.io import atomic_open, map_parallel, read_image, write_image, write_json
 
 log = logging.getLogger("ndmha")
@@ -53,14 +52,12 @@ MANIFEST_COLUMNS = ["file", "file_sha256", "pixels_sha256", "hole_ratio"]
 
 
 def pixels_sha256(mask: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(mask, np.uint8).tobytes()).hexdigest()
+    return sha256_buffer(np.ascontiguousarray(mask, np.uint8))
 
 
-def set_sha256(manifest: pd.DataFrame) -> str:
-    """One hash of a set: its files' names and pixel hashes, in name order."""
-    lines = "".join(f"{f} {p}\n" for f, p in sorted(zip(manifest["file"],
-                                                        manifest["pixels_sha256"])))
-    return hashlib.sha256(lines.encode()).hexdigest()
+def pack_sha256(manifest: pd.DataFrame) -> str:
+    """One hash of a pack: its files' names and pixel hashes (:func:`ndmha.hashing.set_sha256`)."""
+    return set_sha256(zip(manifest["file"], manifest["pixels_sha256"]))
 
 
 def _shard(job: tuple[str, int, list[int], str, int]) -> list[dict[str, Any]]:
@@ -115,7 +112,7 @@ def build(name: str, out: str | Path, count: int | None = None, threads: int = 1
         "polarity": "255 = hole, 0 = kept (8-bit PNG)", "count": count, "masks": len(manifest),
         "left_out": sorted(set(range(count)) - {int(f[6:11]) for f in manifest["file"]}),
         "mean_hole_ratio": round(float(manifest["hole_ratio"].mean()), 6),
-        "set_sha256": set_sha256(manifest)}
+        "set_sha256": pack_sha256(manifest)}
     write_json(partial / "protocol.json", record)
     os.replace(partial, out)
     log.info("protocol %s: %d masks in %s, set %s", name, len(manifest), out,
@@ -156,6 +153,6 @@ def verify(folder: str | Path, threads: int = 1) -> dict[str, Any]:
             raise DataError(f"{path}: not {name}'s mask at its seed")
 
     map_parallel(check, list(manifest.itertuples()), threads, f"verify {name}")
-    if set_sha256(manifest) != record.get("set_sha256"):
+    if pack_sha256(manifest) != record.get("set_sha256"):
         raise DataError(f"{folder / 'protocol.json'}: set_sha256 differs from the manifest's")
     return record

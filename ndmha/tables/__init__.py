@@ -1,7 +1,7 @@
 """The tables: the paper's benchmark with the seed report's rows and ours, the seed report's
 "test metrics", every experiment side by side with its budget, the seed report's protocol beside
-our runs of it, the training-free floor, the paired comparisons, the reproduction scorecard, and
-where every measured number came from.
+our runs of it, the training-free floor, the paired comparisons (and by hole-ratio bucket, with the gap's trend), the reproduction
+scorecard, the protocol card, and where every measured number came from.
 
 Every measured row carries its budget (epochs, optimizer steps, images seen, batch size, training
 wall time and device) and its provenance (code commit, settings and data hashes, software). The
@@ -21,16 +21,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from ndmha.io import atomic_open
+from ndmha.io import atomic_open, write_json
 from ndmha.tables.benchmark import benchmark_table, seed_report_table
-from ndmha.tables.comparisons import (COMPARISONS_NOTE, comparisons_table, comparisons_view,
+from ndmha.tables.comparisons import (BUCKETS_NOTE, COMPARISONS_NOTE, bucket_table,
+                                      bucket_view, comparisons_table, comparisons_view,
                                       recorded_comparisons)
 from ndmha.tables.experiments import experiments_table, provenance_table, test_metrics_table
 from ndmha.tables.floor import FLOOR_NOTE, floor_table, floor_view
-from ndmha.tables.format import to_markdown, write_csv, write_md
+from ndmha.tables.format import to_markdown, wrap, write_csv, write_md
+from ndmha.tables.protocol import protocol_card, protocol_rows, protocol_rst
 from ndmha.tables.rows import aggregate, label_of
 from ndmha.tables.scorecard import (recorded_scorecard, scorecard, scorecard_notes, scorecard_rst,
                                    scorecard_view)
+
+#: under protocol.md
+PROTOCOL_NOTE = ("Two runs whose test ids and test masks have the same hashes scored the same "
+                 "images with the same holes. Every column, in full precision, is in "
+                 "protocol.json.")
 
 __all__ = ["FILES", "Study", "write_tables", "floor_table", "comparisons_table",
            "recorded_comparisons", "comparisons_view", "scorecard", "recorded_scorecard",
@@ -45,7 +52,9 @@ FILES: dict[str, tuple[str, ...]] = {
     "provenance": ("provenance.csv",),
     "floor": ("floor.csv", "floor.md"),
     "comparisons": ("comparisons.csv", "comparisons.md"),
+    "buckets": ("buckets.csv", "buckets.md"),
     "scorecard": ("scorecard.csv", "scorecard.md", "report_front.rst"),
+    "protocol": ("protocol.json", "protocol.md"),
 }
 
 
@@ -73,6 +82,8 @@ class Study:
     comparisons: list[list[str]] = field(default_factory=list)
     description: str | Path | None = None
     smoke_test: bool = False
+    manifest: str | Path | None = None  # the split manifest: the protocol card's test set
+    protocol: dict = field(default_factory=dict)  # what the config says of it (the card's)
 
 
 def write_tables(study: Study, out: str | Path, families: tuple[str, ...] = tuple(FILES)
@@ -103,13 +114,33 @@ def write_tables(study: Study, out: str | Path, families: tuple[str, ...] = tupl
         floor, verdict = floor_table(merged, labels)
         write_csv(floor, path["floor"][0])
         write_md(floor_view(floor), path["floor"][1], "\n" + verdict + "\n\n" + FLOOR_NOTE + "\n")
+    if "buckets" in families:
+        names = {label_of(s, labels): s["experiment"] for s in merged}
+        buckets = bucket_table(study.comparisons, study.per_image, merged, study.runs, labels)
+        write_csv(buckets, path["buckets"][0])
+        write_md(bucket_view(buckets, names), path["buckets"][1], "\n" + BUCKETS_NOTE + "\n")
+    card = None
+    if "protocol" in families and study.manifest is not None:
+        card = protocol_card(study.manifest, loaded, study.protocol)
+        write_json(path["protocol"][0], card)
+        write_md(pd.DataFrame(protocol_rows(card), columns=["what", "value"]),
+                 path["protocol"][1], "\n" + PROTOCOL_NOTE + "\n")
     if "comparisons" in families or "scorecard" in families:
-        _write_comparisons(study, merged, path, families)
+        _write_comparisons(study, merged, path, families, card)
+    if card is not None:  # every table's Markdown names the protocol it was measured on
+        line = wrap(f"\nProtocol: {card['dataset']} (data.protocol {card['protocol']}), test "
+                    f"ids {card['split']['test_ids_sha256'][:12]}…, test masks "
+                    f"{card['masks']['test_set_sha256'][:12]}… (protocol.md).\n")
+        for family in set(families) - {"protocol"}:
+            for md in (p for p in path[family] if p.suffix == ".md"):
+                text = md.read_text()
+                with atomic_open(md) as fh:
+                    fh.write(text + line)
     return table
 
 
 def _write_comparisons(study: Study, merged: list[dict], path: dict[str, list[Path]],
-                       families: tuple[str, ...]) -> None:
+                       families: tuple[str, ...], protocol: dict | None = None) -> None:
     """The paired comparisons and the scorecard read from them: the comparisons name
     experiments by label (the CSV's a and b), the views and the scorecard by experiment name."""
     names = {label_of(s, study.labels): s["experiment"] for s in merged}
@@ -126,5 +157,7 @@ def _write_comparisons(study: Study, merged: list[dict], path: dict[str, list[Pa
         write_csv(card, path["scorecard"][0])
         write_md(scorecard_view(card), path["scorecard"][1], scorecard_notes(card))
         text = Path(study.description).read_text() if study.description is not None else ""
+        if protocol is not None:
+            text = protocol_rst(protocol) + "\n" + text
         with atomic_open(path["scorecard"][2]) as fh:
             fh.write(scorecard_rst(card, text, study.smoke_test))

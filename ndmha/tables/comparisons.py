@@ -30,19 +30,7 @@ def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
     interval and t-test (Holm-corrected over the pairs, per metric), and the first seed pair's
     per-image interval and Wilcoxon test ("this trained model"); ``per_image``: run name -> its
     per-image CSV; ``summaries``: per experiment (:func:`aggregate`)."""
-    frames = {run: pd.read_csv(path, dtype={"id": str}).set_index("id")
-              for run, path in per_image.items()}
-    floors = [s for s in summaries if is_floor(s)]
-    floor = max(floors, key=lambda s: s["psnr"])["experiment"] if floors else None
-    members: dict[str, dict[int | str | None, str]] = {}  # experiment -> seed key -> run
-    for run in frames:
-        info = (runs or {}).get(run, {})
-        seed = info.get("seed")
-        if seed is None and info.get("trained"):
-            seed = uncertainty.UNSEEDED  # one training run: its seed spread is unknown
-        members.setdefault(info.get("group", run), {})[seed] = run
-    resolved = [[floor if x == "floor" else x for x in pair] for pair in pairs]
-    resolved = [pair for pair in resolved if None not in pair and pair[0] != pair[1]]
+    frames, members, resolved = _paired_runs(pairs, per_image, summaries, runs)
     rows = []
     for metric in uncertainty.INTERVAL_METRICS:
         block = []
@@ -59,6 +47,76 @@ def comparisons_table(pairs: list[list[str]], per_image: dict[str, str | Path],
         rows += _verdicts(block)
     return (pd.DataFrame(rows, columns=COMPARISON_COLUMNS),
             _comparisons_note(len(resolved)) + uncertainty.METHOD_NOTE)
+
+
+def _paired_runs(pairs: list[list[str]], per_image: dict[str, str | Path],
+                 summaries: list[dict], runs: dict[str, dict] | None
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict], list[list[str]]]:
+    """The runs' per-image frames, each experiment's runs by seed key, and the pairs with
+    ``floor`` resolved (to the training-free experiment with the best PSNR)."""
+    frames = {run: pd.read_csv(path, dtype={"id": str}).set_index("id")
+              for run, path in per_image.items()}
+    floors = [s for s in summaries if is_floor(s)]
+    floor = max(floors, key=lambda s: s["psnr"])["experiment"] if floors else None
+    members: dict[str, dict[int | str | None, str]] = {}  # experiment -> seed key -> run
+    for run in frames:
+        info = (runs or {}).get(run, {})
+        seed = info.get("seed")
+        if seed is None and info.get("trained"):
+            seed = uncertainty.UNSEEDED  # one training run: its seed spread is unknown
+        members.setdefault(info.get("group", run), {})[seed] = run
+    resolved = [[floor if x == "floor" else x for x in pair] for pair in pairs]
+    return frames, members, [p for p in resolved if None not in p and p[0] != p[1]]
+
+
+BUCKET_COLUMNS = ["a", "b", "metric", "bucket", "images", "difference", "ci_low", "ci_high",
+                  "seed_pairs", "model_difference", "model_ci_low", "model_ci_high", "model_p"]
+TREND = f"trend, per {uncertainty.TREND_STEP:.0%} more"
+
+
+def bucket_table(pairs: list[list[str]], per_image: dict[str, str | Path],
+                 summaries: list[dict], runs: dict[str, dict] | None = None,
+                 labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """The paired comparisons by hole-ratio bucket, and a trend row each: how a − b changes
+    with the holes' size (:func:`ndmha.uncertainty.gap_by_hole`), per metric."""
+    frames, members, resolved = _paired_runs(pairs, per_image, summaries, runs)
+    rows = []
+    for a, b in resolved:
+        for metric in uncertainty.INTERVAL_METRICS:
+            sides = [{seed: frames[run][[metric, "hole_ratio", "bucket"]]
+                      for seed, run in members[x].items()} for x in (a, b)]
+            if any(side[s][metric].isna().all() for side in sides for s in side):
+                continue  # a metric without weights (LPIPS n/a)
+            found = uncertainty.gap_by_hole(*sides, metric)
+            names = {"a": label_of({"experiment": a}, labels),
+                     "b": label_of({"experiment": b}, labels), "metric": metric}
+            rows += [{**names, **row} for row in found["buckets"]]
+            rows.append({**names, "bucket": TREND, **found["trend"]})
+    return pd.DataFrame(rows, columns=BUCKET_COLUMNS)
+
+
+def bucket_view(table: pd.DataFrame, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """buckets.md: PSNR's a − b per bucket and its trend, with the seed-aware interval and the
+    first seed pair's per-image interval."""
+    names = names or {}
+    psnr = table[table["metric"] == "psnr"]
+    return view(psnr, {
+        "a": lambda r: names.get(r["a"], r["a"]), "b": lambda r: names.get(r["b"], r["b"]),
+        "holes": "bucket", "images": "images",
+        "a − b (dB)": lambda r: f"{r['difference']:+.2f}",
+        "95 %, seeds": lambda r: interval(r["ci_low"], r["ci_high"], 2),
+        "seed pairs": "seed_pairs",
+        "first pair, images (95 %)": lambda r: (f"{r['model_difference']:+.2f} ("
+                                                f"{interval(r['model_ci_low'], r['model_ci_high'], 2)})")})
+
+
+BUCKETS_NOTE = (
+    "PSNR's paired gap a − b by hole-ratio bucket, on the same test images and masks; the last "
+    f"row of each pair, \"{TREND}\", is how the gap changes with the holes' size: per seed "
+    "pair, the least-squares slope of the bucket means over the buckets' mean hole ratio, "
+    "times 0.1; its interval is the 95 % t-interval over seed pairs (none with one pair), "
+    "beside the first pair's per-image slope and its interval (\"this trained model\"). "
+    + every_column("buckets.csv (every metric, and the per-image slope's p-value as model_p)"))
 
 
 def _verdicts(block: list[dict]) -> list[dict]:

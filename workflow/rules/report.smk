@@ -17,6 +17,7 @@ rule tables:
         summaries=expand(rules.metrics.output.summary, experiment=EXPERIMENTS),
         per_image=expand(rules.metrics.output.per_image, experiment=EXPERIMENTS),
         description=DESCRIPTION,
+        manifest=MANIFEST,
     output:
         scorecard=report(TABLES / "scorecard.csv", caption="../report/scorecard.rst",
                          category="scorecard", labels={"figure": "reproduction scorecard"}),
@@ -41,6 +42,12 @@ rule tables:
         comparisons=report(TABLES / "comparisons.csv", caption="../report/comparisons.rst",
                            category="experiments", labels={"figure": "paired comparisons"}),
         comparisons_md=TABLES / "comparisons.md",
+        buckets=report(TABLES / "buckets.csv", caption="../report/buckets.rst",
+                       category="experiments", labels={"figure": "comparisons by hole size"}),
+        buckets_md=TABLES / "buckets.md",
+        protocol=report(TABLES / "protocol.json", caption="../report/protocol.rst",
+                        category="provenance", labels={"figure": "protocol card"}),
+        protocol_md=TABLES / "protocol.md",
     params:
         labels=LABELS,
         references={e.group: e.seed_report for e in EXPERIMENTS.values() if e.seed_report},
@@ -49,6 +56,7 @@ rule tables:
         runs=RUNS,
         comparisons=COMPARISONS,
         smoke_test=SMOKE_TEST,
+        protocol=STUDY.protocol_facts,
     threads: STUDY.threads("evaluate")
     resources:
         **rule_resources("evaluate"),

@@ -12,5 +12,6 @@ study = Study(summaries=list(sm.input.summaries), paper_csv=sm.input.paper,
               config_sha256=sm.params.config_sha256, runs=dict(sm.params.runs),
               per_image=dict(zip(sm.params.runs, sm.input.per_image)),
               comparisons=[list(pair) for pair in sm.params.comparisons],
-              description=sm.input.description, smoke_test=sm.params.smoke_test)
+              description=sm.input.description, smoke_test=sm.params.smoke_test,
+              manifest=sm.input.manifest, protocol=dict(sm.params.protocol))
 run(sm, write_tables, study=study, out=Path(sm.output.csv).parent)
