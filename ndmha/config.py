@@ -84,6 +84,9 @@ def compose(cfg: dict[str, Any], root: str | Path) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None and k != "extends"}
 
 
+#: the data.mask_protocol values whose masks are read from data.masks_dir; the schema's others
+#: are protocol packs, drawn here (ndmha.data.maskgen.FAMILIES)
+FILE_MASKS = ("qd-imd", "nvidia")
 #: how the tables and figures name each architecture (an experiment may set its own label)
 ARCHITECTURE_LABELS = {"baseline": "baseline U-Net", "ndmha": "NDMHA",
                        "ndmha_released": "NDMHA (released structure)",
@@ -384,13 +387,20 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
                 config_error(f"split.celeba.{key}", f"file '{listing}' does not exist (looked "
                              f"in {Path(listing).resolve()})" if listing else
                              "required when split.scheme is 'celeba'")
+    elif split["scheme"] == "ids":
+        listing = split.get("test_ids", "")
+        if not listing or not Path(listing).is_file():
+            config_error("split.test_ids", f"file '{listing}' does not exist (looked in "
+                         f"{Path(listing).resolve()})" if listing else
+                         "required when split.scheme is 'ids'")
     elif n < 5:
         config_error("data.n_images",
                      f"the 'report' split (60/20/20) needs at least 5 images, got {n}")
     if data["source"] in ("folders", "places2"):
         folders = ({"data.images_dir": data.get("images_dir", "")} if data["source"] == "folders"
                    else {"data.places2.root": data.get("places2", {}).get("root", "")})
-        folders["data.masks_dir"] = data.get("masks_dir", "")
+        if data["mask_protocol"] in FILE_MASKS:  # a pack's masks are drawn, not read
+            folders["data.masks_dir"] = data.get("masks_dir", "")
         for key, folder in folders.items():
             if not folder:
                 config_error(key, f"must be set when data.source is '{data['source']}'")
@@ -406,6 +416,9 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Experiment]:
                                  f"under {root.resolve()}")
     elif "demo" not in cfg:
         config_error("demo", "required when data.source is 'demo'")
+    if data["mask_protocol"] not in FILE_MASKS and data["mask_hole"] != "white":
+        config_error("data.mask_hole", f"a protocol pack's masks ({data['mask_protocol']}) are "
+                     "white in their holes: use white")
     try:
         experiments = resolve_experiments(cfg)
     except ExperimentError as err:

@@ -94,6 +94,11 @@ def source_folders(study: Study, scratch: Path) -> tuple[Path, Path]:
         from ndmha.data.demo import make_demo_dataset
 
         make_demo_dataset(images, masks, **study.demo_arguments)
+    if study.pack:  # its masks drawn here, as the workflow's pack rule does
+        from ndmha.data.packs import build
+
+        build(out=scratch / "pack", **study.pack_arguments)
+        masks = scratch / "pack" / "masks"
     return images, masks
 
 
@@ -305,11 +310,14 @@ def gigabytes(count: float) -> str:
 def split_counts(study: Study, ids: list[str]) -> dict[str, int]:
     """Train / val / test images of the whole run (``ids``: the plan's), as the split rule
     will deal them."""
-    from ndmha.data.split import celeba_splits, split_sizes
+    from ndmha.data.split import celeba_splits, listed_ids, split_sizes
 
     n, split = study.data.n_images, study.split
     if split.scheme == "celeba":
         labels = celeba_splits(ids, split.celeba["image_list"], split.celeba["partition"])
+        return {k: labels.count(k) for k in ("train", "val", "test")}
+    if split.scheme == "ids":
+        labels = listed_ids(ids, split.test_ids)
         return {k: labels.count(k) for k in ("train", "val", "test")}
     if split.scheme == "lists":
         test, val = split.test or 0, split.val

@@ -23,6 +23,7 @@ import yaml
 
 from ndmha.config import (
     Experiment,
+    FILE_MASKS,
     check_config,
     compose,
     data_protocol,
@@ -53,7 +54,7 @@ class Data:
     image_size: int
     jpg_quality: int
     mask_hole: str       # the colour of a hole in the source masks
-    mask_protocol: str   # qd-imd | nvidia
+    mask_protocol: str   # qd-imd | nvidia | a protocol pack (lama-*, mat-*)
     mask_count: int
     mask_binary: str
     border_margin: int
@@ -87,6 +88,7 @@ class Split:
     test: int | None
     val: int
     celeba: dict[str, str]
+    test_ids: str
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,16 @@ class Study:
 
     # -- the data stages --------------------------------------------------------------------
 
+    @property
+    def pack(self) -> str | None:
+        """The protocol pack whose masks the run draws (``data.mask_protocol`` lama-* or
+        mat-*), or None (masks read from ``data.masks_dir``, or the demo's)."""
+        return None if self.data.mask_protocol in FILE_MASKS else self.data.mask_protocol
+
     def source_folders(self, demo_dir: Path) -> tuple[Path, Path]:
-        """Where the source images and masks are; the demo draws its own into ``demo_dir``."""
+        """Where the source images and masks are; the demo draws its own into ``demo_dir``. A
+        protocol pack's masks are drawn elsewhere (:attr:`pack`): the masks folder here is the
+        data's own."""
         data = self.data
         if data.source == "demo":
             images = "places2" if self.demo and self.demo.layout == "places2" else "images"
@@ -146,6 +156,13 @@ class Study:
         if data.source == "places2":
             return Path(data.places2["root"]), Path(data.masks_dir)
         return Path(data.images_dir), Path(data.masks_dir)
+
+    @property
+    def pack_arguments(self) -> dict[str, Any]:
+        """``ndmha.data.packs.build``'s settings: the pack and its masks, enough for every image
+        (LaMa's generator leaves about 2 % of its seeds without a mask: a tenth more, and 16)."""
+        n = self.data.n_images
+        return {"name": self.pack, "count": n + n // 10 + 16}
 
     @property
     def demo_arguments(self) -> dict[str, Any]:
@@ -183,7 +200,7 @@ class Study:
         """``ndmha.data.split.make_split``'s settings (its files aside)."""
         s = self.split
         return {"scheme": s.scheme, "seed": s.seed, "test": s.test, "val": s.val,
-                "celeba": s.celeba}
+                "celeba": s.celeba, "test_ids": s.test_ids}
 
     # -- training and evaluation ----------------------------------------------------------
 
@@ -210,7 +227,8 @@ class Study:
     def protocol_facts(self) -> dict[str, Any]:
         """What the protocol card (``ndmha.tables.protocol``) says of the config."""
         data = self.data
-        masks = (f"the demo's {self.demo.masks} masks" if data.source == "demo" and self.demo
+        masks = (f"protocol pack {self.pack}" if self.pack else
+                 f"the demo's {self.demo.masks} masks" if data.source == "demo" and self.demo
                  else f"{data.masks_dir} ({data.mask_protocol})")
         return {"dataset": data.name, "protocol": data.protocol, "mask_protocol": masks,
                 "mask_hole": data.mask_hole, "split_scheme": self.split.scheme,
@@ -289,7 +307,8 @@ def resolve(cfg: dict[str, Any], root: str | Path = ROOT) -> Study:
             hole_ratio=tuple(demo["hole_ratio"]), seed=demo["seed"], layout=demo["layout"],
             masks=demo["masks"]),
         split=Split(scheme=split["scheme"], seed=split["seed"], test=split.get("test"),
-                    val=split["val"], celeba=split.get("celeba", {})),
+                    val=split["val"], celeba=split.get("celeba", {}),
+                    test_ids=split.get("test_ids", "")),
         evaluation=Evaluation(**cfg["evaluation"]),
         cluster=Cluster(partition=cluster["partition"], account=cluster["account"],
                         signal_minutes=cluster["signal_minutes"],

@@ -5,6 +5,7 @@ and one set hash whatever the threads and shards."""
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import subprocess
 import sys
@@ -132,3 +133,48 @@ def test_the_protocol_card_hashes_the_test_set_as_scored(tmp_path: Path) -> None
         after = card()
         assert after["split"] == before["split"]
         assert (after["masks"]["test_set_sha256"] != before["masks"]["test_set_sha256"]) is changes
+
+
+def test_a_split_by_listed_ids(tmp_path: Path) -> None:
+    """split.scheme ids: the listed ids test (LaMa's file names, or indices, as numbers), the
+    rest train; a list that names none of the images is one error naming the file."""
+    from ndmha.data.split import listed_ids, make_split
+
+    listing = tmp_path / "ids.txt"
+    listing.write_text("# LaMa's names\n00003.jpg\n7\n\n12\n")
+    ids = [f"{i:05d}" for i in range(10)]
+    assert listed_ids(ids, listing) == ["test" if i in (3, 7) else "train" for i in range(10)]
+    rows = "\n".join(f"{i},images/{i}.jpg,masks/{i}.png,corrupted/{i}.png,0.2" for i in ids)
+    (tmp_path / "pairs.csv").write_text("id,image,mask,corrupted,hole_ratio\n" + rows + "\n")
+    manifest = make_split(tmp_path / "pairs.csv", tmp_path / "manifest.csv", "ids", seed=0,
+                          test_ids=listing)
+    assert sorted(manifest.loc[manifest["split"] == "test", "id"]) == ["00003", "00007"]
+    listing.write_text("20000\n")
+    with pytest.raises(DataError, match=r"ids.txt: none of its 1 ids is among the 10 images"):
+        listed_ids(ids, listing)
+    shipped = ROOT / "workflow" / "resources" / "protocols" / "lama_celebahq_test_ids.txt"
+    lama = listed_ids([f"{i:05d}" for i in range(30000)], shipped)
+    assert lama.count("test") == 2000
+
+
+def test_a_protocol_config_draws_its_pack_before_the_plan(tmp_path: Path) -> None:
+    """configs/protocols/lama-thick.yaml with a user's folders: the DAG has the pack rule, its
+    masks, not data.masks_dir's, feed the plan; a pack's masks are white in their holes."""
+    from test_workflow import WEIGHTS_ALLOWED_MISSING, _dry_run
+
+    (tmp_path / "faces").mkdir()
+    data = f"data={{images_dir: {tmp_path / 'faces'}, masks_dir: '', n_images: 40}}"
+    ids = ROOT / "workflow" / "resources" / "protocols" / "lama_celebahq_test_ids.txt"
+    result = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "protocols" /
+                                                    "lama-thick.yaml"),
+                      "--config", data, f"split={{test_ids: {ids}}}", "models=[telea]",
+                      *WEIGHTS_ALLOWED_MISSING)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^pack\s+1$", result.stdout, re.M), result.stdout[-1500:]
+    black = _dry_run(tmp_path, "--configfile", str(ROOT / "configs" / "protocols" /
+                                                   "lama-thick.yaml"), "--config",
+                     data.replace("n_images: 40", "n_images: 40, mask_hole: black"),
+                     f"split={{test_ids: {ids}}}", "models=[telea]", *WEIGHTS_ALLOWED_MISSING)
+    assert black.returncode != 0
+    assert "config key data.mask_hole: a protocol pack's masks (lama-thick) are white" in \
+        black.stdout + black.stderr

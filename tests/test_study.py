@@ -74,6 +74,11 @@ def test_the_stages_take_the_arguments_the_study_hands_them() -> None:
         given = set(getattr(demo if name == "demo_arguments" else study, name))
         for function in functions:
             assert given <= set(inspect.signature(function).parameters), (name, function)
+    from ndmha.data.packs import build
+
+    pack = load(overrides=["data={mask_protocol: mat-large}"])
+    assert pack.pack == "mat-large" and study.pack is None
+    assert set(pack.pack_arguments) <= set(inspect.signature(build).parameters)
     assert study.mask_arguments["mask_hole"] == study.config["data"]["mask_hole"]
     assert study.plan_arguments["mask_hole"] == study.data.mask_hole
 

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ndmha.data.maskgen import FAMILIES
 from ndmha.data.masks import balanced_order, nvidia_index
 from ndmha.data.prepare import (
     JPG_SUFFIXES,
@@ -227,7 +228,7 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
         if n > len(index):
             log.info("%d images and %d masks: each mask serves %d or %d images", n, len(index),
                      n // len(index), -(-n // len(index)))
-    elif mask_protocol == "qd-imd":
+    elif mask_protocol == "qd-imd" or mask_protocol in FAMILIES:  # a pack: image i, mask i
         masks = qdimd_masks(masks_dir)
         if mask_count and len(masks) != mask_count:
             raise DataError(f"{masks_dir}: found {len(masks)} masks, data.mask_count says "
@@ -235,7 +236,8 @@ def plan_sources(sources_csv: str | Path, source: str, n_images: int, images_dir
         plan["mask"] = [relative_posix(path, base)
                         for path in take_first(masks, n, masks_dir, "masks")]
     else:
-        raise ConfigError(f"data.mask_protocol: 'qd-imd' or 'nvidia', not {mask_protocol!r}")
+        raise ConfigError(f"data.mask_protocol: 'qd-imd', 'nvidia' or a pack "
+                          f"({', '.join(FAMILIES)}), not {mask_protocol!r}")
     if source == "places2":
         plan["split"] = [split for _, _, split in images]
     with atomic_open(sources_csv, newline="") as fh:

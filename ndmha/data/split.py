@@ -145,14 +145,39 @@ def celeba_splits(ids: list[str], image_list: str | Path, partition: str | Path)
     return labels
 
 
+def listed_ids(ids: list[str], listing: str | Path) -> list[str]:
+    """``test`` for the ids a file lists, ``train`` for the others. A line is an id or a file
+    name whose stem is one (LaMa's ``25531.jpg``), compared as numbers where both are (CelebA-HQ's
+    ``25531`` is the image ``25531``); blank lines and ``#`` comments are skipped. None of the
+    images listed is an error naming the file."""
+    listing = Path(listing)
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError as error:
+        raise DataError(f"{listing}: {error.strerror}") from error
+
+    def key(value: str) -> str:
+        value = Path(value.strip()).stem
+        return str(int(value)) if value.isdigit() else value
+
+    wanted = {key(line) for line in lines if line.strip() and not line.lstrip().startswith("#")}
+    splits = ["test" if key(i) in wanted else "train" for i in ids]
+    if "test" not in splits:
+        raise DataError(f"{listing}: none of its {len(wanted)} ids is among the {len(ids)} images "
+                        f"(ids {ids[0]} to {ids[-1]})")
+    return splits
+
+
 def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, seed: int,
                test: int | None = None, val: int = 0,
-               celeba: dict[str, str] | None = None) -> pd.DataFrame:
+               celeba: dict[str, str] | None = None, test_ids: str | Path = ""
+               ) -> pd.DataFrame:
     """Read the pairs CSV, assign splits and write the manifest (id, image, mask, corrupted,
     split, hole_ratio, and the mask protocol's columns when the pairs have them). ``lists``
     keeps the pairs' own ``split`` column (:func:`listed_splits`); ``celeba`` takes CelebA's
     partition through CelebA-HQ's index (``celeba``: its ``image_list`` and ``partition``
-    files, :func:`celeba_splits`)."""
+    files, :func:`celeba_splits`); ``ids`` tests the ids ``test_ids`` lists
+    (:func:`listed_ids`)."""
     pairs = pd.read_csv(pairs_csv, dtype={"id": str})
     if pairs.empty:
         raise DataError(f"{pairs_csv}: no image/mask pairs")
@@ -162,6 +187,9 @@ def make_split(pairs_csv: str | Path, manifest_csv: str | Path, scheme: str, see
             raise DataError(f"{pairs_csv}: split.scheme 'lists' needs the data's own splits "
                             "(data.source: places2)")
         pairs["split"] = listed_splits(pairs["split"].tolist(), val, seed)
+        sizes = pairs["split"].value_counts().to_dict()
+    elif scheme == "ids":
+        pairs["split"] = listed_ids(pairs["id"].tolist(), test_ids)
         sizes = pairs["split"].value_counts().to_dict()
     elif scheme == "celeba":
         celeba = celeba or {}

@@ -74,7 +74,10 @@ IMPORTED = [name for name, e in EXPERIMENTS.items() if e.kind == "imported"]
 # the whole config's hash, for the provenance table (only the tables rule reads it)
 CONFIG_SHA256 = sha256_json(config)
 
-SOURCE_IMAGES, SOURCE_MASKS = STUDY.source_folders(RESULTS / "demo")
+SOURCE_IMAGES, DATA_MASKS = STUDY.source_folders(RESULTS / "demo")
+# a protocol pack (data.mask_protocol lama-*, mat-*): its masks, drawn here, pair with the images
+PACK = RESULTS / "data" / "pack"
+SOURCE_MASKS = PACK / "masks" if STUDY.pack else DATA_MASKS
 
 # the data plan, and the shards that prepare it (data.shards; one gather joins them)
 SOURCES = RESULTS / "data" / "sources.csv"

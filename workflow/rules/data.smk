@@ -7,7 +7,7 @@ if STUDY.data.source == "demo":
     rule demo_data:
         output:
             images=directory(SOURCE_IMAGES),
-            masks=directory(SOURCE_MASKS),
+            masks=directory(DATA_MASKS),
         params:
             demo=STUDY.demo_arguments,
         threads: STUDY.threads("prepare")
@@ -23,13 +23,34 @@ if STUDY.data.source == "demo":
             "../scripts/demo_data.py"
 
 
+if STUDY.pack:
+
+    rule pack:
+        output:
+            directory(PACK),
+        params:
+            pack=STUDY.pack_arguments,
+        threads: STUDY.threads("prepare")
+        resources:
+            **rule_resources("prepare"),
+        log:
+            LOGS / "pack.log",
+        benchmark:
+            BENCHMARKS / "pack.tsv"
+        conda:
+            ENV
+        script:
+            "../scripts/pack.py"
+
+
 rule sources:
     input:
         images=SOURCE_IMAGES,
-        masks=SOURCE_MASKS,
+        masks=PACK if STUDY.pack else SOURCE_MASKS,
     output:
         SOURCES,
     params:
+        masks=SOURCE_MASKS,  # a pack's: the masks/ of its folder
         plan=STUDY.plan_arguments,
     threads: STUDY.threads("prepare")
     resources:

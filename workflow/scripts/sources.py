@@ -4,4 +4,4 @@ from ndmha.workflow import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 run(sm, plan_sources, sources_csv=sm.output[0], images_dir=sm.input.images,
-    masks_dir=sm.input.masks, threads=sm.threads, **sm.params.plan)
+    masks_dir=sm.params.masks, threads=sm.threads, **sm.params.plan)
