@@ -94,9 +94,9 @@ def import_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
-    """Write the split's images and masks (LaMa's layout or the release's) so that another
-    method runs on exactly our masks; score its outputs with an experiment's predictions:
-    entry."""
+    """Write the split's images and masks (LaMa's layout, MAT's or the release's) so that
+    another method runs on exactly our masks; score its outputs with an experiment's
+    predictions: entry."""
     from ndmha.evaluate import export_test
     from ndmha.io import setup_logging
 
@@ -351,8 +351,9 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="the folder to write (must not exist or be empty)")
     p.add_argument("--manifest", default="results/data/manifest.csv",
                    help="the workflow's split manifest (default results/data/manifest.csv)")
-    p.add_argument("--layout", choices=["lama", "release"], default="lama",
-                   help="lama: <id>.png beside <id>_mask.png; release: input/, mask/, target/")
+    p.add_argument("--layout", choices=["lama", "mat", "release"], default="lama",
+                   help="lama: <id>.png beside <id>_mask.png (255 = hole); mat: image/, mask/ "
+                        "(0 = hole); release: input/, mask/, target/")
     p.add_argument("--split", default="test", help="the split to export (default test)")
 
 

@@ -219,15 +219,30 @@ def predict_external(manifest: str | Path, out_dir: str | Path, experiment: str,
     return info
 
 
+#: export-test's layouts: where each writes the corrupted input and the mask (255 = hole,
+#: unless the layout's mask is inverted), and whether it writes the ground truth too
+EXPORT_LAYOUTS = {
+    "lama": {"input": "{id}.png", "mask": "{id}_mask.png", "inverted": False, "target": None},
+    "mat": {"input": "image/{id}.png", "mask": "mask/{id}.png", "inverted": True,
+            "target": None},
+    "release": {"input": "input/{id}.png", "mask": "mask/{id}.png", "inverted": False,
+                "target": "target/{id}.png"},
+}
+
+
 def export_test(manifest: str | Path, out: str | Path, layout: str = "lama",
                 split: str = "test") -> int:
-    """The split's images and masks (255 = hole) where another codebase reads them, so that it
-    runs on exactly our masks: ``lama`` writes ``<id>.png`` (the corrupted image: holes black)
-    beside ``<id>_mask.png``; ``release`` writes ``input/``, ``mask/`` and ``target/`` (the
-    ground truth) with one ``<id>.png`` each, as the authors' test code reads them. Written
-    through a staging folder: an interrupted export leaves no half-written ``out``."""
-    if layout not in ("lama", "release"):
-        raise ConfigError(f"--layout: 'lama' or 'release', got {layout!r}")
+    """The split's images and masks where another codebase reads them, so that it runs on
+    exactly our masks. Every layout gives the corrupted image (holes black: another method never
+    sees the ground truth in a hole) and the mask: ``lama`` ``<id>.png`` beside ``<id>_mask.png``
+    (255 = hole: LaMa's ``predict.py``, and the generic pair most codebases read); ``mat``
+    ``image/<id>.png`` and ``mask/<id>.png`` with **0 = hole** (MAT's ``generate_image.py``
+    ``--dpath`` and ``--mpath``, paired by name); ``release`` ``input/``, ``mask/`` and
+    ``target/`` (the ground truth) as the authors' test code reads them. Written through a
+    staging folder: an interrupted export leaves no half-written ``out``."""
+    if layout not in EXPORT_LAYOUTS:
+        raise ConfigError(f"--layout: one of {', '.join(EXPORT_LAYOUTS)}, got {layout!r}")
+    names = EXPORT_LAYOUTS[layout]
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty (give a new folder)")
@@ -238,14 +253,11 @@ def export_test(manifest: str | Path, out: str | Path, layout: str = "lama",
         for row in tqdm(frame.itertuples(), total=len(frame), desc=f"export ({layout})",
                         mininterval=5.0, file=sys.stderr):
             holes = to_holes(read_image(row.mask, cv2.IMREAD_GRAYSCALE))  # 255 = hole, binary
-            corrupted = read_image(row.corrupted)
-            if layout == "lama":
-                write_image(stage / f"{row.id}.png", corrupted)
-                write_image(stage / f"{row.id}_mask.png", holes)
-            else:
-                write_image(stage / "input" / f"{row.id}.png", corrupted)
-                write_image(stage / "mask" / f"{row.id}.png", holes)
-                write_image(stage / "target" / f"{row.id}.png", read_image(row.image))
+            write_image(stage / names["input"].format(id=row.id), read_image(row.corrupted))
+            write_image(stage / names["mask"].format(id=row.id),
+                        255 - holes if names["inverted"] else holes)
+            if names["target"]:
+                write_image(stage / names["target"].format(id=row.id), read_image(row.image))
     log.info("exported %d %s images to %s (%s layout)", len(frame), split, out, layout)
     return len(frame)
 

@@ -156,8 +156,14 @@ def test_the_places2_ranking_needs_places2_and_follows_the_intervals(dataset, ot
     card = scorecard(rows, comparisons)
     assert verdict(card, "paper_places2") == expected
     assert verdict(card, "paper_ahead") == NOT_TESTABLE  # the CelebA-HQ claim stays untested
+    row = card.set_index("claim_id").loc["paper_places2"]
     if expected == NOT_TESTABLE:
-        assert "Places2" in card.set_index("claim_id").loc["paper_places2", "why"]
+        assert "Places2" in row["why"]
+    # each verdict names the protocol this run stands for
+    named = row["measured"] if expected != NOT_TESTABLE else row["why"]
+    assert protocol in named, named
+    assert f"this run: data.protocol {protocol}" in \
+        card.set_index("claim_id").loc["paper_ahead", "why"]
 
 
 def test_the_report_front_page_renders_without_errors() -> None:

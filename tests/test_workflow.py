@@ -622,6 +622,17 @@ def test_imported_fine_tuned_and_external_experiments(tiny_run: Path, tmp_path: 
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in lama.iterdir()) == sorted(
         [f"{i}.png" for i in ids] + [f"{i}_mask.png" for i in ids])
+    mat = tmp_path / "mat"  # MAT's: image/ and mask/, 0 in the holes, the same inputs
+    done = subprocess.run([sys.executable, "-m", "ndmha", "export-test", str(mat), "--manifest",
+                           str(workdir / "results" / "data" / "manifest.csv"), "--layout", "mat"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for i in ids:
+        ours = cv2.imread(str(lama / f"{i}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        theirs = cv2.imread(str(mat / "mask" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
+        assert (theirs == 255 - ours).all() and ours.any()
+        assert (cv2.imread(str(mat / "image" / f"{i}.png")) ==
+                cv2.imread(str(lama / f"{i}.png"))).all()
 
     config = {**base, "experiments": {
         "telea": {"architecture": "telea"},

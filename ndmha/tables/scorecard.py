@@ -231,16 +231,19 @@ def _ahead(on: Callable[[dict], bool], needs: str, others_needed: int | None
     def test(ev: Evidence) -> Finding:
         ours = [s for s in ev.find("ndmha") if is_trained(s)]
         others = [s for s in ev.summaries if kind_of(s) == "external"]
+        # the protocol this run's numbers stand for, named in the verdict either way
+        where = (f"this run: data.protocol {ours[0].get('protocol', 'none')} "
+                 f"({ours[0].get('dataset', '?')})" if ours else "no trained NDMHA in this run")
         if not ours or not others or not on(ours[0]):
-            return Finding("", "", NOT_TESTABLE, f"needs {needs}")
+            return Finding("", "", NOT_TESTABLE, f"needs {needs}; {where}")
         results = [(o["experiment"], ev.difference(ours[0]["experiment"], o["experiment"]))
                    for o in others]
         ahead = [name for name, d in results if d and not pd.isna(d["low"]) and d["low"] > 0]
         enough = others_needed is None or len(results) == others_needed
         verdict = REPRODUCED if enough and len(ahead) == len(results) else NOT_REPRODUCED
         wanted = f"{others_needed} needed" if others_needed else "all needed"
-        return Finding(f"ahead of {len(ahead)} of {len(results)} (95 % intervals)",
-                       _steps(ours[0]), verdict,
+        return Finding(f"ahead of {len(ahead)} of {len(results)} (95 % intervals) on "
+                       f"{ours[0]['protocol']}", _steps(ours[0]), verdict,
                        f"ahead of all {len(results)}" if verdict == REPRODUCED else
                        f"ahead of {', '.join(ahead) or 'none'}; {wanted}",
                        (ours[0]["experiment"], *(o["experiment"] for o in others)))
