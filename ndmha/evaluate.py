@@ -31,6 +31,8 @@ from ndmha.data.split import read_manifest
 from ndmha.fidelity import (
     FID_KEY,
     LPIPSMetric,
+    clean_features,
+    clean_fid,
     fid_kid,
     inception_features,
     lpips_metric,
@@ -318,10 +320,19 @@ def _distribution(frame: pd.DataFrame, composites: list[Path], fid: dict[str, An
     weights (or switched off) each reads the text of :func:`ndmha.fidelity.metric_weights`."""
     weights = metric_weights(FID_KEY, fid.get("inception_weights", ""), "inception")
     if isinstance(weights, str):
-        return lambda index: {"fid": weights, "kid": weights, "kid_std": weights}
+        return lambda index: {"fid": weights, "fid_clean": weights, "kid": weights,
+                              "kid_std": weights}
     generated = inception_features(composites, weights, device)
     real = inception_features(list(frame["image"]), weights, device)
-    return lambda index: fid_kid(generated[index.to_list()], real[index.to_list()])
+    # FID a second way, clean-fid's (its resize and formula), on the same weights
+    clean = (clean_features(composites, weights, device),
+             clean_features(list(frame["image"]), weights, device))
+
+    def measure(index: pd.Index) -> dict[str, Any]:
+        rows = index.to_list()
+        return {**fid_kid(generated[rows], real[rows]),
+                "fid_clean": clean_fid(clean[0][rows], clean[1][rows])}
+    return measure
 
 
 def _by_bucket(table: pd.DataFrame, distribution: Callable[[pd.Index], dict[str, Any]]
@@ -376,7 +387,9 @@ def score(manifest: str | Path, predictions: str | Path, per_image_csv: str | Pa
         **distribution(table.index),
         "metric_notes": "composite vs ground truth; PSNR and SSIM with data_range 1.0 on [0, 1] "
                         "RGB, SSIM over the valid region (Gaussian 11x11, sigma 1.5, as "
-                        "scikit-image); LPIPS v0.1; FID / KID from torch-fidelity's Inception-v3",
+                        "scikit-image); LPIPS v0.1; FID / KID from torch-fidelity's Inception-v3 (its TF1 "
+                        "bilinear resize on uint8); fid_clean by clean-fid's recipe (PIL bicubic "
+                        "resize on floats, pytorch-fid's network, the same weights)",
         "provenance": {
             "training": train_provenance,
             "evaluation": {**collect(dev, evaluation, manifest, dataset),

@@ -120,6 +120,52 @@ def inception_features(paths: list[str | Path], weights: str | Path,
                                          save_cpu_ram=True, verbose=False)["2048"]
 
 
+def clean_features(paths: list[str | Path], weights: str | Path,
+                   device: str | torch.device = "cpu", batch_size: int = 32) -> torch.Tensor:
+    """Inception-v3 pool features (N, 2048) by clean-fid's recipe (Parmar et al., CVPR 2022):
+    each image resized to 299 px by PIL's bicubic on float values, not quantised
+    (``cleanfid.resize.build_resizer("clean")``), then pytorch-fid's Inception-v3, clean-fid's
+    own port (``cleanfid.inception_pytorch``), its weights read as a state dict from the checked
+    file (pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``: the bytes torch-fidelity loads).
+    clean-fid's "clean" mode runs a TorchScript copy of the network instead: a downloaded
+    program, which this project does not run. The FID of these features differs from
+    torch-fidelity's by the resize (torch-fidelity's TF1 bilinear on uint8) and the input scaling
+    (2x - 1 against (x - 128) / 128)."""
+    from unittest import mock
+
+    import cleanfid.inception_pytorch as cip
+    import cv2
+    import numpy as np
+    from cleanfid.resize import build_resizer
+
+    from ndmha.io import read_image
+
+    def state(*_args: Any, **_kwargs: Any) -> dict:  # the checked file, as data
+        return torch.load(weights, map_location="cpu", weights_only=True)
+
+    with mock.patch.object(cip, "load_state_dict_from_url", state):
+        model = cip.InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
+    resize = build_resizer("clean")
+    features = []
+    for start in range(0, len(paths), batch_size):
+        images = [resize(cv2.cvtColor(read_image(p), cv2.COLOR_BGR2RGB))
+                  for p in paths[start:start + batch_size]]
+        batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2)).float().to(device)
+        with torch.no_grad():
+            features.append(model(batch / 255)[0].squeeze(-1).squeeze(-1).double().cpu())
+    return torch.cat(features)
+
+
+def clean_fid(generated: torch.Tensor, real: torch.Tensor) -> float:
+    """FID of two sets of :func:`clean_features` by clean-fid's formula
+    (``cleanfid.fid.fid_from_feats``); NaN with fewer than two images."""
+    if min(len(generated), len(real)) < 2:
+        return math.nan
+    from cleanfid.fid import fid_from_feats
+
+    return float(fid_from_feats(generated.numpy(), real.numpy()))
+
+
 def fid_kid(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
     """FID and KID (mean, std) between two sets of :func:`inception_features`, with
     torch-fidelity's own formulas and defaults. KID's subset size is capped at the number of

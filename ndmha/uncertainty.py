@@ -43,11 +43,11 @@ LEVEL = 0.95
 UNSEEDED = "unseeded"
 #: metrics with a seed interval (the per-image ones); FID and KID get the spread only
 INTERVAL_METRICS = ("psnr", "ssim", "l1", "lpips")
-SPREAD_METRICS = ("fid", "kid")
+SPREAD_METRICS = ("fid", "fid_clean", "kid")
 METHOD_NOTE = (
     "Intervals: 95 % Student-t over the per-seed means (mean ± t(0.975, n−1)·sd/√n, n seeds), on "
     "this test set: the seeds' spread, not the images' (every row is scored on the same images); "
-    "FID and KID: the spread over seeds only. One seed: no interval. Paired comparisons: a − b per "
+    "FID (both implementations) and KID: the spread over seeds only. One seed: no interval. Paired comparisons: a − b per "
     "image on the same images and masks; 'distinguishable' comes from the seed-aware interval "
     "over per-seed mean differences only (Holm-corrected over the comparisons made); the "
     "'this trained model' columns (per-image t-interval, Wilcoxon signed-rank) concern the first "

@@ -26,14 +26,14 @@ def _rules() -> dict[str, str]:
 
 def test_every_rule_names_the_conda_env_and_its_resources() -> None:
     rules = _rules()
-    assert len(rules) == 17  # and `all`, in the Snakefile, which runs nothing
+    assert len(rules) == 18  # and `all`, in the Snakefile, which runs nothing
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     env = re.search(r'^ENV = "(.+)"', common, re.M).group(1)
     assert (ROOT / "workflow" / "rules" / env).resolve() == ROOT / "envs" / "ndmha.yaml"
     for name, body in rules.items():
         assert "conda:\n" in body and "ENV" in body, name
-        stage = re.search(r'threads: config\["resources"\]\["(\w+)"\]\["threads"\]', body)
-        assert stage, f"{name}: threads not read from config"
+        stage = re.search(r'threads: STUDY\.threads\("(\w+)"\)', body)
+        assert stage, f"{name}: threads not read from the study's resources"
         # per-experiment evaluation rules ask for no GPU for a training-free experiment
         assert re.search(rf'\*\*rule_resources\("{stage.group(1)}"(, gpu_by_kind=True)?\)',
                          body), name

@@ -160,7 +160,7 @@ def test_write_tables_names_an_unknown_family(evaluated: Path, tmp_path: Path) -
 
 def test_a_metric_switched_off_reads_off_in_the_tables(evaluated: Path, tmp_path: Path) -> None:
     summary = json.loads((evaluated / "summary.json").read_text())
-    summary.update(lpips="off", fid="off", kid="off", kid_std="off")
+    summary.update(lpips="off", fid="off", fid_clean="off", kid="off", kid_std="off")
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     table = write_tables(study([tmp_path / "summary.json"]), tmp_path, ("benchmark",))
     ours = table[table["source"] == "measured"].iloc[0]

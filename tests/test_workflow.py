@@ -250,6 +250,12 @@ def test_the_protocol_card_names_the_test_set_everywhere(tiny_run: Path) -> None
     masks = card["masks"]["test_set_sha256"]
     assert card["split"]["test"] == TINY["split"]["test"] and card["resolution"] == 32
     assert card["metrics"]["lpips"].endswith("n/a, weights missing (alexnet-owt-7be5be79.pth)")
+    # FID two ways, each column in the tables; without the Inception weights both read n/a
+    summary = json.loads((tiny_run / "metrics" / "ndmha" / "summary.json").read_text())
+    assert summary["fid_clean"] == summary["fid"] and summary["fid"].startswith("n/a")
+    benchmark = pd.read_csv(tiny_run / "tables" / "benchmark.csv", keep_default_na=False)
+    assert {"fid", "fid_clean"} <= set(benchmark.columns)
+    assert (benchmark.loc[benchmark["source"] == "measured", "fid_clean"] == "n/a").all()
     assert masks in (tiny_run / "tables" / "report_front.rst").read_text()
     for md in (tiny_run / "tables").glob("*.md"):
         assert masks[:12] in md.read_text(), md.name

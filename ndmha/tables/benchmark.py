@@ -16,7 +16,7 @@ from ndmha.tables.rows import (BUDGET, SEED_COLUMNS, SSIM_NOTE, budget_cell, bud
 
 log = logging.getLogger("ndmha")
 
-COLUMNS = ["method", "source", "kind", "psnr_db", "ssim", "l1", "lpips", "fid", "kid",
+COLUMNS = ["method", "source", "kind", "psnr_db", "ssim", "l1", "lpips", "fid", "fid_clean", "kid",
            *SEED_COLUMNS, "params_m", "runtime_s", "gmac", "gmac_without_deformable", "gmac_at_size", *BUDGET,
            "device", "dataset", "git_commit"]
 #: budgets the references state (the seed report: "200 epochs with a batch size of 1", "3 days",
@@ -37,6 +37,7 @@ def measured_row(summary: dict, labels: dict[str, str] | None = None) -> dict:
         "ssim": summary["ssim"],
         "l1": summary["l1"],
         **{k: short(summary[k]) for k in ("lpips", "fid", "kid")},
+        "fid_clean": short(summary.get("fid_clean")),
         **seed_columns(summary),
         "params_m": summary["parameters"] / 1e6,
         "runtime_s": summary["inference_s_per_image"],
@@ -159,5 +160,5 @@ def benchmark_view(table: pd.DataFrame) -> pd.DataFrame:
                                              r.get("psnr_ci_high"), 2),
         "SSIM": lambda r: with_interval(r["ssim"], r.get("ssim_ci_low"), r.get("ssim_ci_high"),
                                         4),
-        "LPIPS": "lpips", "FID": "fid", "params (M)": "params_m",
+        "LPIPS": "lpips", "FID": "fid", "FID clean": "fid_clean", "params (M)": "params_m",
         "steps × batch": budget_cell})

@@ -15,16 +15,17 @@ from ndmha.tables.rows import (BUDGET, NOT_TRAINED_HERE, SEED_COLUMNS, SSIM_NOTE
                                seed_columns)
 
 TEST_COLUMNS = ["experiment", "images", "image_size", "loss", "l1", "psnr", "ssim", "lpips",
-                "fid", "kid", "kid_std", "parameters", "inference_s_per_image", "device", *BUDGET]
+                "fid", "fid_clean", "kid", "kid_std", "parameters", "inference_s_per_image", "device", *BUDGET]
 EXPERIMENT_COLUMNS = ["experiment", "label", "kind", "architecture", "options", "loss_weights",
-                      "psnr", "ssim", "l1", "lpips", "fid", "kid", *SEED_COLUMNS, "params_m",
+                      "psnr", "ssim", "l1", "lpips", "fid", "fid_clean", "kid", *SEED_COLUMNS,
+                      "params_m",
                       "gmac",
                       "gmac_without_deformable", *BUDGET, "test_images"]
 PROVENANCE_COLUMNS = ["experiment", "git_commit", "git_dirty", "config_sha256",
                       "train_settings_sha256", "python", "torch", "torchvision", "cuda", "cudnn",
                       "train_device", "eval_device", "dataset", "dataset_images",
                       "manifest_sha256", "train_seconds", "eval_seconds"]
-NEEDS_WEIGHTS = ("lpips", "fid", "kid", "kid_std")
+NEEDS_WEIGHTS = ("lpips", "fid", "fid_clean", "kid", "kid_std")
 def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | Path | None,
                       labels: dict[str, str] | None = None,
                       settings: dict[str, dict] | None = None) -> pd.DataFrame:
@@ -41,6 +42,7 @@ def experiments_table(summaries: list[dict], out_csv: str | Path, out_md: str | 
                                       else NOT_TRAINED_HERE[kind_of(s)]),
                      "psnr": s["psnr"], "ssim": s["ssim"], "l1": s["l1"],
                      **{k: short(s[k]) for k in ("lpips", "fid", "kid")},
+                     "fid_clean": short(s.get("fid_clean")),
                      **seed_columns(s), "params_m": s["parameters"] / 1e6, "gmac": counts["gmac"],
                      "gmac_without_deformable": counts["gmac_without_deformable"],
                      **budget_of(s), "test_images": s["images"]})
@@ -95,7 +97,7 @@ def experiments_view(table: pd.DataFrame) -> pd.DataFrame:
 
 def test_metrics_table(summaries: list[dict], out_csv: str | Path) -> pd.DataFrame:
     """The seed report's "test metrics" of every run (one row a run, seeds apart)."""
-    table = pd.DataFrame([{**{k: short(s[k]) if k in NEEDS_WEIGHTS else s.get(k)
+    table = pd.DataFrame([{**{k: short(s.get(k)) if k in NEEDS_WEIGHTS else s.get(k)
                               for k in TEST_COLUMNS if k not in BUDGET},
                            "loss": s.get("test_loss"), **budget_of(s)} for s in summaries],
                          columns=TEST_COLUMNS)

@@ -20,7 +20,7 @@ MAX_WIDTH = 130
 ELLIPSIS = "…"
 #: how a numeric cell is printed, by column (the CSVs keep %.6g)
 FORMATS = {"psnr_db": "{:.2f}", "psnr": "{:.2f}", "ssim": "{:.4f}", "l1": "{:.4f}",
-           "lpips": "{:.4f}", "fid": "{:.2f}", "kid": "{:.4f}", "params_m": "{:.3f}",
+           "lpips": "{:.4f}", "fid": "{:.2f}", "fid_clean": "{:.2f}", "kid": "{:.4f}", "params_m": "{:.3f}",
            "runtime_s": "{:.4f}", "gmac": "{:.2f}", "gmac_without_deformable": "{:.2f}",
            "gmac_at_size": "{:.3f}", "train_time_s": "{:.0f}", "epochs": "{:.0f}",
            "steps": "{:.0f}", "images_seen": "{:.0f}", "batch": "{:.0f}",

@@ -61,6 +61,8 @@ def protocol_card(manifest: str | Path, summaries: list[dict], facts: dict[str, 
             "lpips": f"lpips v0.1, {lpips_net}: "
                      f"{_weights(LPIPS_WEIGHTS[lpips_net], first.get('lpips'))}",
             "fid, kid": f"torch-fidelity Inception-v3: {_weights('inception', first.get('fid'))}",
+            "fid_clean": "clean-fid's resize (PIL bicubic, floats) and formula, pytorch-fid's "
+                         "network, the same weights",
         },
         "images": {"test": counts["test"], "per_run": len(test)},
     }

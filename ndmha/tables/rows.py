@@ -41,6 +41,8 @@ def aggregate(summaries: list[dict], runs: dict[str, dict] | None = None) -> lis
         row = {**members[0], "experiment": group, "runs": [s["experiment"] for s in members],
                "seeds": [x for x in seeds if x is not None]}
         for metric in (*uncertainty.INTERVAL_METRICS, *uncertainty.SPREAD_METRICS):
+            if any(metric not in s for s in members):  # a summary from before the metric
+                continue
             values = [s[metric] for s in members]
             if any(isinstance(v, str) for v in values):  # n/a: weights missing
                 continue
