@@ -335,7 +335,7 @@ def test_both_protocols_dry_run_from_their_configs(tmp_path: Path) -> None:
       "split": {"scheme": "lists", "test": 4}},
      "config key data.places2.train_list: file 'no_such_list.txt' does not exist"),
     ({"data": {**TINY["data"], "mask_protocol": "nvdia"}},
-     "config key data.mask_protocol: 'nvdia' is not one of ['qd-imd', 'nvidia']"),
+     "config key data.mask_protocol: 'nvdia' is not one of ['qd-imd', 'nvidia', 'lama-thin'"),
 ])
 def test_bad_protocol_config_stops_before_any_job(tmp_path: Path, changes: dict,
                                                    message: str) -> None:
