@@ -8,6 +8,7 @@ weights; one switched off in the config (``off``) reads ``off``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -131,29 +132,34 @@ def clean_features(paths: list[str | Path], weights: str | Path,
     program, which this project does not run. The FID of these features differs from
     torch-fidelity's by the resize (torch-fidelity's TF1 bilinear on uint8) and the input scaling
     (2x - 1 against (x - 128) / 128)."""
-    from unittest import mock
-
-    import cleanfid.inception_pytorch as cip
-    import cv2
     import numpy as np
     from cleanfid.resize import build_resizer
 
-    from ndmha.io import read_image
+    model, device = _clean_inception(str(weights), str(device)), torch.device(device)
+    resize, images = build_resizer("clean"), ImageFiles(paths)
+    features = []
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([resize(images[i].permute(1, 2, 0).numpy())
+                          for i in range(start, min(start + batch_size, len(images)))])
+        batch = torch.from_numpy(batch.transpose(0, 3, 1, 2)).float().to(device)
+        with torch.no_grad():
+            features.append(model(batch / 255)[0].squeeze(-1).squeeze(-1).double().cpu())
+    return torch.cat(features)
+
+
+@functools.lru_cache(maxsize=1)
+def _clean_inception(weights: str, device: str) -> torch.nn.Module:
+    """clean-fid's pytorch-fid network with the checked file's state dict, built once for a
+    scoring job's two image sets (its generated and its real images)."""
+    from unittest import mock
+
+    import cleanfid.inception_pytorch as cip
 
     def state(*_args: Any, **_kwargs: Any) -> dict:  # the checked file, as data
         return torch.load(weights, map_location="cpu", weights_only=True)
 
     with mock.patch.object(cip, "load_state_dict_from_url", state):
-        model = cip.InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
-    resize = build_resizer("clean")
-    features = []
-    for start in range(0, len(paths), batch_size):
-        images = [resize(cv2.cvtColor(read_image(p), cv2.COLOR_BGR2RGB))
-                  for p in paths[start:start + batch_size]]
-        batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2)).float().to(device)
-        with torch.no_grad():
-            features.append(model(batch / 255)[0].squeeze(-1).squeeze(-1).double().cpu())
-    return torch.cat(features)
+        return cip.InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
 
 
 def clean_fid(generated: torch.Tensor, real: torch.Tensor) -> float:

@@ -135,6 +135,8 @@ def verify(folder: str | Path, threads: int = 1) -> dict[str, Any]:
         raise DataError(f"{folder / 'protocol.json'}: protocol {name!r} is not one of "
                         f"{sorted(PROTOCOLS)}")
     listed = set(manifest["file"])
+    if not (folder / "masks").is_dir():
+        raise DataError(f"{folder / 'masks'}: missing (a pack keeps its masks there)")
     present = {f"masks/{p.name}" for p in (folder / "masks").iterdir()}
     for extra in sorted(present - listed)[:1]:
         raise DataError(f"{folder / extra}: not in the manifest")
